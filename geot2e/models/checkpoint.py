@@ -1,0 +1,195 @@
+"""Safe checkpoints: a folder with ``config.json`` and one ``*.safetensors`` per component.
+
+Never unpickles: ``.bin/.pt/.pth/.ckpt/.pkl`` files are refused with :class:`CheckpointError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .config import Text2EarthConfig
+from .text2earth import Text2Earth
+
+__all__ = ["save_pretrained", "from_pretrained", "load_model", "resolve_device", "checkpoint_hash",
+           "DEFAULT_WEIGHTS", "COMPONENTS"]
+
+COMPONENTS = ("vae", "unet", "text_encoder", "resolution")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default"
+
+
+def checkpoint_hash(path: str | os.PathLike) -> str:
+    """sha256 over config.json and the component files (names and bytes), first 16 hex digits."""
+    p = Path(path)
+    h = hashlib.sha256()
+    for name in ["config.json"] + [f"{c}.safetensors" for c in COMPONENTS]:
+        f = p / name
+        h.update(name.encode())
+        with open(f, "rb") as fh:
+            for blk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(blk)
+    return h.hexdigest()[:16]
+
+
+def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json`` and ``{vae,unet,text_encoder,resolution}.safetensors`` to ``path``.
+
+    ``dtype=torch.float16`` halves the size (weights are cast back to float32 on load).
+    The folder is written to a temporary sibling and renamed, so a crash leaves no half checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        (tmp / "config.json").write_text(model.config.to_json())
+        for comp in COMPONENTS:
+            sd = getattr(model, comp).state_dict()
+            sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+                  for k, v in sd.items()}
+            save_file(sd, str(tmp / f"{comp}.safetensors"), metadata={"format": "pt", "component": comp})
+        if dst.exists():
+            old = dst.with_name(dst.name + ".old")
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+def _refuse_pickles(p: Path) -> None:
+    if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{p}: pickle checkpoints are never loaded (unpickling can run arbitrary code). "
+                              "Convert the weights to safetensors and a folder with config.json.")
+    if p.is_dir():
+        pickles = sorted(q.name for q in p.iterdir() if q.suffix.lower() in PICKLE_SUFFIXES)
+        have_st = any(q.suffix == ".safetensors" for q in p.rglob("*.safetensors"))
+        if pickles and not have_st:
+            raise CheckpointError(f"{p}: only pickle weights found ({', '.join(pickles)}); they are never loaded "
+                                  "(unpickling can run arbitrary code). Provide safetensors files.")
+
+
+def from_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Text2Earth:
+    """Load a model folder written by :func:`save_pretrained` (or an official Text2Earth folder)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    _refuse_pickles(p)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint folder. Pass a folder with config.json and *.safetensors, "
+                              "or 'default' for the embedded model.")
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: a checkpoint is a folder (config.json + *.safetensors), not a file.")
+    cfg_file = p / "config.json"
+    if not cfg_file.is_file():
+        if (p / "unet" / "config.json").is_file():
+            from .official import load_official
+
+            return load_official(p, device=device)
+        raise CheckpointError(f"{cfg_file}: missing. A geot2e checkpoint folder holds config.json and "
+                              f"{', '.join(c + '.safetensors' for c in COMPONENTS)}.")
+    try:
+        cfg_dict = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({e}).") from e
+    config = Text2EarthConfig.from_dict(cfg_dict, source=str(cfg_file))
+    model = Text2Earth(config)
+    for comp in COMPONENTS:
+        f = p / f"{comp}.safetensors"
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing component file; the checkpoint is incomplete.")
+        try:
+            sd = load_file(str(f))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{f}: corrupt or unreadable safetensors file ({e}).") from e
+        module = getattr(model, comp)
+        own = module.state_dict()
+        bad = [k for k, v in sd.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+        missing = [k for k in own if k not in sd]
+        if bad or missing:
+            raise CheckpointError(f"{f}: weights do not match config.json "
+                                  f"(unexpected/mis-shaped: {bad[:3]}, missing: {missing[:3]}). "
+                                  "Was config.json edited or copied from another model?")
+        module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+    model.source = str(p.resolve())
+    model.checkpoint_hash = checkpoint_hash(p)
+    model.eval()
+    return model.to(device)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+        return "amx_bf16" in flags or "avx512_bf16" in flags
+    except OSError:
+        return False
+
+
+_CACHE: dict[tuple[str, str], Text2Earth] = {}
+_LOCK = threading.Lock()
+
+
+def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, device: str | torch.device = "auto",
+               autocast: str | None = "auto") -> Text2Earth:
+    """Load a Text2Earth model: ``"default"`` (embedded weights), a local folder, or pass a model through.
+
+    Models are cached per (path, device), so dask workers load each checkpoint once.
+    ``autocast="auto"`` uses bf16 autocast for the UNet on CUDA and on CPUs with AMX
+    (measured ~1.9x faster here), float32 elsewhere; ``None`` forces float32.
+    """
+    if isinstance(name_or_path, Text2Earth):
+        return name_or_path
+    dev = resolve_device(device)
+    if str(name_or_path) == "default":
+        path = DEFAULT_WEIGHTS
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"the embedded default model is missing from {path}; reinstall geot2e, "
+                                  "or train one with `geot2e train configs/default.yaml`.")
+    else:
+        path = Path(name_or_path).expanduser()
+    key = (str(path.resolve()), str(dev))
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        model = from_pretrained(path, device=dev)
+        if autocast == "auto":
+            if dev.type == "cuda" or (dev.type == "cpu" and _cpu_has_amx()):
+                model.autocast_dtype = torch.bfloat16
+        elif autocast in ("bf16", "bfloat16"):
+            model.autocast_dtype = torch.bfloat16
+        elif autocast in ("fp16", "float16"):
+            model.autocast_dtype = torch.float16
+        model.requires_grad_(False)
+        _CACHE[key] = model
+        return model

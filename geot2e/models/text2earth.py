@@ -1,0 +1,275 @@
+"""The Text2Earth model: VAE + resolution-conditioned, text-cross-attending inpainting UNet.
+
+Pure torch/diffusers/open_clip: tensors in [-1, 1], masks in {0, 1} (1 = synthesize),
+GSD in metres. Knows nothing of CRSs or xarray (DESIGN.md §1, §4).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Text2EarthConfig
+from .fill import harmonize as _harmonize
+from .fill import smooth_fill
+from .resolution import ResolutionEmbedding
+from .text import TextEncoder
+
+__all__ = ["Text2Earth", "make_scheduler"]
+
+SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
+
+
+def make_scheduler(config: Text2EarthConfig, name: str = "ddim"):
+    """A diffusers scheduler built from the model's noise schedule (interchangeable parts)."""
+    from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                           EulerDiscreteScheduler)
+
+    s = config.scheduler
+    common = dict(num_train_timesteps=s.num_train_timesteps, beta_schedule=s.beta_schedule,
+                  beta_start=s.beta_start, beta_end=s.beta_end, prediction_type=s.prediction_type)
+    if name == "ddim":
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                             timestep_spacing="trailing")
+    if name == "dpmsolver++":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
+                                           timestep_spacing="trailing")
+    if name == "euler":
+        return EulerDiscreteScheduler(**common, timestep_spacing="trailing")
+    if name == "ddpm":
+        return DDPMScheduler(**common, clip_sample=False)
+    from ..errors import ParameterError
+
+    raise ParameterError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}.")
+
+
+class Text2Earth(nn.Module):
+    """Resolution-conditioned latent diffusion for editing and generating rasters.
+
+    Use :func:`geot2e.load_model` to get one; :meth:`inpaint` is the batched entry point the
+    tiled engine calls.
+    """
+
+    def __init__(self, config: Text2EarthConfig):
+        super().__init__()
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        config.validate()
+        self.config = config
+        v, u = config.vae, config.unet
+        nv = len(v.block_out_channels)
+        self.vae = AutoencoderKL(
+            in_channels=config.bands, out_channels=config.bands,
+            down_block_types=("DownEncoderBlock2D",) * nv, up_block_types=("UpDecoderBlock2D",) * nv,
+            block_out_channels=tuple(v.block_out_channels), layers_per_block=v.layers_per_block,
+            latent_channels=v.latent_channels, norm_num_groups=v.norm_num_groups,
+            mid_block_add_attention=False,
+        )
+        self.text_encoder = TextEncoder(config.text)
+        lc = v.latent_channels
+        down = tuple("CrossAttnDownBlock2D" if ca else "DownBlock2D" for ca in u.cross_attention_blocks)
+        up = tuple("CrossAttnUpBlock2D" if ca else "UpBlock2D" for ca in reversed(u.cross_attention_blocks))
+        self.unet = UNet2DConditionModel(
+            sample_size=32, in_channels=2 * lc + 1, out_channels=lc,
+            down_block_types=down, up_block_types=up, block_out_channels=tuple(u.block_out_channels),
+            layers_per_block=u.layers_per_block, cross_attention_dim=self.text_encoder.width,
+            attention_head_dim=u.attention_heads, norm_num_groups=u.norm_num_groups,
+            class_embed_type="identity",
+        )
+        time_dim = u.block_out_channels[0] * 4
+        r = config.resolution
+        self.resolution = ResolutionEmbedding(time_dim, gsd_min=r.gsd_min, gsd_max=r.gsd_max, num_freqs=r.num_freqs)
+        # Set by from_pretrained / load_model.
+        self.source: str | None = None
+        self.checkpoint_hash: str = "unsaved"
+        self.autocast_dtype: torch.dtype | None = None
+        self.unet_calls = 0  # counts UNet forward passes (tests, benchmarks)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def bands(self) -> int:
+        return self.config.bands
+
+    @property
+    def vae_factor(self) -> int:
+        return self.config.vae.factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.vae.latent_channels
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model_id
+
+    @property
+    def gsd_range(self) -> tuple[float, float]:
+        lo, hi = self.config.trained_gsd_range
+        return float(lo), float(hi)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def latent_shape(self, h: int, w: int) -> tuple[int, int, int]:
+        f = self.vae_factor
+        return (self.latent_channels, h // f, w // f)
+
+    # ------------------------------------------------------------------ building blocks
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] → scaled latents (posterior mean)."""
+        return self.vae.encode(x).latent_dist.mean * self.config.vae.scaling_factor
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z / self.config.vae.scaling_factor).sample
+
+    def masked_condition(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask at latent size, latents of the masked image). Masked pixels are never read:
+        they are replaced by a smooth fill of the known ones (or 0 with masked_fill='zero')."""
+        known = 1.0 - mask
+        if self.config.masked_fill == "smooth":
+            xm = smooth_fill(x, known)
+        else:
+            xm = x * known
+        zm = self.encode_images(xm)
+        m_lat = F.interpolate(mask, size=zm.shape[-2:], mode="area")
+        return m_lat, zm
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.text_encoder(list(prompts))
+
+    def null_text(self, batch: int) -> torch.Tensor:
+        return self.text_encoder([""]).expand(batch, -1, -1)
+
+    def _autocast(self, device: torch.device):
+        import contextlib
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def predict(self, z_t, t, m_lat, zm, text_emb, res_emb) -> torch.Tensor:
+        self.unet_calls += 1
+        inp = torch.cat([z_t, m_lat, zm], dim=1)
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=z_t.device.type, dtype=self.autocast_dtype):
+                out = self.unet(inp, t, encoder_hidden_states=text_emb, class_labels=res_emb).sample
+            return out.float()
+        return self.unet(inp, t, encoder_hidden_states=text_emb, class_labels=res_emb).sample
+
+    # ------------------------------------------------------------------ training
+    def training_loss(self, x: torch.Tensor, mask: torch.Tensor, gsd: torch.Tensor, prompts: Sequence[str], *,
+                      p_text: float = 0.1, p_res: float = 0.1, scheduler=None,
+                      generator: torch.Generator | None = None, masked_weight: float = 1.0) -> torch.Tensor:
+        """Denoising loss with dynamic condition dropout (text with p_text, resolution with p_res,
+        independently). The VAE is used frozen (no gradients)."""
+        b = x.shape[0]
+        dev = x.device
+        sched = scheduler or make_scheduler(self.config, "ddpm")
+        with torch.no_grad(), self._autocast(dev):
+            z0 = self.encode_images(x).float()
+            m_lat, zm = self.masked_condition(x, mask)
+            zm = zm.float()
+        noise = torch.randn(z0.shape, generator=generator, device=dev)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator, device=dev)
+        z_t = sched.add_noise(z0, noise, t)
+        drop_text = torch.rand(b, generator=generator, device=dev) < p_text
+        drop_res = torch.rand(b, generator=generator, device=dev) < p_res
+        prompts = ["" if d else p for p, d in zip(prompts, drop_text.tolist())]
+        text_emb = self.encode_prompts(prompts)
+        res_emb = self.resolution(gsd.to(dev).float(), drop=drop_res)
+        pred = self.predict(z_t, t, m_lat, zm, text_emb, res_emb)
+        if self.config.scheduler.prediction_type == "v_prediction":
+            target = sched.get_velocity(z0, noise, t)
+        else:
+            target = noise
+        w = 1.0 + masked_weight * m_lat
+        return (w * (pred.float() - target) ** 2).mean() / (1.0 + masked_weight * m_lat.mean()).clamp_min(1.0)
+
+    # ------------------------------------------------------------------ sampling
+    def _prompts(self, prompts, b: int) -> list[str]:
+        if prompts is None:
+            return [""] * b
+        if isinstance(prompts, str):
+            return [prompts] * b
+        prompts = ["" if p is None else str(p) for p in prompts]
+        if len(prompts) == 1 and b > 1:
+            prompts = prompts * b
+        if len(prompts) != b:
+            raise ValueError(f"got {len(prompts)} prompts for a batch of {b}")
+        return prompts
+
+    @torch.no_grad()
+    def inpaint(self, images: torch.Tensor, masks: torch.Tensor, *,
+                gsd: float | Sequence[float | None] | torch.Tensor | None = None,
+                prompts: str | Sequence[str] | None = None, guidance: float = 3.0,
+                guidance_text: float | None = None, guidance_res: float | None = None,
+                steps: int = 25, scheduler: str = "ddim", noise: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, harmonize: bool = True,
+                callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Synthesize the masked pixels of a batch of tiles.
+
+        Parameters
+        ----------
+        images : (B, C, H, W) float tensor in [-1, 1]; H and W multiples of ``vae_factor``.
+            Values under the mask are never read.
+        masks : (B, 1, H, W) tensor, 1 = synthesize. An all-ones mask is text-to-image.
+        gsd : metres per pixel (one value, one per tile, or None = unknown → null resolution).
+        prompts : text (one, or one per tile); None or "" → null text.
+        guidance : ω of the paper: ε = (1+ω)·ε(c) − ω·ε(∅). ω = 0 runs one UNet pass per step.
+        guidance_text, guidance_res : split guidance (separate ω for text and for resolution);
+            when either is given, ε = ε(τ,ρ) + ω_t(ε(τ,ρ) − ε(∅,ρ)) + ω_r(ε(τ,ρ) − ε(τ,∅)).
+        steps : denoising steps of the scheduler (DDIM by default).
+        noise : (B, latent_channels, H/f, W/f) initial noise, for determinism across tilings.
+        harmonize : correct the fill's colour to agree with the known border pixels.
+
+        Returns
+        -------
+        (B, C, H, W) float32 tensor: decoded tiles (known pixels are not composited back).
+        """
+        dev = self.device
+        x = images.to(dev, torch.float32)
+        m = masks.to(dev, torch.float32)
+        b, _, h, w = x.shape
+        f = self.vae_factor
+        if h % f or w % f:
+            raise ValueError(f"tile size {h}x{w} is not a multiple of the VAE factor {f}")
+        prompts = self._prompts(prompts, b)
+        g = ResolutionEmbedding.as_tensor(gsd, b, dev)
+        m_lat, zm = self.masked_condition(x, m)
+        text_c = self.encode_prompts(prompts)
+        null_t = self.null_text(b)
+        res_c = self.resolution(g)
+        res_n = self.resolution(g, drop=torch.ones(b, dtype=torch.bool, device=dev))
+        sched = make_scheduler(self.config, scheduler)
+        sched.set_timesteps(steps, device=dev)
+        if noise is None:
+            noise = torch.randn((b, *self.latent_shape(h, w)), generator=generator, device="cpu").to(dev)
+        z = noise.to(dev, torch.float32) * sched.init_noise_sigma
+        split = guidance_text is not None or guidance_res is not None
+        for i, t in enumerate(sched.timesteps):
+            zin = sched.scale_model_input(z, t)
+            tt = t.expand(b) if t.ndim == 0 else t
+            if split:
+                wt, wr = guidance_text or 0.0, guidance_res or 0.0
+                zz = torch.cat([zin] * 3)
+                eps = self.predict(zz, torch.cat([tt] * 3), torch.cat([m_lat] * 3), torch.cat([zm] * 3),
+                                   torch.cat([text_c, null_t, text_c]), torch.cat([res_c, res_c, res_n]))
+                e_c, e_nt, e_nr = eps.chunk(3)
+                eps = e_c + wt * (e_c - e_nt) + wr * (e_c - e_nr)
+            elif guidance == 0:
+                eps = self.predict(zin, tt, m_lat, zm, text_c, res_c)
+            else:
+                eps2 = self.predict(torch.cat([zin, zin]), torch.cat([tt, tt]), torch.cat([m_lat, m_lat]),
+                                    torch.cat([zm, zm]), torch.cat([text_c, null_t]), torch.cat([res_c, res_n]))
+                e_c, e_u = eps2.chunk(2)
+                eps = (1 + guidance) * e_c - guidance * e_u
+            z = sched.step(eps, t, z).prev_sample
+            if callback is not None:
+                callback(i + 1, len(sched.timesteps))
+        out = self.decode_latents(z).float()
+        if harmonize:
+            out = _harmonize(out, x, m)
+        return out
