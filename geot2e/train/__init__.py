@@ -1,0 +1,10 @@
+"""Training through the package: tile datasets, captions, masks, loops and configs."""
+from .captions import caption_tile, content_class, measure_content
+from .config import TrainConfig, load_train_config, run_training
+from .dataset import RasterSource, TileDataset, load_raster_source
+from .loop import StageConfig, train_denoiser, train_vae
+from .masks import random_mask
+
+__all__ = ["TrainConfig", "load_train_config", "run_training", "TileDataset", "RasterSource", "load_raster_source",
+           "StageConfig", "train_vae", "train_denoiser", "random_mask", "caption_tile", "content_class",
+           "measure_content"]

@@ -1,0 +1,157 @@
+"""Random training tiles over real rasters, resampled to random ground sample distances.
+
+Each sample is a window of a source raster, area-averaged to a random target GSD at or
+above the native one, so the model is conditioned on the GSD of the pixels it sees
+(DESIGN.md §3). Flips and 90° rotations; only nodata-free windows are used.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .captions import caption_tile
+
+__all__ = ["RasterSource", "TileDataset", "load_raster_source"]
+
+
+@dataclass
+class RasterSource:
+    """An in-memory raster to sample from (band, y, x) with its native GSD in metres."""
+
+    data: np.ndarray              # (C, H, W) float32, raw units
+    valid: np.ndarray             # (H, W) bool
+    gsd: float
+    name: str = "raster"
+    nir_band: int | None = None   # index into data of a NIR band (for captions only)
+    rgb_bands: tuple[int, int, int] = (0, 1, 2)
+    weight: float = 1.0
+    low: np.ndarray = field(default=None)   # scene-level percentiles per band
+    high: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        if self.low is None or self.high is None:
+            sub = self.data[:, self.valid] if self.valid.any() else self.data.reshape(self.data.shape[0], -1)
+            step = max(1, sub.shape[1] // 2_000_000)
+            sub = sub[:, ::step]
+            self.low = np.percentile(sub, 0.5, axis=1).astype(np.float32)
+            self.high = np.percentile(sub, 99.5, axis=1).astype(np.float32)
+        # integral image of invalid pixels → O(1) window validity checks
+        inv = (~self.valid).astype(np.int64)
+        self._ii = np.pad(inv.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def invalid_count(self, y: int, x: int, n: int) -> int:
+        ii = self._ii
+        return int(ii[y + n, x + n] - ii[y, x + n] - ii[y + n, x] + ii[y, x])
+
+
+def load_raster_source(path: str | Path, *, bands: Sequence[int] | None = None, nodata: float | None = None,
+                       name: str | None = None, nir_band: int | None = None, weight: float = 1.0,
+                       gsd: float | None = None) -> RasterSource:
+    """Read a raster file (1-based ``bands`` in the order the model wants) into a RasterSource.
+
+    The GSD defaults to the file's ground sample distance (geot2e.geo when available)."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        idx = list(bands) if bands is not None else list(range(1, src.count + 1))
+        data = src.read(idx).astype(np.float32)
+        nd = nodata if nodata is not None else src.nodata
+        if gsd is None:
+            try:
+                from ..geo import gsd_from_transform
+
+                gsd = float(gsd_from_transform(src.transform, src.crs, (src.height, src.width)))
+            except Exception:  # noqa: BLE001 - geo layer may be unavailable; fall back to grid size
+                gsd = float(math.sqrt(abs(src.res[0] * src.res[1])))
+    valid = np.isfinite(data).all(0)
+    if nd is not None:
+        valid &= ~(data == nd).any(0)
+    return RasterSource(data=data, valid=valid, gsd=gsd, name=name or Path(path).stem, nir_band=nir_band,
+                        weight=weight)
+
+
+class TileDataset(torch.utils.data.IterableDataset):
+    """Infinite stream of dicts ``{"image": (C,size,size) in [-1,1], "gsd": float, "caption": str}``.
+
+    Parameters
+    ----------
+    sources : rasters to sample from (chosen by their ``weight``).
+    size : output tile side in pixels.
+    gsd_max : largest target GSD in metres (log-uniform between native and this).
+    window_stretch : probability of scaling by the window's own percentiles instead of the
+        scene's (the engine scales by the whole input, which may be a small crop).
+    caption_fn : callable(rgb01, nir01, gsd) -> str; defaults to the automatic captioner.
+    """
+
+    def __init__(self, sources: Sequence[RasterSource], *, size: int = 64, gsd_max: float = 500.0,
+                 bands: int = 3, window_stretch: float = 0.5, seed: int = 0, caption_fn=None,
+                 min_texture: float | None = None):
+        super().__init__()
+        self.sources = list(sources)
+        self.size, self.gsd_max, self.bands = int(size), float(gsd_max), int(bands)
+        self.window_stretch = float(window_stretch)
+        self.seed = int(seed)
+        self.min_texture = min_texture
+        self.caption_fn = caption_fn or (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=g))
+        w = np.array([s.weight for s in self.sources], float)
+        self.p = w / w.sum()
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        for _ in range(100):
+            src = self.sources[rng.choice(len(self.sources), p=self.p)]
+            _, H, W = src.data.shape
+            max_factor = min(self.gsd_max / src.gsd, min(H, W) / self.size)
+            factor = math.exp(rng.uniform(0, math.log(max(max_factor, 1.0))))
+            n = max(self.size, int(round(self.size * factor)))
+            if n > min(H, W):
+                continue
+            y, x = int(rng.integers(0, H - n + 1)), int(rng.integers(0, W - n + 1))
+            if src.invalid_count(y, x, n):
+                continue
+            win = torch.from_numpy(src.data[:, y:y + n, x:x + n])
+            if n != self.size:
+                win = F.interpolate(win[None], size=(self.size, self.size), mode="area")[0]
+            win = win.numpy()
+            if rng.random() < self.window_stretch:
+                lo = np.percentile(win, 0.5, axis=(1, 2))
+                hi = np.percentile(win, 99.5, axis=(1, 2))
+            else:
+                lo, hi = src.low, src.high
+            scaled = (win - lo[:, None, None]) / np.maximum(hi - lo, 1e-6)[:, None, None]
+            scaled = np.clip(scaled, 0, 1).astype(np.float32)
+            if self.min_texture is not None:
+                bright = scaled[list(src.rgb_bands)].mean(0)
+                gy, gx = np.gradient(bright)
+                if float(np.hypot(gx, gy).mean()) < self.min_texture:
+                    continue  # quality filter of the fine-tuning stage: skip featureless windows
+            k = int(rng.integers(0, 4))
+            scaled = np.rot90(scaled, k, axes=(1, 2))
+            if rng.random() < 0.5:
+                scaled = scaled[:, :, ::-1]
+            scaled = np.ascontiguousarray(scaled)
+            gsd = src.gsd * n / self.size
+            rgb = scaled[list(src.rgb_bands)]
+            nir = scaled[src.nir_band] if src.nir_band is not None else None
+            caption = self.caption_fn(rgb, nir, gsd)
+            img = scaled[: self.bands] if src.data.shape[0] >= self.bands else scaled
+            return {"image": torch.from_numpy(img * 2 - 1), "gsd": float(gsd), "caption": caption}
+        raise RuntimeError("could not find a nodata-free window; check the sources' nodata and sizes")
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, wid])
+        while True:
+            yield self.sample(rng)
+
+    def batch(self, rng: np.random.Generator, n: int) -> dict:
+        items = [self.sample(rng) for _ in range(n)]
+        return {"image": torch.stack([i["image"] for i in items]),
+                "gsd": torch.tensor([i["gsd"] for i in items], dtype=torch.float32),
+                "caption": [i["caption"] for i in items]}
