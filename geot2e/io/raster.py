@@ -1,0 +1,162 @@
+"""Open a raster (GeoTIFF, COG, VRT or a geot2e Zarr store) as a rioxarray DataArray."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import xarray as xr
+
+from geot2e.errors import DimensionError, OutputPathError, ParameterError
+from geot2e.io.provenance import PROVENANCE_TAG, decode_provenance
+
+__all__ = ["open_raster", "is_zarr_store", "SYNTHESIZED_TAG", "SYNTHESIZED_NAME"]
+
+#: Dataset tag written by :func:`geot2e.io.to_cog` naming the 1-based band that holds
+#: the synthesized-pixel map.
+SYNTHESIZED_TAG = "GEOT2E_SYNTHESIZED_BAND"
+#: Band description and coordinate name of the synthesized-pixel map.
+SYNTHESIZED_NAME = "synthesized"
+
+
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a Zarr store (a directory, or a name ending in .zarr)."""
+    p = Path(os.fspath(path))
+    return p.suffix.lower() == ".zarr" or p.is_dir()
+
+
+def _check_chunks(chunks: Any) -> None:
+    if chunks is None or chunks == "auto" or isinstance(chunks, (int, dict, tuple)):
+        if isinstance(chunks, bool):
+            raise ParameterError("chunks must be None, 'auto', an int, a tuple or a dict, not a bool.")
+        return
+    raise ParameterError(
+        f"chunks={chunks!r} is not understood; pass None (no dask), 'auto', an int "
+        "(pixels per side), or a dict such as {'y': 512, 'x': 512}."
+    )
+
+
+def _split_synthesized(da: xr.DataArray) -> xr.DataArray:
+    """Move the synthesized band written by ``to_cog`` into a bool (y, x) coordinate."""
+    index = da.attrs.get(SYNTHESIZED_TAG)
+    if index is None or "band" not in da.dims:
+        return da
+    try:
+        pos = int(index) - 1
+    except (TypeError, ValueError):
+        return da
+    if not 0 <= pos < da.sizes["band"] or da.sizes["band"] < 2:
+        return da
+    keep = [i for i in range(da.sizes["band"]) if i != pos]
+    synthesized = da.isel(band=pos, drop=True) != 0
+    out = da.isel(band=keep)
+    out = out.assign_coords({SYNTHESIZED_NAME: (("y", "x"), synthesized.data)})
+    out.attrs = {k: v for k, v in da.attrs.items() if k != SYNTHESIZED_TAG}
+    long_name = out.attrs.get("long_name")
+    if isinstance(long_name, (tuple, list)) and len(long_name) == da.sizes["band"]:
+        names = tuple(n for i, n in enumerate(long_name) if i != pos)
+        out.attrs["long_name"] = names if len(names) > 1 else names[0]
+    return out
+
+
+def _select_bands(da: xr.DataArray, bands: Sequence[int | str] | int | str) -> xr.DataArray:
+    if "band" not in da.dims:
+        raise DimensionError("bands= was given but the raster has no 'band' dimension.")
+    items = [bands] if isinstance(bands, (int, str, np.integer)) else list(bands)
+    long_name = da.attrs.get("long_name")
+    if isinstance(long_name, str):
+        long_name = (long_name,)
+    names = list(long_name) if isinstance(long_name, (tuple, list)) else []
+    coord = list(da["band"].values)
+    positions = []
+    for item in items:
+        if isinstance(item, str):
+            if item in coord:
+                positions.append(coord.index(item))
+            elif item in names:
+                positions.append(names.index(item))
+            else:
+                raise ParameterError(
+                    f"band {item!r} not found; available band names: {names or coord}."
+                )
+        else:
+            if int(item) not in [int(c) for c in coord if isinstance(c, (int, np.integer))]:
+                raise ParameterError(
+                    f"band {item!r} not found; bands are numbered {coord} (1-based, as in GDAL)."
+                )
+            positions.append([int(c) for c in coord].index(int(item)))
+    out = da.isel(band=positions)
+    if len(names) == da.sizes["band"]:
+        picked = tuple(names[p] for p in positions)
+        out.attrs["long_name"] = picked if len(picked) > 1 else picked[0]
+    return out
+
+
+def open_raster(
+    path: str | os.PathLike,
+    *,
+    chunks: None | str | int | dict | tuple = None,
+    bands: Sequence[int | str] | int | str | None = None,
+    nodata: float | None = None,
+) -> xr.DataArray:
+    """Open a GeoTIFF, COG, VRT or geot2e Zarr store as a (band, y, x) DataArray.
+
+    Values keep the file's dtype (no masking, no scaling); the nodata value is recorded in
+    ``da.rio.nodata``. A raster written by :func:`geot2e.io.to_cog` comes back as it was
+    written: its ``GEOT2E_PROVENANCE`` tag becomes ``geot2e_*`` attrs and its
+    ``synthesized`` band (if any) becomes a bool ``synthesized`` (y, x) coordinate.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file GDAL can open (GeoTIFF, COG, VRT, ...), or a Zarr store written by
+        :mod:`geot2e.io` (a directory, or any path ending in ``.zarr``).
+    chunks : None, "auto", int, tuple or dict, optional
+        ``None`` gives a lazily-read numpy-backed array; anything else gives a dask
+        array with these chunks (xarray's meaning: an int applies to every dimension).
+    bands : int, str or sequence of them, optional
+        Bands to keep: 1-based band numbers, or band descriptions (``long_name``).
+    nodata : float, optional
+        Nodata value to record when the file has none (or to override it). Pixel
+        values are not changed.
+
+    Returns
+    -------
+    xarray.DataArray
+        CRS-aware (``da.rio.crs``), with ``band``, ``y`` and ``x`` coordinates.
+
+    Raises
+    ------
+    OutputPathError
+        ``path`` does not exist.
+    ParameterError
+        ``chunks`` or ``bands`` are not understood.
+    """
+    _check_chunks(chunks)
+    p = Path(os.fspath(path)).expanduser()
+    is_url = "://" in os.fspath(path) or os.fspath(path).startswith("/vsi")
+    if not is_url and not p.exists():
+        raise OutputPathError(f"{p} does not exist; check the path of the raster to open.")
+    if not is_url and is_zarr_store(p):
+        from geot2e.io.zarr_store import open_zarr
+
+        da = open_zarr(p, chunks=chunks)
+    else:
+        import rioxarray
+
+        da = rioxarray.open_rasterio(
+            os.fspath(path) if is_url else p, masked=False, mask_and_scale=False, chunks=chunks
+        )
+        if isinstance(da, list):  # pragma: no cover - subdatasets
+            raise ParameterError(f"{p} holds several subdatasets; open one of them by name.")
+        if isinstance(da, xr.Dataset):  # pragma: no cover - subdatasets
+            raise ParameterError(f"{p} holds several variables; open one of them by name.")
+        prov = decode_provenance(da.attrs.pop(PROVENANCE_TAG, ""))
+        da.attrs.update(prov)
+        da = _split_synthesized(da)
+    if bands is not None:
+        da = _select_bands(da, bands)
+    if nodata is not None:
+        da = da.rio.write_nodata(nodata, encoded=False)
+    return da
