@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ class RasterSource:
     weight: float = 1.0
     low: np.ndarray = field(default=None)   # scene-level percentiles per band
     high: np.ndarray = field(default=None)
+    transform: Any = None         # affine.Affine pixel -> source CRS (optional; caption tables need it)
+    crs: Any = None               # the source CRS (rasterio/pyproj CRS or WKT/EPSG string; optional)
 
     def __post_init__(self):
         if self.low is None or self.high is None:
@@ -69,11 +71,12 @@ def load_raster_source(path: str | Path, *, bands: Sequence[int] | None = None, 
                 gsd = float(gsd_from_transform(src.transform, src.crs, (src.height, src.width)))
             except Exception:  # noqa: BLE001 - geo layer may be unavailable; fall back to grid size
                 gsd = float(math.sqrt(abs(src.res[0] * src.res[1])))
+        transform, crs = src.transform, src.crs
     valid = np.isfinite(data).all(0)
     if nd is not None:
         valid &= ~(data == nd).any(0)
     return RasterSource(data=data, valid=valid, gsd=gsd, name=name or Path(path).stem, nir_band=nir_band,
-                        weight=weight)
+                        weight=weight, transform=transform, crs=crs)
 
 
 class TileDataset(torch.utils.data.IterableDataset):
@@ -87,11 +90,15 @@ class TileDataset(torch.utils.data.IterableDataset):
     window_stretch : probability of scaling by the window's own percentiles instead of the
         scene's (the engine scales by the whole input, which may be a small crop).
     caption_fn : callable(rgb01, nir01, gsd) -> str; defaults to the automatic captioner.
+    caption_table : optional :class:`~geot2e.train.caption_table.CaptionTable` (footprint → text).
+        A window whose footprint (in the source's CRS) intersects one of its geometries takes
+        that geometry's caption (the largest overlap wins); other windows fall back to
+        ``caption_fn``. The sources need ``transform`` and ``crs`` (``load_raster_source`` sets them).
     """
 
     def __init__(self, sources: Sequence[RasterSource], *, size: int = 64, gsd_max: float = 500.0,
                  bands: int = 3, window_stretch: float = 0.5, seed: int = 0, caption_fn=None,
-                 min_texture: float | None = None):
+                 min_texture: float | None = None, caption_table=None):
         super().__init__()
         self.sources = list(sources)
         self.size, self.gsd_max, self.bands = int(size), float(gsd_max), int(bands)
@@ -101,22 +108,31 @@ class TileDataset(torch.utils.data.IterableDataset):
         self.caption_fn = caption_fn or (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=g))
         w = np.array([s.weight for s in self.sources], float)
         self.p = w / w.sum()
+        self.caption_table = caption_table
+        if caption_table is not None:
+            bare = [s.name for s in self.sources if s.transform is None or s.crs is None]
+            if bare:
+                from ..errors import ParameterError
 
-    def sample(self, rng: np.random.Generator) -> dict:
+                raise ParameterError(f"caption_table needs georeferenced sources, but {bare} have no transform/crs; "
+                                     "load them with load_raster_source() or set RasterSource(transform=, crs=).")
+
+    def sample(self, rng: np.random.Generator, size: int | None = None) -> dict:
+        out_size = self.size if size is None else int(size)
         for _ in range(100):
             src = self.sources[rng.choice(len(self.sources), p=self.p)]
             _, H, W = src.data.shape
-            max_factor = min(self.gsd_max / src.gsd, min(H, W) / self.size)
+            max_factor = min(self.gsd_max / src.gsd, min(H, W) / out_size)
             factor = math.exp(rng.uniform(0, math.log(max(max_factor, 1.0))))
-            n = max(self.size, int(round(self.size * factor)))
+            n = max(out_size, int(round(out_size * factor)))
             if n > min(H, W):
                 continue
             y, x = int(rng.integers(0, H - n + 1)), int(rng.integers(0, W - n + 1))
             if src.invalid_count(y, x, n):
                 continue
             win = torch.from_numpy(src.data[:, y:y + n, x:x + n])
-            if n != self.size:
-                win = F.interpolate(win[None], size=(self.size, self.size), mode="area")[0]
+            if n != out_size:
+                win = F.interpolate(win[None], size=(out_size, out_size), mode="area")[0]
             win = win.numpy()
             if rng.random() < self.window_stretch:
                 lo = np.percentile(win, 0.5, axis=(1, 2))
@@ -135,10 +151,14 @@ class TileDataset(torch.utils.data.IterableDataset):
             if rng.random() < 0.5:
                 scaled = scaled[:, :, ::-1]
             scaled = np.ascontiguousarray(scaled)
-            gsd = src.gsd * n / self.size
+            gsd = src.gsd * n / out_size
             rgb = scaled[list(src.rgb_bands)]
             nir = scaled[src.nir_band] if src.nir_band is not None else None
-            caption = self.caption_fn(rgb, nir, gsd)
+            caption = None
+            if self.caption_table is not None:
+                caption = self.caption_table.caption_for_window(src.transform, src.crs, y, x, n, n)
+            if caption is None:
+                caption = self.caption_fn(rgb, nir, gsd)
             img = scaled[: self.bands] if src.data.shape[0] >= self.bands else scaled
             return {"image": torch.from_numpy(img * 2 - 1), "gsd": float(gsd), "caption": caption}
         raise RuntimeError("could not find a nodata-free window; check the sources' nodata and sizes")
@@ -150,8 +170,8 @@ class TileDataset(torch.utils.data.IterableDataset):
         while True:
             yield self.sample(rng)
 
-    def batch(self, rng: np.random.Generator, n: int) -> dict:
-        items = [self.sample(rng) for _ in range(n)]
+    def batch(self, rng: np.random.Generator, n: int, *, size: int | None = None) -> dict:
+        items = [self.sample(rng, size) for _ in range(n)]
         return {"image": torch.stack([i["image"] for i in items]),
                 "gsd": torch.tensor([i["gsd"] for i in items], dtype=torch.float32),
                 "caption": [i["caption"] for i in items]}

@@ -42,6 +42,7 @@ class StageConfig:
     mask_weights: dict = field(default_factory=lambda: {"clouds": 0.45, "brush": 0.15, "rectangle": 0.15,
                                                           "edge": 0.15, "full": 0.10})
     max_minutes: float | None = None  # stop (after saving) when this much wall time has passed
+    tile_sizes: list | None = None    # e.g. [64, 128]: alternate tile sizes (batch scaled to keep pixels/batch)
 
 
 class EMA:
@@ -165,7 +166,12 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        batch = dataset.batch(rng, cfg.batch_size)
+        if cfg.tile_sizes:
+            size = int(cfg.tile_sizes[step % len(cfg.tile_sizes)])
+            n = max(1, int(round(cfg.batch_size * (dataset.size / size) ** 2)))
+            batch = dataset.batch(rng, n, size=size)
+        else:
+            batch = dataset.batch(rng, cfg.batch_size)
         loss = loss_fn(batch, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
