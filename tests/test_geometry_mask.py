@@ -325,3 +325,21 @@ def test_assert_same_grid(landsat_da, derived):
 def test_spatial_dims():
     da = xr.DataArray(np.zeros((2, 3, 4)), dims=("band", "lat", "lon"))
     assert spatial_dims(da) == ("lat", "lon")
+
+
+def test_huge_lonlat_polygons_are_clipped_before_reprojection(landsat_da):
+    """A hemisphere in EPSG:4326 does not survive vertex-wise reprojection to UTM unless
+    clipped near the raster first."""
+    import pyproj
+
+    world = shapely.box(-180, -89.9, 180, 89.9)
+    assert geometry_mask(world, landsat_da, crs=4326).all()
+    w, s, e, n = transform_bounds(landsat_da.rio.crs, "EPSG:4326", *landsat_da.rio.bounds())
+    lon_cut = w + 0.37 * (e - w)
+    west = shapely.box(-180, -89.9, lon_cut, 89.9)
+    m = geometry_mask(west, landsat_da, crs=4326, all_touched=False).values
+    xx, yy = np.meshgrid(landsat_da.x.values, landsat_da.y.values)
+    lon, _ = pyproj.Transformer.from_crs(32621, 4326, always_xy=True).transform(xx, yy)
+    expected = lon < lon_cut
+    assert 0.2 < expected.mean() < 0.6
+    assert (m == expected).mean() > 0.995

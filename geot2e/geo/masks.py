@@ -133,8 +133,9 @@ GeoJSON-like dict or a sequence of geometries
     return gdf
 
 
-def _geometries_in_raster_crs(geoms, like, *, crs, buffer_m: float) -> tuple[list, np.ndarray]:
-    """Valid, non-empty shapely geometries in ``like``'s CRS, and their input row numbers."""
+def _geometries_in_raster_crs(geoms, like, *, crs, buffer_m: float) -> tuple[list, np.ndarray, int]:
+    """Valid, non-empty shapely geometries in ``like``'s CRS, their input row numbers and
+    the number of non-empty input geometries."""
     gdf = read_vector(geoms, crs=crs)
     gs = gdf.geometry
     raster_crs = like.rio.crs
@@ -153,7 +154,7 @@ def _geometries_in_raster_crs(geoms, like, *, crs, buffer_m: float) -> tuple[lis
     rows = np.flatnonzero(keep)
     arr = arr[keep]
     if arr.size == 0:
-        return [], rows
+        return [], rows, 0
     if raster_crs is not None:
         dst = to_pyproj_crs(raster_crs)
         if not gs.crs.equals(dst, ignore_axis_order=True):
@@ -164,39 +165,52 @@ def _geometries_in_raster_crs(geoms, like, *, crs, buffer_m: float) -> tuple[lis
     if buffer_m:
         arr = _buffer_metres(arr, like, buffer_m)
     nonempty = ~shapely.is_empty(arr)
-    return list(arr[nonempty]), rows[nonempty]
+    return list(arr[nonempty]), rows[nonempty], int(keep.sum())
+
+
+def _footprint_in(like, crs) -> tuple[float, float, float, float] | None:
+    """Bounds of ``like``'s footprint seen from ``crs`` (None if not computable)."""
+    h, w = like.rio.height, like.rio.width
+    t = like.rio.transform()
+    corners = [t @ (c, r) for c, r in ((0, 0), (w, 0), (w, h), (0, h))]
+    xs, ys = zip(*corners)
+    try:
+        b = transform_bounds(like.rio.crs, crs, min(xs), min(ys), max(xs), max(ys), densify_pts=21)
+    except Exception:
+        return None
+    if not np.all(np.isfinite(b)) or b[0] >= b[2] or b[1] >= b[3]:
+        return None  # e.g. crossing the antimeridian
+    return b
 
 
 def _reproject(arr: np.ndarray, src, dst, like) -> np.ndarray:
+    """Reproject geometries; clip those reaching far beyond the raster first.
+
+    A geometry much larger than the raster (e.g. a continent in EPSG:4326 over a
+    UTM scene) does not survive vertex-wise reprojection into a local projection.
+    Geometries extending more than the footprint's own size beyond it (seen from the
+    source CRS) are clipped to that enlarged footprint before reprojection; local
+    geometries are reprojected untouched.
+    """
     import geopandas as gpd
 
+    arr = arr.copy()
+    fp = _footprint_in(like, src)
+    if fp is not None:
+        left, bottom, right, top = fp
+        mx, my = right - left, top - bottom
+        box = (left - mx, bottom - my, right + mx, top + my)
+        gb = shapely.bounds(arr)
+        big = (gb[:, 0] < box[0]) | (gb[:, 1] < box[1]) | (gb[:, 2] > box[2]) | (gb[:, 3] > box[3])
+        if big.any():
+            arr[big] = shapely.clip_by_rect(arr[big], *box)
     out = np.asarray(gpd.GeoSeries(arr, crs=src).to_crs(dst).values, dtype=object)
     bad = ~np.all(np.isfinite(shapely.bounds(out)), axis=1) & ~shapely.is_empty(out)
     if bad.any():
-        # parts outside the target projection's domain: clip to the raster footprint
-        # (seen from the source CRS, with a 10 % margin) and try again
-        h, w = like.rio.height, like.rio.width
-        t = like.rio.transform()
-        corners = [t @ (c, r) for c, r in ((0, 0), (w, 0), (w, h), (0, h))]
-        xs, ys = zip(*corners)
-        try:
-            left, bottom, right, top = transform_bounds(
-                dst, src, min(xs), min(ys), max(xs), max(ys), densify_pts=21
-            )
-        except Exception as exc:  # pragma: no cover - very exotic CRS pairs
-            raise GeometryCRSError(
-                f"cannot reproject the geometries from {src.to_string()} to the raster's CRS: {exc}"
-            ) from exc
-        mx, my = 0.1 * (right - left), 0.1 * (top - bottom)
-        clipped = shapely.clip_by_rect(arr[bad], left - mx, bottom - my, right + mx, top + my)
-        again = np.asarray(gpd.GeoSeries(clipped, crs=src).to_crs(dst).values, dtype=object)
-        still = ~np.all(np.isfinite(shapely.bounds(again)), axis=1) & ~shapely.is_empty(again)
-        if still.any():
-            raise GeometryCRSError(
-                f"{int(still.sum())} geometries cannot be reprojected from {src.to_string()} to "
-                f"{dst.to_string()} near the raster; clip them to the raster's area first."
-            )
-        out[bad] = again
+        raise GeometryCRSError(
+            f"{int(bad.sum())} geometries cannot be reprojected from {src.to_string()} to "
+            f"{dst.to_string()} near the raster; clip them to the raster's area first."
+        )
     return out
 
 
@@ -290,12 +304,14 @@ def _wrap(arr, like, name: str) -> xr.DataArray:
     return out
 
 
-def _overlap_check(pix_geoms: list, like, *, all_touched: bool, burnt=None) -> None:
-    if not pix_geoms:
+def _overlap_check(pix_geoms: list, n_in: int, like, *, burnt=None) -> None:
+    if n_in == 0:
         return
     h, w = like.rio.height, like.rio.width
     footprint = shapely.box(0, 0, w, h)
-    if not np.any(shapely.intersects(np.asarray(pix_geoms, dtype=object), footprint)):
+    if not pix_geoms or not np.any(
+        shapely.intersects(np.asarray(pix_geoms, dtype=object), footprint)
+    ):
         warnings.warn(
             "the geometries do not overlap the raster: the mask is all False. Check that they "
             "cover the raster's area and that their CRS is right.",
@@ -355,11 +371,10 @@ def geometry_mask(
     NoOverlapWarning
         Non-empty geometries that miss the raster (the mask is all False).
     """
-    geo_list, _ = _geometries_in_raster_crs(geoms, like, crs=crs, buffer_m=buffer_m)
+    geo_list, _, n_in = _geometries_in_raster_crs(geoms, like, crs=crs, buffer_m=buffer_m)
     pix = _to_pixel_space(geo_list, like.rio.transform())
     arr = _rasterize_like(pix, [1] * len(pix), like, all_touched=all_touched, dtype=bool)
-    _overlap_check(pix, like, all_touched=all_touched,
-                   burnt=None if isinstance(arr, dsa.Array) else arr)
+    _overlap_check(pix, n_in, like, burnt=None if isinstance(arr, dsa.Array) else arr)
     return _wrap(arr, like, "mask")
 
 
@@ -406,12 +421,11 @@ def prompt_map(
         if text not in prompts:
             prompts.append(text)
         labels.append(prompts.index(text) + 1)
-    kept_geoms, rows = _geometries_in_raster_crs(frame, like, crs=None, buffer_m=0.0)
+    kept_geoms, rows, n_in = _geometries_in_raster_crs(frame, like, crs=None, buffer_m=0.0)
     kept_labels = [labels[r] for r in rows]
     pix = _to_pixel_space(kept_geoms, like.rio.transform())
     arr = _rasterize_like(pix, kept_labels, like, all_touched=all_touched, dtype=np.int32)
-    _overlap_check(pix, like, all_touched=all_touched,
-                   burnt=None if isinstance(arr, dsa.Array) else arr)
+    _overlap_check(pix, n_in, like, burnt=None if isinstance(arr, dsa.Array) else arr)
     return _wrap(arr, like, "prompt_label"), prompts
 
 
