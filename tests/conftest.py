@@ -174,3 +174,10 @@ def independent_gsd_da(da: xr.DataArray) -> tuple[float, float]:
 
 def geometric_mean(pair) -> float:
     return math.sqrt(pair[0] * pair[1])
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """Factory ``synthetic(lat, *, crs=None, lon=None, res=30.0, rotation=0.0, ...)``:
+    small rasters centred at a latitude (see ``synthetic_da``; ``SYNTHETIC_LATS``)."""
+    return synthetic_da
