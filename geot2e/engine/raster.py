@@ -1,0 +1,220 @@
+"""Run the engine on rioxarray DataArrays: dims, slices, radiometry, result metadata.
+
+:func:`synthesize` is what every public function ends in. It takes the raster and a
+list of ``(mask, prompt)`` runs (one run, or one per prompt of a prompt map), and
+returns a DataArray on the input's grid with the masked pixels synthesized.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import xarray as xr
+
+from ..errors import EmptyMaskError
+from .execute import _is_dask, plan, run_eager, run_lazy
+from .grid import TileGrid
+from .tiles import Job, ModelRef
+
+__all__ = ["Options", "synthesize", "raster_dims"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Sampling and tiling options shared by every public function (validated by the API)."""
+
+    guidance: float = 3.0
+    steps: int = 25
+    seed: int = 0
+    samples: int = 1
+    tile: int = 256
+    overlap: int = 32
+    scheduler: str = "ddim"
+    harmonize: bool = True
+    progress: bool | None = None
+
+
+def raster_dims(da: xr.DataArray) -> tuple[list[str], str | None, str, str]:
+    """``(leading dims, band dim or None, y dim, x dim)`` of a raster."""
+    from ..geo import spatial_dims
+
+    ydim, xdim = spatial_dims(da)
+    others = [d for d in da.dims if d not in (ydim, xdim)]
+    if not others:
+        return [], None, ydim, xdim
+    band = "band" if "band" in others else others[-1]
+    return [d for d in others if d != band], band, ydim, xdim
+
+
+def _token(*parts) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*parts)
+
+
+def _mask_for_slice(mask: xr.DataArray, leading: dict[str, int]):
+    sel = {d: i for d, i in leading.items() if d in mask.dims}
+    m = mask.isel(sel) if sel else mask
+    return m.data
+
+
+def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, model, gsd: float | None,
+               opts: Options, operation: str, radiometry=None, allow_empty: bool = False,
+               extra_attrs: dict[str, Any] | None = None, prompt_attr: Any = None) -> xr.DataArray:
+    """Synthesize the masked pixels of ``da``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        (band, y, x), (y, x) or (..., band, y, x) raster, numpy- or dask-backed.
+    runs : list of (mask, prompt)
+        Bool masks (y, x) — or (leading..., y, x) — on ``da``'s grid, run in order, each
+        run seeing the previous runs' pixels as context.
+    model : Text2Earth
+    gsd : float or None
+        GSD in metres given to the model (None: unknown).
+    opts : Options
+    operation : str
+        Name recorded in the provenance.
+    radiometry : geot2e.geo.Radiometry, optional
+        Scaling to use instead of fitting one per slice.
+    allow_empty : bool
+        Return an unchanged copy instead of raising EmptyMaskError when no pixel is masked.
+
+    Returns
+    -------
+    xarray.DataArray
+        Same dims, coords, dtype, attrs, encoding as ``da``; masked pixels synthesized;
+        a ``synthesized`` bool coordinate; an ``uncertainty`` coordinate when
+        ``opts.samples > 1``; ``geot2e_*`` provenance attrs.
+    """
+    from ..geo import Radiometry, get_nodata
+    from ..io import provenance_attrs
+
+    leading, band, ydim, xdim = raster_dims(da)
+    canon_dims = [*leading, *([band] if band else []), ydim, xdim]
+    canon = da.transpose(*canon_dims)
+    nodata = get_nodata(da)
+    masks = [m.astype(bool) for m, _ in runs]
+    union = masks[0]
+    for m in masks[1:]:
+        union = union | m
+    grid = TileGrid(int(da.sizes[ydim]), int(da.sizes[xdim]), opts.tile, opts.overlap, model.vae_factor)
+    lead_shape = [int(da.sizes[d]) for d in leading]
+    lead_index = list(np.ndindex(*lead_shape)) if leading else [()]
+    lazy = _is_dask(canon.data)
+    data = canon.data
+    # plans: which cells run, per slice and run (only the mask decides)
+    plans = {}
+    for li in lead_index:
+        ldict = dict(zip(leading, li))
+        for r, m in enumerate(masks):
+            plans[li, r] = plan(grid, _mask_for_slice(m, ldict))
+    total = sum(len(a) + len(b) for a, b in plans.values())
+    if total == 0 and not allow_empty:
+        raise EmptyMaskError("the mask selects no pixel to synthesize; check that the mask (or the "
+                             "geometries) covers part of the raster, or use remove_clouds, which "
+                             "accepts an empty mask.")
+    ref = ModelRef(model, str(model.device))
+    progress = opts.progress if opts.progress is not None else not lazy
+    bar = None
+    if progress and not lazy and total:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"geot2e {operation}", unit="tile")
+    base = _token(getattr(data, "name", None) if lazy else None, operation, opts, model.checkpoint_hash, gsd,
+                  [p for _, p in runs])
+    outs, uncs, rads = [], [], []
+    try:
+        for li in lead_index:
+            ldict = dict(zip(leading, li))
+            cur = data[li] if li else data
+            if band is None:
+                cur = cur[None]
+            smask = [_mask_for_slice(m, ldict) for m in masks]
+            if not lazy:
+                cur = np.asarray(cur)
+                smask = [np.asarray(m, dtype=bool) for m in smask]
+            umask = _mask_for_slice(union, ldict)
+            rad = radiometry
+            if rad is None:
+                rad = Radiometry.fit(cur, valid=~umask, nodata=nodata)
+            rads.append(rad)
+            unc = None
+            for r, (m, (_, prompt)) in enumerate(zip(smask, runs)):
+                cells = plans[li, r]
+                if not (cells[0] or cells[1]):
+                    continue
+                job = Job(grid=grid, model=ref, scaling=rad, nodata=nodata, dtype=np.dtype(da.dtype),
+                          prompt=prompt, gsd=gsd, guidance=opts.guidance, steps=opts.steps,
+                          scheduler=opts.scheduler, seed=opts.seed, samples=opts.samples,
+                          harmonize=opts.harmonize, key=(r, *li))
+                if lazy:
+                    name = f"geot2e-{operation}-{base}-{r}-{'_'.join(map(str, li)) or 's'}"
+                    cur, u = run_lazy(job, cur, m, name=name, cells=cells)
+                else:
+                    cur, u = run_eager(job, cur, m, cells=cells, progress=bar.update if bar else None)
+                if u is not None:
+                    unc = u if unc is None else _where(m, u, unc)
+            if opts.samples > 1 and unc is None:
+                unc = _zeros_like(cur, lazy)
+            outs.append(cur if band is not None else cur[0])
+            uncs.append(None if unc is None else (unc if band is not None else unc[0]))
+    finally:
+        if bar is not None:
+            bar.close()
+    out = _stack(outs, lead_shape, lazy)
+    if lazy:
+        out = out.rechunk(canon.data.chunks)
+    result = canon.copy(data=out)
+    coords = {"synthesized": ((ydim, xdim) if union.ndim == 2 else union.dims, union.data)}
+    if opts.samples > 1:
+        unc_arr = _stack(uncs, lead_shape, lazy)
+        if lazy:
+            unc_arr = unc_arr.rechunk(canon.data.chunks)
+        coords["uncertainty"] = (tuple(canon_dims), unc_arr)
+    result = result.assign_coords(coords)
+    result["synthesized"].attrs = {"long_name": "pixel synthesized by geot2e"}
+    if opts.samples > 1:
+        result["uncertainty"].attrs = {
+            "long_name": f"per-pixel standard deviation of {opts.samples} samples (input units)"}
+    result = result.transpose(*da.dims)
+    rad_info = [r.to_dict() for r in rads]
+    prov = provenance_attrs(
+        operation=operation, model_id=model.model_id, checkpoint_hash=model.checkpoint_hash,
+        prompt=prompt_attr if prompt_attr is not None else runs[0][1], guidance=float(opts.guidance),
+        steps=int(opts.steps), seed=int(opts.seed), samples=int(opts.samples), gsd=gsd,
+        tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler,
+        radiometry=rad_info[0] if len(rad_info) == 1 else rad_info, **(extra_attrs or {}))
+    result.attrs = {**da.attrs, **prov}
+    result.encoding = dict(da.encoding)
+    return result
+
+
+def _where(m, a, b):
+    if _is_dask(a) or _is_dask(b) or _is_dask(m):
+        import dask.array as dsa
+
+        return dsa.where(m, a, b)
+    return np.where(m, a, b)
+
+
+def _zeros_like(a, lazy):
+    if lazy:
+        import dask.array as dsa
+
+        return dsa.zeros(a.shape, dtype=np.float32, chunks=a.chunks)
+    return np.zeros(a.shape, dtype=np.float32)
+
+
+def _stack(arrs, lead_shape, lazy):
+    if not lead_shape:
+        return arrs[0]
+    if lazy:
+        import dask.array as dsa
+
+        flat = dsa.stack(arrs)
+    else:
+        flat = np.stack(arrs)
+    return flat.reshape(*lead_shape, *flat.shape[1:])

@@ -1,0 +1,199 @@
+"""Work on one tile and on one output block (numpy + torch; no xarray, no dask).
+
+The same functions run in the eager (numpy) path and inside dask tasks, on windows
+assembled from whatever blocks hold them, so the values the model sees (and therefore
+its outputs) never depend on chunking.
+
+A tile result is a float32 array ``(K, C, h, w)`` in the model's [-1, 1] space covering
+its cell, NaN where the cell's pixels were not synthesized (outside the mask).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .grid import TileGrid
+from .noise import tile_noise
+
+__all__ = ["ModelRef", "Job", "paste", "invalid_pixels", "run_cell", "assemble"]
+
+
+class ModelRef:
+    """A picklable reference to a model: its checkpoint folder and device.
+
+    In-process the live model object is used directly; pickled (dask.distributed) only
+    the path travels and each worker loads the model once (``load_model`` caches it).
+    """
+
+    def __init__(self, model, device: str):
+        self.path = getattr(model, "source", None)
+        self.device = device
+        self._model = model
+
+    def get(self):
+        if self._model is None:
+            from ..models import load_model
+
+            self._model = load_model(self.path, device=self.device)
+        return self._model
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["_model"] = None  # never ship weights when a checkpoint path exists
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"ModelRef({self.path!r}, device={self.device!r})"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a tile task needs besides its pixels (small, picklable)."""
+
+    grid: TileGrid
+    model: ModelRef
+    scaling: Any  # geot2e.geo.Radiometry: to_model / from_model, per band
+    nodata: Any
+    dtype: np.dtype
+    prompt: str = ""
+    gsd: float | None = None
+    guidance: float = 3.0
+    steps: int = 25
+    scheduler: str = "ddim"
+    seed: int = 0
+    samples: int = 1
+    harmonize: bool = True
+    key: tuple[int, ...] = field(default=())  # (run, *leading index): part of the noise key
+
+
+def paste(blocks: Sequence[np.ndarray], offsets: Sequence[tuple[int, int]], region: tuple[int, int, int, int],
+          fill) -> np.ndarray:
+    """Cut ``region = (y0, y1, x0, x1)`` out of blocks placed at ``offsets`` (their global
+    (y, x) origins). Pixels of the region no block covers get ``fill``."""
+    y0, y1, x0, x1 = region
+    b0 = blocks[0]
+    out = np.full(b0.shape[:-2] + (y1 - y0, x1 - x0), fill, dtype=b0.dtype)
+    for b, (by, bx) in zip(blocks, offsets):
+        ys, ye = max(y0, by), min(y1, by + b.shape[-2])
+        xs, xe = max(x0, bx), min(x1, bx + b.shape[-1])
+        if ys < ye and xs < xe:
+            out[..., ys - y0:ye - y0, xs - x0:xe - x0] = b[..., ys - by:ye - by, xs - bx:xe - bx]
+    return out
+
+
+def invalid_pixels(block: np.ndarray, nodata) -> np.ndarray:
+    """(h, w) bool: pixels where any band is NaN/inf or equals ``nodata``."""
+    bad = np.zeros(block.shape[-2:], dtype=bool)
+    if np.issubdtype(block.dtype, np.floating):
+        bad |= ~np.isfinite(block).all(axis=0)
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        bad |= (block == nodata).any(axis=0)
+    return bad
+
+
+def _fill_value(dtype: np.dtype):
+    return np.nan if np.issubdtype(dtype, np.floating) else 0
+
+
+def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=(), context_cells=()) -> np.ndarray:
+    """Synthesize the masked pixels of cell (i, j).
+
+    Parameters
+    ----------
+    job : Job
+    i, j : int
+        Cell row and column in the global grid.
+    blocks, offsets : raw input blocks (C, h, w) and their global (y, x) origins; together
+        they cover the cell's window (inside the raster).
+    mblocks : mask blocks (h, w), same offsets.
+    context_values, context_cells : results of already-run cells (pass A) and their cell
+        bounds: their synthesized pixels are known context for this cell.
+
+    Returns
+    -------
+    (K, C, h, w) float32 in [-1, 1] for the cell, NaN outside the mask.
+    """
+    import torch
+
+    grid = job.grid
+    region = grid.window(i, j)
+    wy0, wy1, wx0, wx1 = region
+    raw = paste(blocks, offsets, region, _fill_value(blocks[0].dtype))
+    m = paste(mblocks, offsets, region, False)
+    inside = np.zeros(m.shape, dtype=bool)
+    inside[:max(0, grid.height - wy0), :max(0, grid.width - wx0)] = True
+    unknown = m | invalid_pixels(raw, job.nodata) | ~inside
+    x = np.clip(job.scaling.to_model(raw), -1.0, 1.0)
+    x[:, unknown] = 0.0
+    k_samples = job.samples
+    xs = np.repeat(x[None], k_samples, axis=0)
+    unk = np.repeat(unknown[None, None], k_samples, axis=0)
+    for vals, (cy0, cy1, cx0, cx1) in zip(context_values, context_cells):
+        ys, ye, xs0, xe = max(cy0, wy0), min(cy1, wy1), max(cx0, wx0), min(cx1, wx1)
+        if ys >= ye or xs0 >= xe:
+            continue
+        sub = vals[:, :, ys - cy0:ye - cy0, xs0 - cx0:xe - cx0]
+        known = ~np.isnan(sub[:, :1])  # (K, 1, h, w)
+        dst = xs[:, :, ys - wy0:ye - wy0, xs0 - wx0:xe - wx0]
+        np.copyto(dst, sub, where=np.broadcast_to(known, sub.shape))
+        u = unk[:, :, ys - wy0:ye - wy0, xs0 - wx0:xe - wx0]
+        u &= ~known
+    model = job.model.get()
+    f = model.vae_factor
+    shape = (model.latent_channels, (wy1 - wy0) // f, (wx1 - wx0) // f)
+    noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, k) for k in range(k_samples)])
+    out = model.inpaint(torch.from_numpy(xs), torch.from_numpy(unk.astype(np.float32)), gsd=job.gsd,
+                        prompts=job.prompt, guidance=job.guidance, steps=job.steps, scheduler=job.scheduler,
+                        noise=noise, harmonize=job.harmonize)
+    out = out.detach().to("cpu", torch.float32).numpy()
+    cy0, cy1, cx0, cx1 = grid.cell(i, j)
+    cell = np.clip(out[:, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0], -1.0, 1.0).astype(np.float32)
+    cm = m[cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+    cell[:, :, ~cm] = np.nan
+    return np.ascontiguousarray(cell)
+
+
+def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.ndarray,
+             cell_values=(), cell_bounds=()):
+    """Composite synthesized cells into one output block.
+
+    Returns ``(out, uncertainty)``: ``out`` is a copy of ``block`` (input dtype) with the
+    masked pixels replaced (the mean of the samples when K > 1); ``uncertainty`` is
+    float32 (C, h, w), the per-pixel standard deviation across samples in input units
+    (0 outside the mask), or None when K == 1.
+    """
+    out = np.array(block, copy=True)
+    k = job.samples
+    unc = np.zeros(block.shape, dtype=np.float32) if k > 1 else None
+    where = np.asarray(mblock, dtype=bool)
+    if not where.any():
+        return out, unc
+    by, bx = offset
+    h, w = block.shape[-2:]
+    synth = np.full((k, block.shape[0], h, w), np.nan, dtype=np.float32)
+    for vals, (cy0, cy1, cx0, cx1) in zip(cell_values, cell_bounds):
+        ys, ye, xs, xe = max(cy0, by), min(cy1, by + h), max(cx0, bx), min(cx1, bx + w)
+        if ys < ye and xs < xe:
+            synth[:, :, ys - by:ye - by, xs - bx:xe - bx] = vals[:, :, ys - cy0:ye - cy0, xs - cx0:xe - cx0]
+    picked = synth[:, :, where]  # (K, C, n), model space
+    if np.isnan(picked).any():
+        raise RuntimeError("internal error: a masked pixel was not synthesized by any tile")
+    mean = picked[0].astype(np.float64)
+    for s in range(1, k):
+        mean += picked[s]
+    mean /= k
+    rad = job.scaling
+    out[:, where] = rad.from_model(mean[:, :, None], dtype=out.dtype)[:, :, 0]
+    if k > 1:
+        var = np.zeros_like(mean)
+        for s in range(k):
+            var += (picked[s] - mean) ** 2
+        scale = (np.asarray(rad.hi, np.float64) - np.asarray(rad.lo, np.float64)) / 2.0
+        unc[:, where] = (np.sqrt(var / k) * scale[:, None]).astype(np.float32)
+    return out, unc

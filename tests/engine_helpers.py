@@ -1,0 +1,72 @@
+"""Fixtures and helpers for the engine/API tests (tests/test_engine_*.py, tests/test_api_*.py).
+
+Import the fixtures into a test module with
+``from engine_helpers import tiny_model_path, tiny_model  # noqa: F401``.
+The model is a random tiny Text2Earth (never the embedded default), saved once per session.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+#: fast engine settings for tests: small tiles, 2 denoising steps, no progress bar
+FAST = dict(tile=64, overlap=16, steps=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """Folder of a random tiny 3-band model (red, green, blue), seeded."""
+    from geot2e.models import Text2Earth, save_pretrained, tiny_config
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("engine_models") / "tiny"
+    save_pretrained(Text2Earth(tiny_config()), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    """The tiny model loaded through ``load_model`` (the instance the API's cache returns)."""
+    from geot2e.models import load_model
+
+    return load_model(tiny_model_path, device="cpu")
+
+
+class InpaintSpy:
+    """Records every ``model.inpaint`` call (prompts, shapes, masks), then calls through.
+
+    ``fill`` (prompt -> value in [-1, 1]) replaces the model's output by a constant per
+    prompt, which makes prompt maps checkable pixel by pixel.
+    """
+
+    def __init__(self, model, fill=None):
+        self.model = model
+        self.original = model.inpaint
+        self.fill = fill
+        self.calls = []
+
+    def __call__(self, images, masks, **kw):
+        self.calls.append(dict(shape=tuple(images.shape), prompts=kw.get("prompts"), images=images.clone(),
+                               masks=masks.clone(), gsd=kw.get("gsd")))
+        if self.fill is not None:
+            value = self.fill[kw.get("prompts")]
+            return torch.full(images.shape, float(value))
+        return self.original(images, masks, **kw)
+
+
+def seam_ratio(img: np.ndarray, mask: np.ndarray, tile: int) -> float:
+    """Mean |gradient| across tile borders / mean |gradient| inside tiles, over pixel
+    pairs whose two pixels are both synthesized (``mask``). ``img`` is (C, H, W)."""
+    img = np.asarray(img, dtype=np.float64)
+    gx = np.abs(np.diff(img, axis=2)).mean(0)
+    gy = np.abs(np.diff(img, axis=1)).mean(0)
+    px = mask[:, :-1] & mask[:, 1:]
+    py = mask[:-1] & mask[1:]
+    bx = np.zeros_like(px)
+    bx[:, tile - 1::tile] = True
+    by = np.zeros_like(py)
+    by[tile - 1::tile, :] = True
+    border = np.concatenate([gx[px & bx], gy[py & by]])
+    inner = np.concatenate([gx[px & ~bx], gy[py & ~by]])
+    return float(border.mean() / inner.mean())
