@@ -33,7 +33,7 @@ from geot2e.errors import (
     ZarrStoreMismatchError,
 )
 from geot2e.io._paths import check_output_path
-from geot2e.io.ledger import LEDGER_DIR, ensure_ledger
+from geot2e.io.ledger import ensure_ledger
 from geot2e.io.provenance import provenance_from_attrs
 
 __all__ = [
