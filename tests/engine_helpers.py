@@ -70,3 +70,14 @@ def seam_ratio(img: np.ndarray, mask: np.ndarray, tile: int) -> float:
     border = np.concatenate([gx[px & bx], gy[py & by]])
     inner = np.concatenate([gx[px & ~bx], gy[py & ~by]])
     return float(border.mean() / inner.mean())
+
+
+@pytest.fixture(scope="module", autouse=False)
+def one_torch_thread():
+    """Run a module's model calls on one intra-op thread (restored afterwards): on the shared
+    2-core machine, torch's spinning OpenMP threads are many times slower when oversubscribed.
+    Results are compared within one setting, so this changes speed only."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,460 @@
+"""Public functions: remove clouds, inpaint, outpaint and generate georeferenced rasters.
+
+Each function validates its inputs, turns the mask into a boolean raster on the input's
+grid, and hands over to :mod:`geot2e.engine`, which runs the model tile by tile (see
+``docs/engine.md``). A dask-backed input gives a lazy dask-backed result; a numpy-backed
+input gives a computed result (with a progress bar).
+
+Shared keyword-only options
+---------------------------
+model : str, path or Text2Earth, default "default"
+    The embedded model, a checkpoint folder, or a loaded model.
+guidance : float, default 3.0
+    Classifier-free guidance ω (0 = no guidance, one UNet pass per step).
+steps : int, default 25
+    Denoising steps.
+seed : int, default 0
+    Seed of the tile noise: the same seed gives the same result for any chunking.
+samples : int, default 1
+    K samples per tile with independent noise. K > 1 returns their per-pixel mean and
+    an ``uncertainty`` coordinate (same dims as the data, float32, the per-pixel
+    standard deviation across the K samples in the input's units, 0 where not
+    synthesized).
+tile, overlap : int, default 256, 32
+    Tile cell size and halo width in pixels (multiples of the model's VAE factor).
+gsd : float, optional
+    Ground sample distance (metres) given to the model instead of ``geot2e.gsd(da)``.
+device : str, default "auto"
+    Torch device ("cuda", "cpu", ...).
+progress : bool, optional
+    Show a progress bar (default: for numpy-backed inputs).
+scheduler : str, default "ddim"
+    "ddim", "dpmsolver++", "euler" or "ddpm".
+harmonize : bool, default True
+    Correct the colour of the fill to agree with the known pixels around it.
+radiometry : geot2e.geo.Radiometry, optional
+    Value scaling to use instead of fitting one on the valid unmasked pixels.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import (BandCountError, DimensionError, EmptyRasterError, GSDRangeWarning, MissingCRSError,
+                     ParameterError, PromptTruncatedWarning, TileSizeError)
+
+__all__ = ["remove_clouds", "inpaint", "outpaint", "generate", "process_zarr"]
+
+_SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
+
+
+# --------------------------------------------------------------------------- validation
+def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd, device, progress,
+                   scheduler, harmonize):
+    from .engine.raster import Options
+    from .models import Text2Earth, load_model
+
+    if not isinstance(guidance, numbers.Real) or not math.isfinite(guidance) or guidance < 0:
+        raise ParameterError(f"guidance must be a finite number >= 0, got {guidance!r}.")
+    for name, v, lo in (("steps", steps, 1), ("samples", samples, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+            raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}.")
+    if scheduler not in _SCHEDULERS:
+        raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {_SCHEDULERS}.")
+    if gsd is not None and (not isinstance(gsd, numbers.Real) or not math.isfinite(gsd) or gsd <= 0):
+        raise ParameterError(f"gsd must be a positive number of metres per pixel, got {gsd!r}.")
+    m = model if isinstance(model, Text2Earth) else load_model(model, device=device)
+    f = m.vae_factor
+    for name, v, lo in (("tile", tile, f), ("overlap", overlap, 0)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or v % f:
+            raise TileSizeError(f"{name}={v!r} must be a multiple of the model's VAE factor ({f}) and at "
+                                f"least {lo}, e.g. tile=256, overlap=32.")
+    opts = Options(guidance=float(guidance), steps=int(steps), seed=int(seed), samples=int(samples),
+                   tile=int(tile), overlap=int(overlap), scheduler=scheduler, harmonize=bool(harmonize),
+                   progress=progress)
+    return m, opts
+
+
+def _check_raster(da, model) -> None:
+    from .engine.raster import raster_dims
+
+    if not isinstance(da, xr.DataArray):
+        raise DimensionError(f"expected an xarray.DataArray (e.g. from rioxarray.open_rasterio), got "
+                             f"{type(da).__name__}; wrap arrays with xarray and write a CRS with .rio.write_crs.")
+    if da.ndim < 2:
+        raise DimensionError(f"expected (band, y, x) or (y, x) dims, got {da.dims}.")
+    if any(s == 0 for s in da.shape):
+        raise EmptyRasterError(f"the raster has a zero-sized dimension {dict(da.sizes)}; crop a non-empty area.")
+    _check_dims(da)
+    _, band, _, _ = raster_dims(da)
+    nb = int(da.sizes[band]) if band else 1
+    if nb != model.bands:
+        raise BandCountError(
+            f"the raster has {nb} band(s) but the model expects {model.bands} "
+            f"({', '.join(model.config.band_names)}, in this order); select and order the bands, e.g. "
+            f"da.sel(band=[...]) or geot2e.io.open_raster(path, bands=[...]) (CLI: --bands), or load a model "
+            f"trained for {nb} band(s).")
+
+
+_Y_NAMES = ("y", "latitude", "lat", "northing")
+_X_NAMES = ("x", "longitude", "lon", "easting")
+
+
+def _check_dims(da) -> None:
+    """Spatial dims must be identifiable, and with several non-spatial dims one must be 'band'."""
+    try:
+        ydim, xdim = da.rio.y_dim, da.rio.x_dim
+    except Exception:  # rioxarray found no spatial dims: accept the names geot2e.geo knows
+        names = {str(d).lower(): d for d in da.dims}
+        ydim = next((names[n] for n in _Y_NAMES if n in names), None)
+        xdim = next((names[n] for n in _X_NAMES if n in names), None)
+    if ydim is None or xdim is None:
+        raise DimensionError(f"cannot find the spatial dims among {da.dims}; name them 'y' and 'x' "
+                             "(da.rename({...})) or call da.rio.set_spatial_dims(x_dim=..., y_dim=...).")
+    others = [d for d in da.dims if d not in (ydim, xdim)]
+    if len(others) > 1 and "band" not in others:
+        raise DimensionError(f"the raster has dims {da.dims}: with more than one non-spatial dim, the band dim "
+                             f"must be named 'band' (the others are processed slice by slice), e.g. "
+                             f"da.rename({{{str(others[-1])!r}: 'band'}}).")
+
+
+def _warn_long_prompts(model, prompts, data) -> None:
+    """Warn at call time for a lazy input (its tiles run later, perhaps on workers whose warnings
+    the user never sees); numpy inputs warn while their tiles run."""
+    if not hasattr(data, "dask"):
+        return
+    enc = getattr(model, "text_encoder", None)
+    tok, ctx = getattr(enc, "tokenizer", None), getattr(enc, "context_length", None)
+    if tok is None or ctx is None:
+        return
+    for p in ([prompts] if isinstance(prompts, str) else list(prompts)):
+        n = len(tok.encode(p)) + 2
+        if n > ctx:
+            warnings.warn(f"prompt of {n} tokens truncated to the text encoder's context of {ctx} tokens: "
+                          f"{p[:60]!r}...", PromptTruncatedWarning, stacklevel=3)
+
+
+def _gsd_for(da, gsd, model) -> float:
+    from .geo import gsd as measure_gsd
+
+    if gsd is None:
+        try:
+            gsd = float(measure_gsd(da))
+        except MissingCRSError as e:
+            raise MissingCRSError(f"{e} (the model is conditioned on the ground sample distance)") from e
+    lo, hi = model.gsd_range
+    if not lo <= gsd <= hi:
+        warnings.warn(f"the GSD {gsd:.3g} m lies outside the range the model was trained on "
+                      f"({lo:g}-{hi:g} m); results may be poor. Resample the raster, or pass gsd= to "
+                      "override what the model is told.", GSDRangeWarning, stacklevel=3)
+    return float(gsd)
+
+
+def _mask_runs(mask, da, prompt) -> tuple[list[tuple[xr.DataArray, str]], Any]:
+    """``[(bool mask DataArray, prompt), ...]`` and the prompt(s) to record."""
+    from .engine.raster import raster_dims
+    from .geo import assert_same_grid, geometry_mask, prompt_map, read_vector
+
+    leading, _, ydim, xdim = raster_dims(da)
+    if not isinstance(prompt, str):
+        raise ParameterError(f"prompt must be a string (or the name of a column of the mask's "
+                             f"GeoDataFrame), got {type(prompt).__name__}.")
+    if isinstance(mask, xr.DataArray):
+        assert_same_grid(mask, da)
+        extra = [d for d in mask.dims if d not in (ydim, xdim)]
+        if any(d not in leading for d in extra):
+            raise DimensionError(f"the mask has dims {mask.dims}; give a (y, x) mask, or (time, y, x) with "
+                                 f"leading dims of the raster ({leading}).")
+        m = mask.transpose(*extra, ydim, xdim)
+        if m.dtype != bool:
+            m = m.fillna(0) != 0 if np.issubdtype(m.dtype, np.floating) else m != 0
+        return [(m, prompt)], prompt
+    if isinstance(mask, np.ndarray):
+        if mask.shape != (da.sizes[ydim], da.sizes[xdim]):
+            raise DimensionError(f"a numpy mask must have the raster's (y, x) shape "
+                                 f"{(da.sizes[ydim], da.sizes[xdim])}, got {mask.shape}.")
+        m = xr.DataArray(mask.astype(bool), dims=(ydim, xdim))
+        return [(m, prompt)], prompt
+    if isinstance(mask, (str, os.PathLike)) or _is_vector(mask):
+        gdf = read_vector(mask)
+        if prompt and prompt in gdf.columns and prompt != gdf.geometry.name:
+            labels, prompts = prompt_map(gdf, prompt, da)
+            runs = [(labels == k + 1, p) for k, p in enumerate(prompts)]
+            return [(r.drop_vars([c for c in r.coords if c not in (ydim, xdim)]), p) for r, p in runs], prompts
+        _check_not_a_column(prompt, gdf)
+        m = geometry_mask(gdf, like=da)
+        return [(m, prompt)], prompt
+    raise ParameterError(f"cannot use a {type(mask).__name__} as a mask; give a bool DataArray on the raster's "
+                         "grid, geometries (GeoDataFrame, GeoSeries, shapely) or a vector file path.")
+
+
+def _check_not_a_column(prompt: str, gdf) -> None:
+    """A prompt that nearly names a column of the GeoDataFrame is a typo, not a text."""
+    import difflib
+
+    cols = [str(c) for c in gdf.columns if c != gdf.geometry.name]
+    if not prompt or not cols or any(ch.isspace() for ch in prompt):
+        return
+    near = [c for c in cols if c.lower() == prompt.lower()] or difflib.get_close_matches(prompt, cols, n=1,
+                                                                                         cutoff=0.8)
+    if near:
+        raise ParameterError(f"prompt {prompt!r} is not a column of the mask's GeoDataFrame (columns: {cols}); "
+                             f"did you mean prompt={near[0]!r}? To fill every polygon with the text {prompt!r} "
+                             "itself, pass the geometries only (gdf.geometry) as the mask.")
+
+
+def _is_vector(obj) -> bool:
+    try:
+        import shapely
+        import geopandas as gpd
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(obj, (gpd.GeoDataFrame, gpd.GeoSeries, shapely.Geometry, dict)) or hasattr(obj, "__geo_interface__"):
+        return True
+    return isinstance(obj, (list, tuple)) and all(isinstance(g, shapely.Geometry) for g in obj)
+
+
+def _strip_spatial_coords(da: xr.DataArray) -> xr.DataArray:
+    """Drop coords a previous run attached (synthesized, uncertainty) so results stay clean."""
+    drop = [c for c in ("synthesized", "uncertainty") if c in da.coords]
+    return da.drop_vars(drop) if drop else da
+
+
+# --------------------------------------------------------------------------- public functions
+def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidance: float = 3.0,
+            steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
+            gsd: float | None = None, device: str = "auto", progress: bool | None = None,
+            scheduler: str = "ddim", harmonize: bool = True, radiometry=None) -> xr.DataArray:
+    """Synthesize the pixels under ``mask`` from the text ``prompt``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Raster (band, y, x) or (y, x) — or (time, band, y, x), processed slice by slice —
+        numpy- or dask-backed, any dtype, with a CRS. Bands in the model's order
+        (``model.config.band_names``).
+    mask : bool DataArray, geometries or vector file path
+        True = synthesize. A DataArray must be on ``da``'s grid (GridMismatchError
+        otherwise); geometries in any CRS are rasterized with
+        :func:`geot2e.geometry_mask` (all touched pixels).
+    prompt : str
+        Text for the masked area; or the name of a column of the GeoDataFrame given as
+        ``mask``: each polygon is then filled with its own prompt (one run per distinct
+        prompt, each run seeing the previous runs' pixels as context).
+    **options
+        See the module docstring (model, guidance, steps, seed, samples, tile, overlap,
+        gsd, device, progress, scheduler, harmonize, radiometry).
+
+    Returns
+    -------
+    xarray.DataArray
+        Same CRS, transform, dims, coords, dtype, nodata and attrs as ``da``; pixels
+        outside the mask bit-identical to ``da``; a ``synthesized`` bool (y, x)
+        coordinate; ``geot2e_*`` provenance attrs; an ``uncertainty`` coordinate when
+        ``samples > 1``.
+
+    Raises
+    ------
+    GridMismatchError, EmptyMaskError, BandCountError, TileSizeError, MissingCRSError,
+    ParameterError
+
+    Warns
+    -----
+    GSDRangeWarning
+        The raster's GSD is outside the model's training range.
+    """
+    from .engine.raster import synthesize
+
+    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
+                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
+                             harmonize=harmonize)
+    _check_raster(da, m)
+    da = _strip_spatial_coords(da)
+    g = _gsd_for(da, gsd, m)
+    runs, prompt_attr = _mask_runs(mask, da, prompt)
+    _warn_long_prompts(m, [p for _, p in runs], da.data)
+    return synthesize(da, runs, model=m, gsd=g, opts=opts, operation="inpaint", radiometry=radiometry,
+                      prompt_attr=prompt_attr)
+
+
+def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", guidance: float = 3.0,
+                  steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
+                  gsd: float | None = None, device: str = "auto", progress: bool | None = None,
+                  scheduler: str = "ddim", harmonize: bool = True, radiometry=None) -> xr.DataArray:
+    """Replace cloudy pixels by plausible cloud-free ground.
+
+    Same machinery as :func:`inpaint`; ``mask`` (True = cloud or shadow) typically comes
+    from :func:`geot2e.cloud_mask`. The default prompt is empty (the null text: "the
+    ground as it looks around the gap"). Unlike :func:`inpaint`, an empty mask (a
+    cloud-free scene) is not an error: the result is an unchanged copy.
+
+    Parameters and returns as in :func:`inpaint`.
+    """
+    from .engine.raster import synthesize
+
+    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
+                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
+                             harmonize=harmonize)
+    _check_raster(da, m)
+    da = _strip_spatial_coords(da)
+    g = _gsd_for(da, gsd, m)
+    runs, prompt_attr = _mask_runs(mask, da, prompt)
+    _warn_long_prompts(m, [p for _, p in runs], da.data)
+    return synthesize(da, runs, model=m, gsd=g, opts=opts, operation="remove_clouds", radiometry=radiometry,
+                      allow_empty=True, prompt_attr=prompt_attr)
+
+
+def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
+             prompt: str = "", model="default", guidance: float = 3.0, steps: int = 25, seed: int = 0,
+             samples: int = 1, tile: int = 256, overlap: int = 32, gsd: float | None = None,
+             device: str = "auto", progress: bool | None = None, scheduler: str = "ddim",
+             harmonize: bool = True, radiometry=None) -> xr.DataArray:
+    """Extend a raster beyond its edges by ``left``/``right``/``top``/``bottom`` pixels.
+
+    The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
+    and values (bit-identical); the new pixels are synthesized from ``prompt`` with the
+    original as context. Repeated calls with a new prompt each build an unbounded scene.
+
+    Returns
+    -------
+    xarray.DataArray
+        The grown raster; ``synthesized`` marks the new area. Dask input gives a dask
+        result (new chunks appended at the edges).
+    """
+    from .engine.canvas import grow_canvas
+    from .engine.raster import synthesize
+
+    pads = dict(left=left, right=right, top=top, bottom=bottom)
+    for k, v in pads.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise ParameterError(f"{k} must be a whole number of pixels >= 0, got {v!r}.")
+    if not any(pads.values()):
+        raise ParameterError("outpaint needs at least one of left, right, top, bottom > 0 (pixels to add).")
+    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
+                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
+                             harmonize=harmonize)
+    _check_raster(da, m)
+    da = _strip_spatial_coords(da)
+    if not isinstance(prompt, str):
+        raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
+    g = _gsd_for(da, gsd, m)
+    _warn_long_prompts(m, prompt, da.data)
+    canvas, mask = grow_canvas(da, **{k: int(v) for k, v in pads.items()})
+    return synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="outpaint",
+                      radiometry=radiometry, prompt_attr=prompt,
+                      extra_attrs={"outpaint_pixels": [int(left), int(right), int(top), int(bottom)]})
+
+
+def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=None, gsd: float | None = None,
+             shape: tuple[int, int] | None = None, model="default", guidance: float = 3.0, steps: int = 25,
+             seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32, device: str = "auto",
+             progress: bool | None = None, scheduler: str = "ddim", harmonize: bool = True,
+             radiometry=None) -> xr.DataArray:
+    """Generate a new georeferenced scene from text.
+
+    Parameters
+    ----------
+    prompt : str
+        What the scene shows.
+    like : xarray.DataArray, optional
+        Take the grid (shape, transform, CRS, chunks), band coordinate, dtype and nodata
+        from this raster; its valid pixels set the value scaling of the output.
+    bounds : (left, bottom, right, top), optional
+        Extent in ``crs`` units (with ``crs`` and ``gsd`` or ``shape``).
+    crs : CRS-like, optional
+    gsd : float, optional
+        Ground sample distance in metres per pixel: sets the pixel size from ``bounds``
+        (the grid is adjusted so that the ground GSD at the centre matches) and is what
+        the model is told. With ``like``, overrides the GSD the model is told.
+    shape : (height, width), optional
+        Pixel size of the canvas (with ``bounds``, instead of ``gsd``).
+
+    Returns
+    -------
+    xarray.DataArray
+        (band, y, x). With ``like``: like's dtype and value range. Otherwise float32 in
+        [0, 1] (the model's range mapped linearly), band coordinate = the model's band
+        names. All pixels are marked ``synthesized``.
+    """
+    from .engine.canvas import blank_canvas
+    from .engine.raster import synthesize
+
+    if not isinstance(prompt, str):
+        raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
+    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
+                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
+                             harmonize=harmonize)
+    canvas, mask, rad = blank_canvas(m, like=like, bounds=bounds, crs=crs, gsd=gsd, shape=shape)
+    if radiometry is not None:
+        rad = radiometry
+    g = _gsd_for(canvas, gsd if like is not None else None, m)
+    _warn_long_prompts(m, prompt, canvas.data)
+    return synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="generate",
+                      radiometry=rad, prompt_attr=prompt)
+
+
+def process_zarr(src_store, dst_store, mask, prompt: str = "", *, operation: str = "inpaint",
+                 overwrite: bool = False, scheduler=None, **options) -> "os.PathLike":
+    """Process a Zarr mosaic into another Zarr store, block by block, resumably.
+
+    Parameters
+    ----------
+    src_store : path or xarray.DataArray
+        A store written by :mod:`geot2e.io` (e.g. :func:`geot2e.io.build_zarr_mosaic`), or
+        a dask-backed raster; its (y, x) chunks are the unit of writing and resumption.
+    dst_store : path
+        Output store; if it exists on the same grid, finished blocks (its done-ledger)
+        are skipped, so an interrupted run resumes where it stopped.
+    mask, prompt
+        As in :func:`inpaint`.
+    operation : {"inpaint", "remove_clouds"}
+    overwrite : bool
+        Replace an existing ``dst_store`` instead of resuming it.
+    scheduler : optional
+        dask scheduler for the computation (default: current scheduler/client).
+    **options
+        Shared options (see the module docstring). ``samples > 1``: the uncertainty is
+        not stored.
+
+    Returns
+    -------
+    pathlib.Path
+        The output store (open it with :func:`geot2e.io.open_zarr`).
+    """
+    from .engine.zarr import write_to_zarr
+    from .io import open_zarr
+
+    funcs = {"inpaint": inpaint, "remove_clouds": remove_clouds}
+    if operation not in funcs:
+        raise ParameterError(f"operation must be one of {sorted(funcs)}, got {operation!r}.")
+    src = src_store if isinstance(src_store, xr.DataArray) else open_zarr(src_store)
+    if not hasattr(src.data, "dask"):
+        src = src.chunk({"y": 512, "x": 512})
+    _check_zarr_destination(dst_store, src, overwrite=overwrite)
+    kw = dict(options)
+    kw.setdefault("progress", False)
+    if operation == "inpaint":
+        result = inpaint(src, mask, prompt, **kw)
+    else:
+        result = remove_clouds(src, mask, prompt=prompt, **kw)
+    return write_to_zarr(result, dst_store, overwrite=overwrite, scheduler=scheduler)
+
+
+def _check_zarr_destination(dst_store, src, *, overwrite: bool) -> None:
+    """Before any work: the output store must be creatable, or resumable on ``src``'s grid."""
+    from pathlib import Path
+
+    from .io import check_zarr_matches
+    from .io._paths import check_output_path
+
+    dst = Path(os.fspath(dst_store)).expanduser()
+    if not overwrite and dst.is_dir() and (dst / "zarr.json").is_file():
+        check_zarr_matches(dst, src)  # ZarrStoreMismatchError: another grid, CRS, dtype or bands
+    else:
+        check_output_path(dst, overwrite=overwrite, kind="store")

@@ -1,0 +1,249 @@
+"""geot2e.inpaint / remove_clouds on real Landsat and RGBN crops with a random tiny model."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from engine_helpers import FAST, InpaintSpy, one_torch_thread, tiny_model, tiny_model_path  # noqa: F401
+from geot2e.api import inpaint, remove_clouds
+from geot2e.errors import (BandCountError, EmptyMaskError, GridMismatchError, GSDRangeWarning,
+                           MissingCRSError, ParameterError, TileSizeError)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def crop(landsat_da):
+    """128 x 128 uint16 crop that holds nodata (0) pixels at the scene edge (top rows)."""
+    da = landsat_da.isel(y=slice(0, 128), x=slice(384, 512))
+    assert (da.values == 0).any(axis=0)[:96, :96].any()
+    return da
+
+
+def _box(da, y0, y1, x0, x1):
+    m = xr.zeros_like(da.isel(band=0, drop=True), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _assert_same_georef(out, da):
+    assert out.dims == da.dims and out.shape == da.shape and out.dtype == da.dtype
+    assert out.rio.crs == da.rio.crs
+    assert out.rio.transform() == da.rio.transform()
+    assert out.rio.nodata == da.rio.nodata or (np.isnan(out.rio.nodata) and np.isnan(da.rio.nodata))
+    for c in da.coords:
+        assert c in out.coords
+        np.testing.assert_array_equal(out[c].values, da[c].values)
+    for k, v in da.attrs.items():
+        assert k in out.attrs
+        w = out.attrs[k]
+        if isinstance(v, (float, np.floating)) and np.isnan(v):
+            assert np.isnan(w), k
+        else:
+            assert np.all(w == v), k
+
+
+def test_uint16_outside_mask_bit_identical_and_georef_kept(crop, tiny_model):
+    before = crop.values.copy()
+    attrs_before = dict(crop.attrs)
+    mask = _box(crop, 20, 90, 30, 100)
+    out = inpaint(crop, mask, "a forest", model=tiny_model, **FAST)
+    _assert_same_georef(out, crop)
+    m = mask.values
+    v, o = crop.values, out.values
+    assert np.array_equal(v[:, ~m], o[:, ~m])
+    assert (o[:, m] != v[:, m]).mean() > 0.9  # the model did write the masked pixels
+    assert (o[:, m] != 0).all()  # synthesized pixels never take the nodata value
+    np.testing.assert_array_equal(out["synthesized"].values, m)
+    assert out["synthesized"].dims == ("y", "x")
+    assert "uncertainty" not in out.coords
+    # provenance
+    a = out.attrs
+    assert a["geot2e_operation"] == "inpaint" and a["geot2e_prompt"] == "a forest"
+    assert a["geot2e_model_id"] == tiny_model.model_id
+    assert a["geot2e_checkpoint_hash"] == tiny_model.checkpoint_hash
+    assert a["geot2e_steps"] == 2 and a["geot2e_seed"] == 0 and a["geot2e_guidance"] == 3.0
+    assert abs(a["geot2e_gsd"] - 30.0) < 0.5 and "geot2e_version" in a and "geot2e_radiometry" in a
+    # the input is not mutated
+    assert np.array_equal(crop.values, before) and crop.attrs == attrs_before
+    assert "synthesized" not in crop.coords
+
+
+def test_uint8_rgbn_bands(rgbn_da, tiny_model):
+    da = rgbn_da.isel(band=[0, 1, 2], y=slice(0, 96), x=slice(0, 96))
+    mask = _box(da, 10, 50, 40, 90)
+    out = inpaint(da, mask, model=tiny_model, **FAST)
+    _assert_same_georef(out, da)
+    m = mask.values
+    assert out.dtype == np.uint8
+    assert np.array_equal(da.values[:, ~m], out.values[:, ~m])
+
+
+def test_float32_nan_nodata(derived, tiny_model):
+    da = derived("float_nan").isel(y=slice(0, 128), x=slice(384, 512))
+    assert np.isnan(da.values).any()
+    nan_before = np.isnan(da.values).any(0)
+    mask = _box(da, 30, 100, 20, 60)
+    out = inpaint(da, mask, model=tiny_model, **FAST)
+    _assert_same_georef(out, da)
+    m = mask.values
+    o, v = out.values, da.values
+    # outside the mask: bit-identical, NaN where NaN (compare bytes, NaN != NaN)
+    assert np.array_equal(v[:, ~m].view(np.uint32), o[:, ~m].view(np.uint32))
+    assert np.isnan(o[:, ~m & nan_before]).all()
+    assert np.isfinite(o[:, m]).all()
+
+
+def test_nodata_outside_mask_is_never_context_and_stays_nodata(crop, tiny_model, monkeypatch):
+    nodata = crop.values == 0
+    nd_pixels = nodata.any(0)
+    assert nd_pixels.any()
+    # a mask next to the nodata strip so that windows contain nodata pixels
+    mask = _box(crop, 0, 64, 0, 64)
+    mask = mask & ~xr.DataArray(nd_pixels, dims=("y", "x"))
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    out = inpaint(crop, mask, model=tiny_model, **FAST)
+    assert len(spy.calls) == 1
+    call = spy.calls[0]
+    # cell (0, 0) has window rows 0-96, cols 0-96: nodata pixels there are unknown to the model
+    model_mask = call["masks"][0, 0].numpy() > 0.5
+    assert model_mask[nd_pixels[:96, :96]].all()
+    assert (call["images"][0][:, nd_pixels[:96, :96]] == 0).all()
+    # and they stay nodata
+    assert (out.values[nodata] == 0).all()
+    np.testing.assert_array_equal(out.values[:, ~mask.values], crop.values[:, ~mask.values])
+
+
+def test_only_cells_with_masked_pixels_run_in_checkerboard_order(crop, tiny_model, monkeypatch):
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    mask = _box(crop, 70, 80, 30, 100)  # cells (1, 0) [odd, pass B] and (1, 1) [even, pass A]
+    calls_before = tiny_model.unet_calls
+    inpaint(crop, mask, model=tiny_model, **FAST)
+    assert len(spy.calls) == 2
+    assert tiny_model.unet_calls - calls_before == 2 * FAST["steps"]  # guidance batched: 1 pass/step
+    assert all(c["shape"] == (1, 3, 96, 96) for c in spy.calls)
+    # pass B (cell (1, 0), window cols 0-96) sees pass A's pixels (cell (1, 1), cols 64-128) as known
+    b_mask = spy.calls[1]["masks"][0, 0].numpy() > 0.5
+    m = mask.values[32:128, 0:96]  # window of cell (1, 0): rows 32-128 (shifted inwards), cols 0-96
+    own = np.zeros_like(m)
+    own[:, :64] = m[:, :64]
+    assert b_mask[own].all()  # own cell's masked pixels: unknown
+    own_a = np.zeros_like(m)
+    own_a[:, 64:] = m[:, 64:]
+    assert not b_mask[own_a].any()  # A cell's synthesized pixels: known context
+
+
+def test_determinism_and_seed(crop, tiny_model):
+    mask = _box(crop, 20, 60, 20, 60)
+    a = inpaint(crop, mask, model=tiny_model, **FAST)
+    b = inpaint(crop, mask, model=tiny_model, **FAST)
+    c = inpaint(crop, mask, model=tiny_model, seed=1, **FAST)
+    assert np.array_equal(a.values, b.values)
+    assert not np.array_equal(a.values, c.values)
+
+
+def test_samples_give_mean_and_uncertainty(crop, tiny_model):
+    mask = _box(crop, 20, 60, 20, 60)
+    out = inpaint(crop, mask, model=tiny_model, samples=3, **FAST)
+    m = mask.values
+    unc = out["uncertainty"]
+    assert unc.dims == out.dims and unc.dtype == np.float32
+    assert (unc.values[:, ~m] == 0).all()
+    assert (unc.values[:, m] > 0).mean() > 0.9
+    assert np.array_equal(out.values[:, ~m], crop.values[:, ~m])
+    one = inpaint(crop, mask, model=tiny_model, samples=1, **FAST)
+    # the mean of 3 samples differs from the first sample alone, within a few spreads
+    diff = np.abs(out.values[:, m].astype(float) - one.values[:, m].astype(float))
+    assert diff.mean() > 0 and np.median(diff / np.maximum(unc.values[:, m], 1)) < 3
+
+
+def test_remove_clouds_empty_mask_is_a_copy(crop, tiny_model):
+    mask = _box(crop, 0, 0, 0, 0)
+    out = remove_clouds(crop, mask, model=tiny_model, **FAST)
+    assert np.array_equal(out.values, crop.values)
+    assert not out["synthesized"].values.any()
+    assert out.attrs["geot2e_operation"] == "remove_clouds"
+    with pytest.raises(EmptyMaskError):
+        inpaint(crop, mask, model=tiny_model, **FAST)
+
+
+def test_remove_clouds_fills_the_mask(crop, tiny_model):
+    mask = _box(crop, 40, 70, 40, 70)
+    out = remove_clouds(crop, mask, model=tiny_model, **FAST)
+    m = mask.values
+    assert np.array_equal(out.values[:, ~m], crop.values[:, ~m])
+    assert out.attrs["geot2e_prompt"] == ""
+
+
+def test_two_dimensional_input_with_a_one_band_model(crop, tmp_path):
+    import torch
+
+    from geot2e.models import Text2Earth, save_pretrained, tiny_config
+
+    torch.manual_seed(1)
+    p = save_pretrained(Text2Earth(tiny_config(bands=1)), tmp_path / "tiny1")
+    da = crop.isel(band=0, drop=True)
+    mask = _box(crop, 20, 50, 20, 50)
+    out = inpaint(da, mask, model=p, **FAST)
+    assert out.dims == ("y", "x") and out.dtype == da.dtype
+    m = mask.values
+    assert np.array_equal(out.values[~m], da.values[~m])
+    assert out.rio.transform() == da.rio.transform()
+
+
+def test_time_slices_are_processed_one_by_one(crop, tiny_model):
+    ts = xr.concat([crop, crop], dim="time").assign_coords(time=[0, 1])
+    mask = _box(crop, 20, 50, 20, 50)
+    out = inpaint(ts, mask, model=tiny_model, **FAST)
+    assert out.dims == ts.dims and out.shape == ts.shape
+    m = mask.values
+    for t in range(2):
+        assert np.array_equal(out.values[t][:, ~m], crop.values[:, ~m])
+    assert not np.array_equal(out.values[0][:, m], out.values[1][:, m])  # independent noise per slice
+    # a (time, y, x) mask: one mask per date
+    tm = xr.concat([mask, ~mask & False], dim="time").assign_coords(time=[0, 1])
+    out2 = inpaint(ts, tm, model=tiny_model, **FAST)
+    assert np.array_equal(out2.values[1], crop.values)
+    assert out2["synthesized"].dims == ("time", "y", "x")
+
+
+def test_errors_say_what_to_do(crop, landsat_da, tiny_model):
+    mask = _box(crop, 20, 50, 20, 50)
+    with pytest.raises(TileSizeError, match="multiple"):
+        inpaint(crop, mask, model=tiny_model, tile=50)
+    with pytest.raises(TileSizeError):
+        inpaint(crop, mask, model=tiny_model, tile=64, overlap=6)
+    with pytest.raises(GridMismatchError):
+        inpaint(crop, _box(landsat_da.isel(y=slice(0, 128), x=slice(383, 511)), 0, 5, 0, 5), model=tiny_model)
+    with pytest.raises(BandCountError, match="band"):
+        inpaint(crop.isel(band=[0, 1]), mask, model=tiny_model, **FAST)
+    with pytest.raises(ParameterError):
+        inpaint(crop, mask, model=tiny_model, guidance=-1)
+    with pytest.raises(ParameterError):
+        inpaint(crop, mask, model=tiny_model, steps=0)
+    with pytest.raises(ParameterError):
+        inpaint(crop, mask, model=tiny_model, scheduler="nope")
+    nocrs = crop.drop_vars("spatial_ref")
+    nocrs.attrs = {}
+    nocrs.encoding = {}
+    assert nocrs.rio.crs is None
+    with pytest.raises(MissingCRSError, match="gsd="):
+        inpaint(nocrs, mask.drop_vars("spatial_ref", errors="ignore").values, model=tiny_model, **FAST)
+
+
+def test_gsd_override_and_range_warning(crop, tiny_model, monkeypatch):
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    mask = _box(crop, 20, 40, 20, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GSDRangeWarning)
+        inpaint(crop, mask, model=tiny_model, **FAST)
+    assert abs(spy.calls[-1]["gsd"] - 30.0) < 0.5
+    with pytest.warns(GSDRangeWarning, match="outside"):
+        out = inpaint(crop, mask, model=tiny_model, gsd=5000.0, **FAST)
+    assert spy.calls[-1]["gsd"] == 5000.0 and out.attrs["geot2e_gsd"] == 5000.0
