@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
-from ..errors import EmptyMaskError
+from ..errors import EmptyMaskError, NodataError
 from .execute import _is_dask, plan, run_eager, run_lazy
 from .grid import TileGrid
 from .tiles import Job, ModelRef
@@ -117,30 +117,47 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
                              "geometries) covers part of the raster, or use remove_clouds, which "
                              "accepts an empty mask.")
     ref = ModelRef(model, str(model.device))
+
+    def slice_data(li):
+        cur = data[li] if li else data
+        if band is None:
+            cur = cur[None]
+        return cur if lazy else np.asarray(cur)
+
+    # value scalings of every slice first: a slice without valid context fails before any tile runs
+    rads = []
+    for li in lead_index:
+        if radiometry is not None:
+            rads.append(radiometry)
+            continue
+        has_work = any(plans[li, r][0] or plans[li, r][1] for r in range(len(masks)))
+        cur = slice_data(li)
+        umask = _mask_for_slice(union, dict(zip(leading, li)))
+        try:
+            rads.append(_fit_radiometry(cur, umask, nodata))
+        except NodataError:
+            if has_work:
+                raise
+            rads.append(None)  # nothing to synthesize in this slice: an unchanged copy needs no scaling
     progress = opts.progress if opts.progress is not None else not lazy
     bar = None
     if progress and not lazy and total:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=f"geot2e {operation}", unit="tile")
-    base = _token(getattr(data, "name", None) if lazy else None, operation, opts, model.checkpoint_hash, gsd,
-                  [p for _, p in runs])
-    outs, uncs, rads = [], [], []
+    base = ""
+    if lazy:  # graph key names: everything the result depends on
+        base = _token(data.name, operation, opts, model.checkpoint_hash, str(model.device), gsd,
+                      [p for _, p in runs], [m.data.name if _is_dask(m.data) else m.data for m in masks],
+                      None if radiometry is None else radiometry.to_dict())
+    outs, uncs = [], []
     try:
-        for li in lead_index:
+        for li, rad in zip(lead_index, rads):
             ldict = dict(zip(leading, li))
-            cur = data[li] if li else data
-            if band is None:
-                cur = cur[None]
+            cur = slice_data(li)
             smask = [_mask_for_slice(m, ldict) for m in masks]
             if not lazy:
-                cur = np.asarray(cur)
                 smask = [np.asarray(m, dtype=bool) for m in smask]
-            umask = _mask_for_slice(union, ldict)
-            rad = radiometry
-            if rad is None:
-                rad = Radiometry.fit(cur, valid=~umask, nodata=nodata)
-            rads.append(rad)
             unc = None
             for r, (m, (_, prompt)) in enumerate(zip(smask, runs)):
                 cells = plans[li, r]
@@ -180,7 +197,7 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
         result["uncertainty"].attrs = {
             "long_name": f"per-pixel standard deviation of {opts.samples} samples (input units)"}
     result = result.transpose(*da.dims)
-    rad_info = [r.to_dict() for r in rads]
+    rad_info = [r.to_dict() if r is not None else None for r in rads]
     prov = provenance_attrs(
         operation=operation, model_id=model.model_id, checkpoint_hash=model.checkpoint_hash,
         prompt=prompt_attr if prompt_attr is not None else runs[0][1], guidance=float(opts.guidance),
@@ -190,6 +207,27 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
     result.attrs = {**da.attrs, **prov}
     result.encoding = dict(da.encoding)
     return result
+
+
+def _fit_radiometry(cur, umask, nodata):
+    """Value scaling fitted on the valid pixels outside the mask, with a message that says why
+    there are none (:class:`NodataError`)."""
+    from ..geo import Radiometry
+
+    try:
+        return Radiometry.fit(cur, valid=~umask, nodata=nodata)
+    except NodataError as e:
+        try:
+            Radiometry.fit(cur, nodata=nodata)
+        except NodataError:
+            raise NodataError(
+                f"the raster has no valid pixel: every pixel is nodata ({nodata}) or NaN, so there is no "
+                "context and no value range to work from; check its nodata value (da.rio.write_nodata(...)), "
+                "or pass radiometry=geot2e.geo.Radiometry(lo=..., hi=...) to fill it anyway.") from e
+        raise NodataError(
+            "the mask covers every valid pixel of the raster, so no pixel is left as context or to fit the "
+            "value scaling from; shrink the mask, pass radiometry=geot2e.geo.Radiometry.fit(da) (or explicit "
+            "lo/hi), or use geot2e.generate(prompt, like=da) for a whole new scene.") from e
 
 
 def _where(m, a, b):
