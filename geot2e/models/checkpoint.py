@@ -26,13 +26,26 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default"
 
 
 def checkpoint_hash(path: str | os.PathLike) -> str:
-    """sha256 over config.json and the component files (names and bytes), first 16 hex digits."""
+    """sha256 over config.json and the component files (names and bytes), first 16 hex digits.
+
+    The JSON header of each safetensors file is hashed in canonical form (sorted keys): the
+    writer stores its ``__metadata__`` map in arbitrary order, so the same weights saved twice
+    would otherwise hash differently.
+    """
     p = Path(path)
     h = hashlib.sha256()
     for name in ["config.json"] + [f"{c}.safetensors" for c in COMPONENTS]:
         f = p / name
         h.update(name.encode())
         with open(f, "rb") as fh:
+            if name.endswith(".safetensors"):
+                head = fh.read(8)
+                n = int.from_bytes(head, "little") if len(head) == 8 else 0
+                try:
+                    header = json.loads(fh.read(n))
+                    h.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+                except (json.JSONDecodeError, UnicodeDecodeError, OverflowError, MemoryError):
+                    fh.seek(0)
             for blk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(blk)
     return h.hexdigest()[:16]
@@ -49,6 +62,7 @@ def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.
     dst = Path(path)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
     try:
         (tmp / "config.json").write_text(model.config.to_json())
         for comp in COMPONENTS:
@@ -56,6 +70,7 @@ def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.
             sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
                   for k, v in sd.items()}
             save_file(sd, str(tmp / f"{comp}.safetensors"), metadata={"format": "pt", "component": comp})
+            os.chmod(tmp / f"{comp}.safetensors", 0o644)
         if dst.exists():
             old = dst.with_name(dst.name + ".old")
             os.replace(dst, old)
@@ -85,6 +100,54 @@ def _refuse_pickles(p: Path) -> None:
                                   "(unpickling can run arbitrary code). Provide safetensors files.")
 
 
+def _value_fits(value, hint) -> bool:
+    """Whether a JSON value has the plain type a config field declares (no objects, no code)."""
+    import math
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        return isinstance(value, list) and all(_value_fits(v, args[0]) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return any(_value_fits(value, a) for a in args)
+    return False
+
+
+def _check_config_values(d, cls, source: str, prefix: str = "") -> None:
+    """Check each known key of a config.json section against its dataclass field type
+    (unknown keys are reported by :meth:`Text2EarthConfig.from_dict`)."""
+    import dataclasses
+    import typing
+
+    if not isinstance(d, dict):
+        return
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        hint, value = hints[f.name], d[f.name]
+        if dataclasses.is_dataclass(hint):
+            if isinstance(value, dict):
+                _check_config_values(value, hint, source, f"{prefix}{f.name}.")
+            continue  # not a dict: from_dict reports the section
+        if not _value_fits(value, hint):
+            want = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise CheckpointError(f"{source}: {prefix}{f.name} must be {want}, got {value!r}; config values are "
+                                  "plain numbers, strings and lists (never objects or class names). Re-save the "
+                                  "checkpoint with geot2e.models.save_pretrained.")
+
+
 def from_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Text2Earth:
     """Load a model folder written by :func:`save_pretrained` (or an official Text2Earth folder)."""
     from safetensors import SafetensorError
@@ -109,8 +172,19 @@ def from_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
         cfg_dict = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_file}: not valid JSON ({e}).") from e
+    _check_config_values(cfg_dict, Text2EarthConfig, str(cfg_file))
     config = Text2EarthConfig.from_dict(cfg_dict, source=str(cfg_file))
-    model = Text2Earth(config)
+    # The text tower's weights are in text_encoder.safetensors: the OpenCLIP file it was first
+    # built from (config.text.pretrained, kept for provenance) is not needed to load the folder.
+    build = Text2EarthConfig.from_dict(cfg_dict, source=str(cfg_file))
+    build.text.pretrained = None
+    try:
+        model = Text2Earth(build)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{cfg_file}: the model it describes cannot be built ({e}).") from e
+    model.config = config
     for comp in COMPONENTS:
         f = p / f"{comp}.safetensors"
         if not f.is_file():
@@ -156,7 +230,7 @@ def _cpu_has_amx() -> bool:
         return False
 
 
-_CACHE: dict[tuple[str, str], Text2Earth] = {}
+_CACHE: dict[tuple[str, str, str], Text2Earth] = {}
 _LOCK = threading.Lock()
 
 
@@ -164,7 +238,7 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
                autocast: str | None = "auto") -> Text2Earth:
     """Load a Text2Earth model: ``"default"`` (embedded weights), a local folder, or pass a model through.
 
-    Models are cached per (path, device), so dask workers load each checkpoint once.
+    Models are cached per (path, device, autocast), so dask workers load each checkpoint once.
     ``autocast="auto"`` uses bf16 autocast for the UNet on CUDA and on CPUs with AMX
     (measured ~1.9x faster here), float32 elsewhere; ``None`` forces float32.
     """
@@ -178,7 +252,7 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
                                   "or train one with `geot2e train configs/default.yaml`.")
     else:
         path = Path(name_or_path).expanduser()
-    key = (str(path.resolve()), str(dev))
+    key = (str(path.resolve()), str(dev), str(autocast))
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
