@@ -17,6 +17,7 @@ import importlib
 from typing import Any
 
 from ._version import __version__
+from . import accessor as _accessor  # registers the ``da.t2e`` accessor  # noqa: F401
 from . import errors
 from .geo import cloud_mask, geometry_mask, gsd
 
