@@ -166,7 +166,8 @@ def _mask_runs(mask, da, prompt) -> tuple[list[tuple[xr.DataArray, str]], Any]:
         raise ParameterError(f"prompt must be a string (or the name of a column of the mask's "
                              f"GeoDataFrame), got {type(prompt).__name__}.")
     if isinstance(mask, xr.DataArray):
-        assert_same_grid(mask, da)
+        if not _same_pixels_without_crs(mask, da, ydim, xdim):
+            assert_same_grid(mask, da)
         extra = [d for d in mask.dims if d not in (ydim, xdim)]
         if any(d not in leading for d in extra):
             raise DimensionError(f"the mask has dims {mask.dims}; give a (y, x) mask, or (time, y, x) with "
@@ -207,6 +208,22 @@ def _check_not_a_column(prompt: str, gdf) -> None:
         raise ParameterError(f"prompt {prompt!r} is not a column of the mask's GeoDataFrame (columns: {cols}); "
                              f"did you mean prompt={near[0]!r}? To fill every polygon with the text {prompt!r} "
                              "itself, pass the geometries only (gdf.geometry) as the mask.")
+
+
+def _same_pixels_without_crs(mask: xr.DataArray, da: xr.DataArray, ydim: str, xdim: str) -> bool:
+    """A mask without a CRS (e.g. computed from values, or built from a numpy array) is on
+    ``da``'s grid when it has the same (y, x) size and, if it has y/x coordinates, the same ones."""
+    if mask.rio.crs is not None or ydim not in mask.dims or xdim not in mask.dims:
+        return False
+    if (mask.sizes[ydim], mask.sizes[xdim]) != (da.sizes[ydim], da.sizes[xdim]):
+        return False
+    for d in (ydim, xdim):
+        if d in mask.coords and d in da.coords:
+            a, b = np.asarray(mask[d].values, float), np.asarray(da[d].values, float)
+            step = abs(b[1] - b[0]) if b.size > 1 else 1.0
+            if not np.allclose(a, b, rtol=0, atol=1e-6 * step):
+                return False
+    return True
 
 
 def _is_vector(obj) -> bool:

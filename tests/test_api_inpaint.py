@@ -247,3 +247,15 @@ def test_gsd_override_and_range_warning(crop, tiny_model, monkeypatch):
     with pytest.warns(GSDRangeWarning, match="outside"):
         out = inpaint(crop, mask, model=tiny_model, gsd=5000.0, **FAST)
     assert spy.calls[-1]["gsd"] == 5000.0 and out.attrs["geot2e_gsd"] == 5000.0
+
+
+def test_mask_without_crs_on_the_same_pixels_is_accepted(crop, tiny_model):
+    mask = _box(crop, 20, 40, 20, 40)
+    bare = xr.DataArray(mask.values, dims=("y", "x"), coords={"y": crop.y, "x": crop.x})
+    assert bare.rio.crs is None
+    a = inpaint(crop, bare, model=tiny_model, **FAST)
+    b = inpaint(crop, mask, model=tiny_model, **FAST)
+    assert np.array_equal(a.values, b.values)
+    shifted = bare.assign_coords(x=crop.x.values + 30.0)
+    with pytest.raises(GridMismatchError):
+        inpaint(crop, shifted, model=tiny_model, **FAST)

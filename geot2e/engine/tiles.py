@@ -166,7 +166,8 @@ def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.nd
     Returns ``(out, uncertainty)``: ``out`` is a copy of ``block`` (input dtype) with the
     masked pixels replaced (the mean of the samples when K > 1); ``uncertainty`` is
     float32 (C, h, w), the per-pixel standard deviation across samples in input units
-    (0 outside the mask), or None when K == 1.
+    (0 outside the mask), or None when K == 1. Every pixel goes through the same
+    elementwise arithmetic whatever the block layout, so results do not depend on chunks.
     """
     out = np.array(block, copy=True)
     k = job.samples
@@ -174,26 +175,33 @@ def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.nd
     where = np.asarray(mblock, dtype=bool)
     if not where.any():
         return out, unc
+    rad = job.scaling
+    scale = (np.asarray(rad.hi, np.float64) - np.asarray(rad.lo, np.float64)) / 2.0
     by, bx = offset
     h, w = block.shape[-2:]
-    synth = np.full((k, block.shape[0], h, w), np.nan, dtype=np.float32)
+    written = 0
     for vals, (cy0, cy1, cx0, cx1) in zip(cell_values, cell_bounds):
         ys, ye, xs, xe = max(cy0, by), min(cy1, by + h), max(cx0, bx), min(cx1, bx + w)
-        if ys < ye and xs < xe:
-            synth[:, :, ys - by:ye - by, xs - bx:xe - bx] = vals[:, :, ys - cy0:ye - cy0, xs - cx0:xe - cx0]
-    picked = synth[:, :, where]  # (K, C, n), model space
-    if np.isnan(picked).any():
-        raise RuntimeError("internal error: a masked pixel was not synthesized by any tile")
-    mean = picked[0].astype(np.float64)
-    for s in range(1, k):
-        mean += picked[s]
-    mean /= k
-    rad = job.scaling
-    out[:, where] = rad.from_model(mean[:, :, None], dtype=out.dtype)[:, :, 0]
-    if k > 1:
-        var = np.zeros_like(mean)
-        for s in range(k):
-            var += (picked[s] - mean) ** 2
-        scale = (np.asarray(rad.hi, np.float64) - np.asarray(rad.lo, np.float64)) / 2.0
-        unc[:, where] = (np.sqrt(var / k) * scale[:, None]).astype(np.float32)
+        if ys >= ye or xs >= xe:
+            continue
+        sel = where[ys - by:ye - by, xs - bx:xe - bx]
+        if not sel.any():
+            continue
+        picked = vals[:, :, ys - cy0:ye - cy0, xs - cx0:xe - cx0][:, :, sel]  # (K, C, n), model space
+        if np.isnan(picked).any():
+            raise RuntimeError("internal error: a masked pixel was not synthesized by its tile")
+        mean = picked[0].astype(np.float64)
+        for s in range(1, k):
+            mean += picked[s]
+        mean /= k
+        dst = out[:, ys - by:ye - by, xs - bx:xe - bx]
+        dst[:, sel] = rad.from_model(mean[:, :, None], dtype=out.dtype)[:, :, 0]
+        if k > 1:
+            var = np.zeros_like(mean)
+            for s in range(k):
+                var += (picked[s] - mean) ** 2
+            unc[:, ys - by:ye - by, xs - bx:xe - bx][:, sel] = (np.sqrt(var / k) * scale[:, None]).astype(np.float32)
+        written += int(sel.sum())
+    if written != int(where.sum()):
+        raise RuntimeError("internal error: a masked pixel lies in no synthesized tile")
     return out, unc
