@@ -1,0 +1,858 @@
+"""The ``geot2e`` command line: cloud removal, inpainting, outpainting, generation,
+training, evaluation and model information on GeoTIFF/COG/Zarr rasters.
+
+Run ``geot2e --help`` and ``geot2e <command> --help``: every command shows a worked
+example. Exit codes:
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     success
+1     unexpected error (a bug: rerun with ``--debug`` and report the traceback)
+2     usage error (unknown option, missing argument, bad number)
+3     bad input (missing or unreadable file, wrong grid, empty mask, bad option
+      value, output exists): every :class:`geot2e.errors.Geot2eError`
+4     model or checkpoint error (missing, corrupt or mismatched checkpoint)
+130   interrupted (Ctrl-C)
+====  =====================================================================
+
+Errors are printed as one line, ``geot2e: error: <message>``; ``--debug`` adds the
+traceback. Warnings are printed as ``geot2e: warning: <message>``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INPUT", "EXIT_MODEL"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".kml", ".gml",
+                   ".sqlite", ".gdb", ".zip"}
+QA_KINDS = ("landsat_qa_pixel", "sentinel2_scl")
+SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as written (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become one line and exit code 2 (via :class:`UsageError`)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=30, width=100)
+
+
+# --------------------------------------------------------------------------- option types
+def _int_or_name(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _chunks(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {text!r}") from None
+    if n < 16:
+        raise argparse.ArgumentTypeError(f"chunks must be at least 16 pixels, got {n}")
+    return n
+
+
+def _api_defaults() -> dict[str, Any]:
+    """Defaults of the shared options, read from :func:`geot2e.api.inpaint` (one source of truth)."""
+    try:
+        from . import api
+
+        sig = inspect.signature(api.inpaint)
+        return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    except Exception:  # pragma: no cover - the engine is being written
+        return {"model": "default", "guidance": 3.0, "steps": 25, "seed": 0, "samples": 1, "tile": 256,
+                "overlap": 32, "device": "auto", "scheduler": "ddim"}
+
+
+# --------------------------------------------------------------------------- parser
+EPILOGS = {
+    "remove-clouds": """\
+examples:
+  # cloud polygons digitized in any CRS (here EPSG:4326) over a Landsat 8 crop -> COG
+  geot2e remove-clouds tests/data/landsat_224078_rgb_crop.tif filled.tif \\
+      --mask examples/data/clouds_224078.gpkg --steps 25 --seed 0
+
+  # a Landsat Collection 2 scene: stack the bands (red, green, blue), mask from QA_PIXEL
+  gdalbuildvrt -separate rgb.vrt LC09_*_SR_B4.TIF LC09_*_SR_B3.TIF LC09_*_SR_B2.TIF
+  geot2e remove-clouds rgb.vrt filled.tif --qa LC09_*_QA_PIXEL.TIF \\
+      --qa-kind landsat_qa_pixel --buffer 60 --chunks 1024
+
+  # Sentinel-2 L2A: the 20 m SCL band is resampled (nearest) onto the 10 m grid
+  geot2e remove-clouds s2_rgb.tif filled.zarr --qa SCL_20m.jp2 --qa-kind sentinel2_scl
+""",
+    "inpaint": """\
+examples:
+  # one prompt for every polygon
+  geot2e inpaint tests/data/landsat_224078_rgb_crop.tif edited.tif \\
+      --mask tests/data/landsat_224078_polygons.geojson --prompt "dense green forest"
+
+  # a prompt map: each polygon filled with the text of its 'prompt' column
+  geot2e inpaint tests/data/landsat_224078_rgb_crop.tif edited.tif \\
+      --mask examples/data/edits_224078.gpkg --prompt-column prompt --samples 4
+""",
+    "outpaint": """\
+examples:
+  # grow the scene by 128 pixels to the east and 64 to the south (same CRS and GSD)
+  geot2e outpaint tests/data/landsat_224078_rgb_crop.tif grown.tif \\
+      --right 128 --bottom 64 --prompt "farmland with a river"
+
+  # the same on every side
+  geot2e outpaint tests/data/landsat_224078_rgb_crop.tif grown.tif --all 64
+""",
+    "generate": """\
+examples:
+  # on the grid (extent, CRS, GSD, dtype) of an existing raster
+  geot2e generate new.tif --prompt "a lake among forests" \\
+      --like tests/data/landsat_224078_rgb_crop.tif
+
+  # from bounds in a CRS, at 10 m ground sample distance
+  geot2e generate new.tif --prompt "farmland" --bounds 737145 -2791095 742265 -2785695 \\
+      --crs EPSG:32621 --gsd 10
+""",
+    "train": """\
+examples:
+  # train (or resume) the model described by a YAML config: VAE, denoiser, fine-tune
+  geot2e train configs/default.yaml
+  # start again from scratch
+  geot2e train my_config.yaml --no-resume
+  # a seconds-long smoke run on the committed crops, in 2 processes
+  geot2e train configs/tiny_test.yaml --nproc 2
+  # on 4 GPUs of one machine (one process per GPU, nccl)
+  geot2e train configs/default.yaml --nproc 4 --device cuda
+""",
+    "eval": """\
+examples:
+  # the full protocol on the default model, results also as JSON
+  geot2e eval --model default --json eval.json
+  # a quick run (cloud removal only, few crops and steps)
+  geot2e eval --model ./my_model --small
+  # protocol options pass through, e.g. only the GSD probe with 10 steps
+  geot2e eval --only resolution --steps 10
+""",
+    "info": """\
+examples:
+  geot2e info                      # the embedded default model
+  geot2e info --model ./my_model   # a checkpoint folder
+  geot2e info --json               # machine-readable
+""",
+}
+
+MAIN_EPILOG = """\
+commands' examples: geot2e <command> --help
+
+quick start:
+  geot2e info
+  geot2e remove-clouds tests/data/landsat_224078_rgb_crop.tif filled.tif \\
+      --mask examples/data/clouds_224078.gpkg
+
+exit codes: 0 ok, 1 unexpected error, 2 usage, 3 bad input, 4 model/checkpoint error
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback on errors")
+
+
+def _add_input(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input raster")
+    g.add_argument("input", metavar="INPUT", help="GeoTIFF, COG, VRT or Zarr store (band, y, x) with a CRS")
+    g.add_argument("--bands", nargs="+", type=_int_or_name, metavar="B",
+                   help="bands to use, in the model's order (1-based numbers or names), e.g. --bands 4 3 2")
+    g.add_argument("--nodata", type=float, help="nodata value to use when the file has none (e.g. 0)")
+    g.add_argument("--chunks", type=_chunks, metavar="N|auto",
+                   help="process lazily with dask in N x N pixel chunks (large rasters); "
+                        "default: read into memory")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("output", metavar="OUTPUT",
+                   help="output path: a COG (.tif), or a Zarr v3 store if it ends in .zarr (an existing "
+                        "store on the same grid is resumed: finished blocks are skipped)")
+    g.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    g.add_argument("--compress", default="deflate", help="COG compression (default: deflate)")
+    g.add_argument("--blocksize", type=int, default=512, help="COG tile / Zarr chunk size (default: 512)")
+
+
+def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str | None = None) -> None:
+    g = p.add_argument_group("model and sampling")
+    g.add_argument("--model", default=d.get("model", "default"),
+                   help="'default' (embedded model) or a checkpoint folder (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=d.get("guidance", 3.0),
+                   help="classifier-free guidance ω, >= 0 (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=d.get("steps", 25), help="denoising steps (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=d.get("seed", 0),
+                   help="seed: the same seed gives the same pixels for any chunking (default: %(default)s)")
+    g.add_argument("--samples", type=int, default=d.get("samples", 1),
+                   help="K samples: K > 1 writes their mean, and their per-pixel spread to "
+                        "OUTPUT's '.uncertainty' companion (default: %(default)s)")
+    g.add_argument("--tile", type=int, default=d.get("tile", 256), help="tile size in pixels (default: %(default)s)")
+    g.add_argument("--overlap", type=int, default=d.get("overlap", 32),
+                   help="tile halo in pixels (default: %(default)s)")
+    g.add_argument("--gsd", type=float, default=None,
+                   help=gsd_help or "ground sample distance (m) told to the model instead of the raster's own")
+    g.add_argument("--device", default=d.get("device", "auto"), help="torch device: auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--scheduler", default=d.get("scheduler", "ddim"), choices=SCHEDULERS,
+                   help="sampler (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``geot2e`` argument parser (subcommands and their options)."""
+    from ._version import __version__
+
+    d = _api_defaults()
+    parser = _Parser(prog="geot2e", formatter_class=_Formatter, epilog=MAIN_EPILOG,
+                     description="Text2Earth-style generative editing of georeferenced rasters: fill clouds, "
+                                 "edit under polygons, extend scenes, generate new ones, at the right ground "
+                                 "sample distance, written as Cloud-Optimized GeoTIFFs or Zarr.")
+    parser.add_argument("--version", action="version", version=f"geot2e {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    def add(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=description, epilog=EPILOGS[name],
+                           formatter_class=_Formatter)
+        return p
+
+    p = add("remove-clouds", "fill clouds and cloud shadows",
+            "Replace cloudy pixels by plausible cloud-free ground. The mask comes from polygons "
+            "(--mask, a vector file in any CRS, or a raster whose non-zero pixels are clouds) and/or "
+            "from a quality band (--qa). Pixels outside the mask are copied bit for bit.")
+    _add_input(p)
+    _add_output(p)
+    g = p.add_argument_group("cloud mask (at least one of --mask, --qa)")
+    g.add_argument("--mask", metavar="PATH", help="cloud polygons (GeoPackage, GeoJSON, Shapefile...) "
+                                                  "or a mask raster (non-zero = cloud)")
+    g.add_argument("--qa", metavar="PATH", help="quality band raster: Landsat QA_PIXEL or Sentinel-2 SCL")
+    g.add_argument("--qa-kind", default="landsat_qa_pixel", choices=QA_KINDS,
+                   help="how to decode --qa (default: %(default)s)")
+    g.add_argument("--qa-classes", nargs="+", metavar="C", type=_int_or_name,
+                   help="classes to fill (e.g. cloud shadow cirrus; default: clouds, cirrus and shadows)")
+    g.add_argument("--buffer", type=float, default=0.0, metavar="M",
+                   help="grow the mask by M metres on the ground (default: 0)")
+    g.add_argument("--prompt", default="", help="optional text for the filled ground (default: none)")
+    _add_model(p, d)
+    _add_common(p)
+
+    p = add("inpaint", "synthesize the pixels under polygons from text",
+            "Synthesize the pixels under a mask from a text prompt, or from a prompt per polygon "
+            "(--prompt-column). Pixels outside the mask are copied bit for bit.")
+    _add_input(p)
+    _add_output(p)
+    g = p.add_argument_group("mask and prompt")
+    g.add_argument("--mask", metavar="PATH", required=True,
+                   help="polygons (vector file, any CRS) or a mask raster (non-zero = synthesize)")
+    pr = g.add_mutually_exclusive_group()
+    pr.add_argument("--prompt", default="", help="text for the masked area")
+    pr.add_argument("--prompt-column", metavar="COLUMN",
+                    help="column of the vector file holding each polygon's prompt (a prompt map)")
+    g.add_argument("--buffer", type=float, default=0.0, metavar="M",
+                   help="grow the polygons by M metres (not with --prompt-column; default: 0)")
+    _add_model(p, d)
+    _add_common(p)
+
+    p = add("outpaint", "extend a raster beyond its edges",
+            "Extend a raster by whole pixels on any side, with the same CRS and pixel size; the "
+            "original pixels keep their coordinates and values.")
+    _add_input(p)
+    _add_output(p)
+    g = p.add_argument_group("extension")
+    for side in ("left", "right", "top", "bottom"):
+        g.add_argument(f"--{side}", type=int, default=0, metavar="N", help=f"pixels to add on the {side}")
+    g.add_argument("--all", type=int, default=None, metavar="N", help="pixels to add on every side")
+    g.add_argument("--prompt", default="", help="text for the new area")
+    _add_model(p, d)
+    _add_common(p)
+
+    p = add("generate", "generate a new georeferenced scene from text",
+            "Generate a new scene from text on a grid given by a template raster (--like) or by "
+            "--bounds, --crs and --gsd (or --shape).")
+    _add_output(p)
+    g = p.add_argument_group("scene")
+    g.add_argument("--prompt", required=True, help="what the scene shows")
+    g.add_argument("--like", metavar="RASTER", help="take grid, CRS, dtype and value range from this raster")
+    g.add_argument("--bounds", nargs=4, type=float, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+                   help="extent in --crs units")
+    g.add_argument("--crs", help="CRS of --bounds, e.g. EPSG:32621")
+    g.add_argument("--shape", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
+                   help="canvas size in pixels (with --bounds, instead of --gsd)")
+    _add_model(p, d, gsd_help="ground sample distance in metres: the pixel size with --bounds, "
+                              "or what the model is told with --like")
+    _add_common(p)
+
+    p = add("train", "train or fine-tune a model from a YAML/TOML config",
+            "Run the training stages of a config file (VAE, denoiser, optional fine-tune). Every stage "
+            "resumes from its last checkpoint unless --no-resume.")
+    p.add_argument("config", metavar="CONFIG", help="training config (YAML or TOML), e.g. configs/default.yaml")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in the run folder")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data-parallel processes (gloo on CPU, nccl with one GPU each); overrides the "
+                        "config's world_size")
+    p.add_argument("--device", default=None, help="training device (cpu, cuda, auto); overrides the config")
+    _add_common(p)
+
+    p = add("eval", "evaluate a model (the project's evaluation protocol)",
+            "Run the evaluation protocol (benchmarks/eval_default.py of a source checkout: cloud removal on "
+            "held-out Landsat crops against classical fills, GSD control, text control) and print the "
+            "tables. Options not listed here are passed to the protocol script (see "
+            "'python benchmarks/eval_default.py --help').")
+    p.add_argument("--model", default="default", help="'default' or a checkpoint folder (default: %(default)s)")
+    p.add_argument("--json", metavar="PATH", help="also write all results to this JSON file")
+    p.add_argument("--small", action="store_true",
+                   help="a quick run: cloud removal only, 4 crops, 10 steps")
+    p.add_argument("--device", default="auto", help="torch device (default: %(default)s)")
+    _add_common(p)
+
+    p = add("info", "summarize a model: id, hash, bands, GSD range, parameters",
+            "Print a model card summary of a checkpoint: model id, checkpoint hash, bands, the GSD "
+            "range it was trained on, architecture and parameter counts.")
+    p.add_argument("--model", default="default", help="'default' or a checkpoint folder (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_common(p)
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+def _say(msg: str) -> None:
+    print(f"geot2e: {msg}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_zarr(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.suffix.lower() == ".zarr" or (p.is_dir() and (p / "zarr.json").is_file())
+
+
+def _require(path: str | os.PathLike, what: str) -> Path:
+    p = Path(path).expanduser()
+    if "://" not in str(path) and not str(path).startswith("/vsi") and not p.exists():
+        raise _InputError(f"{what} not found: {p}; check the path.")
+    return p
+
+
+class _InputError(Exception):
+    """Bad input found by the CLI itself (exit code 3)."""
+
+
+def _check_output(path: str, overwrite: bool, samples: int = 1) -> Path:
+    """Check OUTPUT (and its uncertainty companion when samples > 1) before any work.
+    An existing Zarr store is resumed (finished blocks skipped)."""
+    from .io._paths import check_output_path
+
+    if samples > 1:
+        _check_output(str(_companion(Path(path), "uncertainty")), overwrite)
+
+    if _is_zarr(path):
+        p = Path(path).expanduser()
+        resume = p.is_dir() and (p / "zarr.json").is_file() and not overwrite
+        dest = check_output_path(path, overwrite=overwrite or resume, kind="store")
+        if resume:
+            _say(f"note: {p} exists: resuming it (finished blocks are skipped; --overwrite starts again)")
+        return dest
+    return check_output_path(path, overwrite=overwrite, kind="file")
+
+
+def _open(args) -> Any:
+    from .io import open_raster
+
+    _require(args.input, "input raster")
+    return open_raster(args.input, chunks=args.chunks, bands=args.bands, nodata=args.nodata)
+
+
+def _is_vector_path(path: Path) -> bool:
+    if path.suffix.lower() in VECTOR_SUFFIXES:
+        return True
+    if path.suffix.lower() in {".tif", ".tiff", ".vrt", ".zarr", ".img", ".jp2", ".nc"} or path.is_dir():
+        return False
+    return True
+
+
+def _onto_grid(mask_da, da, *, name: str):
+    """A (y, x) bool mask on ``da``'s grid (nearest-neighbour reprojection if needed)."""
+    from rasterio.enums import Resampling
+
+    from .errors import GridMismatchError
+    from .geo import assert_same_grid, spatial_dims
+
+    if "band" in mask_da.dims:
+        mask_da = mask_da.isel(band=0, drop=True)
+    try:
+        assert_same_grid(mask_da, da)
+        return mask_da.astype(bool)
+    except GridMismatchError:
+        pass
+    if mask_da.rio.crs is None:
+        raise _InputError(f"the {name} has no CRS and is not on the input's grid; give it a CRS.")
+    _say(f"note: the {name} is on another grid; resampling it (nearest) onto the input's grid")
+    y, x = spatial_dims(da)
+    template = da.isel({d: 0 for d in da.dims if d not in (y, x)}, drop=True)
+    m = mask_da.astype("uint8").rio.write_nodata(None, encoded=False)
+    m = m.rio.reproject_match(template, resampling=Resampling.nearest) != 0
+    return m.assign_coords({y: template[y], x: template[x]})
+
+
+def _raster_mask(path: Path, da, *, name: str):
+    from .geo import get_nodata
+    from .io import open_raster
+
+    m = open_raster(path)
+    if "band" in m.dims:
+        m = m.isel(band=0, drop=True)
+    nd = get_nodata(m)
+    values = m.fillna(0) if m.dtype.kind == "f" else m
+    bool_mask = values != 0
+    if nd is not None and nd == nd and nd != 0:
+        bool_mask = bool_mask & (m != nd)
+    return _onto_grid(bool_mask, da, name=name)
+
+
+def _vector_mask(path: Path, da, *, buffer: float):
+    from .geo import geometry_mask, read_vector
+
+    return geometry_mask(read_vector(path), like=da, buffer_m=buffer)
+
+
+def _mask_from(path: str, da, *, buffer: float, name: str = "mask"):
+    p = _require(path, f"{name} file")
+    if _is_vector_path(p):
+        return _vector_mask(p, da, buffer=buffer)
+    m = _raster_mask(p, da, name=name)
+    if buffer:
+        from .geo import dilate_mask
+
+        m = dilate_mask(m, buffer)
+    return m
+
+
+def _opts(args) -> dict[str, Any]:
+    return dict(model=args.model, guidance=args.guidance, steps=args.steps, seed=args.seed,
+                samples=args.samples, tile=args.tile, overlap=args.overlap, gsd=args.gsd, device=args.device,
+                scheduler=args.scheduler, progress=False if args.no_progress else None)
+
+
+def _companion(path: Path, label: str) -> Path:
+    if path.suffix.lower() == ".zarr":
+        return path.with_name(f"{path.stem}.{label}.zarr")
+    return path.with_name(f"{path.stem}.{label}{path.suffix or '.tif'}")
+
+
+def _write(da, path: Path, args) -> Path:
+    """Write ``da`` to ``path`` (COG, or Zarr for .zarr); K > 1 samples: an uncertainty companion."""
+    from .io import to_cog
+
+    progress = not args.no_progress
+    unc = None
+    if "uncertainty" in da.coords:
+        unc = da.coords["uncertainty"]
+        da = da.drop_vars("uncertainty")
+    if _is_zarr(path):
+        _write_zarr(da, path, overwrite=args.overwrite, chunks=args.blocksize, progress=progress)
+    else:
+        to_cog(da, path, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
+               progress=progress)
+    if unc is not None:
+        u = unc.astype("float32").rename("uncertainty")
+        u.attrs = {k: v for k, v in da.attrs.items() if k.startswith("geot2e_")}
+        u.attrs["long_name"] = unc.attrs.get("long_name", "per-pixel standard deviation of the samples")
+        u = u.rio.write_crs(da.rio.crs).rio.write_transform(da.rio.transform()).rio.write_nodata(None, encoded=False)
+        cpath = _companion(path, "uncertainty")
+        if _is_zarr(cpath):
+            _write_zarr(u, cpath, overwrite=args.overwrite, chunks=args.blocksize)
+        else:
+            to_cog(u, cpath, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
+                   synthesized="none")
+        _say(f"wrote the per-pixel spread of {da.attrs.get('geot2e_samples', '?')} samples to {cpath}")
+    return path
+
+
+def _write_zarr(da, path: Path, *, overwrite: bool, chunks: int, progress: bool = False) -> None:
+    """Write (or resume) a Zarr v3 store block by block, recording finished blocks."""
+    from .engine.zarr import write_to_zarr
+
+    if not hasattr(da.data, "dask"):
+        da = da.chunk({d: chunks for d in da.dims[-2:]})
+    bar = contextlib.nullcontext()
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar(minimum=2.0, out=sys.stderr)
+    with bar:
+        write_to_zarr(da, path, overwrite=overwrite)
+
+
+def _summary(da, path: Path) -> str:
+    import numpy as np
+
+    from .geo import spatial_dims
+
+    y, x = spatial_dims(da)
+    kind = "Zarr" if _is_zarr(path) else "COG"
+    crs = da.rio.crs
+    crs_txt = (f"EPSG:{crs.to_epsg()}" if crs is not None and crs.to_epsg() else (crs.to_string()[:30] if crs else "no CRS"))
+    nb = int(np.prod([da.sizes[d] for d in da.dims if d not in (y, x)])) if da.ndim > 2 else 1
+    parts = [f"wrote {path} ({kind}; {nb} band(s) x {da.sizes[y]} x {da.sizes[x]} {da.dtype}, {crs_txt}"]
+    gsd = da.attrs.get("geot2e_gsd")
+    if isinstance(gsd, (int, float)):
+        parts.append(f", GSD {gsd:.3g} m")
+    parts.append(")")
+    if "synthesized" in da.coords:
+        s = da.coords["synthesized"]
+        n = int(np.asarray(s.sum()))
+        parts.append(f"; {n:,} pixels synthesized ({100.0 * n / max(1, s.size):.1f} %)")
+    mid, h = da.attrs.get("geot2e_model_id"), da.attrs.get("geot2e_checkpoint_hash")
+    if mid:
+        parts.append(f"; model {mid}" + (f" ({h})" if h else ""))
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_remove_clouds(args) -> int:
+    import geot2e
+
+    if not args.mask and not args.qa:
+        raise UsageError("remove-clouds needs a cloud mask: --mask PATH and/or --qa PATH "
+                         "(see 'geot2e remove-clouds --help')")
+    out = _check_output(args.output, args.overwrite, args.samples)
+    da = _open(args)
+    masks = []
+    if args.mask:
+        masks.append(_mask_from(args.mask, da, buffer=args.buffer, name="mask"))
+    if args.qa:
+        from .io import open_raster
+
+        qa = open_raster(_require(args.qa, "QA raster"), chunks=args.chunks)
+        cm = geot2e.cloud_mask(qa, kind=args.qa_kind, buffer_m=args.buffer, classes=args.qa_classes)
+        masks.append(_onto_grid(cm, da, name="QA mask"))
+    mask = masks[0] if len(masks) == 1 else (masks[0] | masks[1])
+    result = geot2e.remove_clouds(da, mask, prompt=args.prompt, **_opts(args))
+    _write(result, out, args)
+    print(_summary(result, out))
+    return EXIT_OK
+
+
+def cmd_inpaint(args) -> int:
+    import geot2e
+
+    out = _check_output(args.output, args.overwrite, args.samples)
+    da = _open(args)
+    prompt = args.prompt
+    if args.prompt_column:
+        if args.buffer:
+            raise UsageError("--buffer cannot be combined with --prompt-column; buffer the polygons first")
+        p = _require(args.mask, "mask file")
+        if not _is_vector_path(p):
+            raise UsageError("--prompt-column needs a vector --mask (GeoPackage, GeoJSON, Shapefile...)")
+        from .geo import read_vector
+
+        mask = read_vector(p)
+        if args.prompt_column not in mask.columns or args.prompt_column == mask.geometry.name:
+            cols = [c for c in mask.columns if c != mask.geometry.name]
+            raise _InputError(f"{p} has no column {args.prompt_column!r}; its columns are {cols}.")
+        prompt = args.prompt_column
+    else:
+        mask = _mask_from(args.mask, da, buffer=args.buffer)
+    result = geot2e.inpaint(da, mask, prompt, **_opts(args))
+    _write(result, out, args)
+    print(_summary(result, out))
+    return EXIT_OK
+
+
+def cmd_outpaint(args) -> int:
+    import geot2e
+
+    sides = {s: getattr(args, s) for s in ("left", "right", "top", "bottom")}
+    if args.all is not None:
+        if any(sides.values()):
+            raise UsageError("give either --all or --left/--right/--top/--bottom, not both")
+        sides = {s: args.all for s in sides}
+    if not any(sides.values()):
+        raise UsageError("outpaint needs pixels to add: --left/--right/--top/--bottom N or --all N")
+    out = _check_output(args.output, args.overwrite, args.samples)
+    da = _open(args)
+    result = geot2e.outpaint(da, prompt=args.prompt, **sides, **_opts(args))
+    _write(result, out, args)
+    print(_summary(result, out))
+    return EXIT_OK
+
+
+def cmd_generate(args) -> int:
+    import geot2e
+
+    if args.like is None and args.bounds is None:
+        raise UsageError("generate needs a grid: --like RASTER, or --bounds with --crs and --gsd (or --shape)")
+    if args.like is not None and (args.bounds is not None or args.shape is not None or args.crs is not None):
+        raise UsageError("--like takes the grid from a raster; do not combine it with --bounds/--crs/--shape")
+    if args.bounds is not None and args.crs is None:
+        raise UsageError("--bounds needs --crs (the CRS of the bounds)")
+    if args.bounds is not None and args.gsd is None and args.shape is None:
+        raise UsageError("--bounds needs --gsd (metres per pixel) or --shape HEIGHT WIDTH")
+    out = _check_output(args.output, args.overwrite, args.samples)
+    like = None
+    if args.like is not None:
+        from .io import open_raster
+
+        like = open_raster(_require(args.like, "--like raster"))
+    opts = _opts(args)
+    gsd = opts.pop("gsd")
+    result = geot2e.generate(args.prompt, like=like, bounds=tuple(args.bounds) if args.bounds else None,
+                             crs=args.crs, gsd=gsd, shape=tuple(args.shape) if args.shape else None, **opts)
+    _write(result, out, args)
+    print(_summary(result, out))
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from .train import load_train_config, run_training
+
+    cfg_path = _require(args.config, "training config")
+    cfg = load_train_config(cfg_path)
+    if args.device is not None:
+        cfg.device = args.device
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
+        cfg.world_size = args.nproc
+    if args.no_resume and int(getattr(cfg, "world_size", 1) or 1) > 1:
+        raise UsageError("--no-resume is not supported with several processes; delete the run folder instead")
+    run_training(cfg, progress=not args.no_progress, resume=not args.no_resume)
+    final = Path(cfg.out_dir) / "final"
+    if (final / "config.json").is_file():
+        print(f"geot2e: model written to {final}" + (f" and exported to {cfg.export}" if cfg.export else ""))
+        print(f"geot2e: use it with --model {final}  (or geot2e.load_model({str(final)!r}))")
+    else:
+        print(f"geot2e: training stopped before the last stage finished; rerun the same command to "
+              f"resume (checkpoints in {cfg.out_dir})")
+    return EXIT_OK
+
+
+PROTOCOL_SCRIPT = Path("benchmarks") / "eval_default.py"
+SMALL_EVAL = ["--only", "cloud", "--n-crops", "4", "--steps", "10"]
+
+
+def _protocol_script() -> Path | None:
+    """``benchmarks/eval_default.py`` of the source checkout geot2e runs from, if any."""
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (base / PROTOCOL_SCRIPT).is_file():
+            return base / PROTOCOL_SCRIPT
+    return None
+
+
+def cmd_eval(args, extra: Sequence[str] = ()) -> int:
+    import importlib.util
+
+    script = _protocol_script()
+    if script is None:
+        raise _InputError(f"the evaluation protocol ({PROTOCOL_SCRIPT}) ships with the source repository, not "
+                          "with the installed package; run geot2e eval from a clone of the repository.")
+    argv = ["--model", args.model, "--device", args.device]
+    if args.json:
+        argv += ["--json", args.json]
+    if args.small:
+        argv += SMALL_EVAL
+    argv += list(extra)
+    spec = importlib.util.spec_from_file_location("geot2e_eval_protocol", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    try:
+        return int(mod.main(argv) or 0)
+    except SystemExit as e:  # the protocol's own argparse rejected an option
+        if e.code in (0, None):
+            return EXIT_OK
+        raise UsageError(f"the evaluation protocol rejected the options {' '.join(extra)!r} "
+                         f"(see 'python {PROTOCOL_SCRIPT} --help')") from None
+
+
+def model_card(model) -> dict[str, Any]:
+    """Summary of a loaded model: id, hash, source, bands, GSD range, architecture, parameters."""
+    cfg = model.config
+    params = {}
+    for comp in ("vae", "unet", "text_encoder", "resolution"):
+        module = getattr(model, comp, None)
+        if module is not None:
+            params[comp] = int(sum(p.numel() for p in module.parameters()))
+    params["total"] = int(sum(params.values()))
+    src = getattr(model, "source", None)
+    size = None
+    card = None
+    if src and Path(src).is_dir():
+        size = int(sum(f.stat().st_size for f in Path(src).glob("*.safetensors")))
+        for name in ("MODEL_CARD.md", "README.md", "model_card.md"):
+            if (Path(src) / name).is_file():
+                card = str(Path(src) / name)
+                break
+    text = getattr(cfg, "text", None)
+    text_d = text if isinstance(text, dict) else getattr(text, "__dict__", {})
+    return {
+        "model_id": model.model_id,
+        "checkpoint_hash": getattr(model, "checkpoint_hash", None),
+        "source": src,
+        "bands": list(cfg.band_names),
+        "gsd_range_m": [float(v) for v in model.gsd_range],
+        "vae_factor": int(model.vae_factor),
+        "latent_channels": int(model.latent_channels),
+        "text_encoder": {k: text_d.get(k) for k in ("arch", "pretrained", "width", "layers", "context_length")
+                         if k in text_d},
+        "parameters": params,
+        "weights_bytes": size,
+        "model_card": card,
+    }
+
+
+def cmd_info(args) -> int:
+    from .models import load_model
+
+    model = load_model(args.model, device="cpu")
+    info = model_card(model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    p = info["parameters"]
+
+    def m(n: int) -> str:
+        return f"{n / 1e6:.2f} M"
+
+    lo, hi = info["gsd_range_m"]
+    rows = [
+        ("model", info["model_id"]),
+        ("checkpoint hash", info["checkpoint_hash"] or "-"),
+        ("source", info["source"] or "-"),
+        ("bands", f"{len(info['bands'])} ({', '.join(info['bands'])})"),
+        ("GSD range", f"{lo:g} - {hi:g} m per pixel (trained on)"),
+        ("VAE", f"downsampling factor {info['vae_factor']}, {info['latent_channels']} latent channels "
+                f"(tile and overlap must be multiples of {info['vae_factor']})"),
+        ("text encoder", ", ".join(f"{k} {v}" for k, v in info["text_encoder"].items() if v is not None) or "-"),
+        ("parameters", ", ".join(f"{k} {m(v)}" for k, v in p.items() if k != "total") + f"; total {m(p['total'])}"),
+    ]
+    if info["weights_bytes"]:
+        rows.append(("weights on disk", f"{info['weights_bytes'] / 2**20:.1f} MiB"))
+    if info["model_card"]:
+        rows.append(("model card", info["model_card"]))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "remove-clouds": cmd_remove_clouds,
+    "inpaint": cmd_inpaint,
+    "outpaint": cmd_outpaint,
+    "generate": cmd_generate,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "info": cmd_info,
+}
+
+
+# --------------------------------------------------------------------------- entry point
+@contextlib.contextmanager
+def _one_line_warnings(*, debug: bool = False):
+    """Print warnings meant for users (UserWarning and geot2e's own) as ``geot2e: warning: <message>``,
+    once per message; developer warnings (deprecations, numpy RuntimeWarnings) only with ``--debug``."""
+    seen: set[str] = set()
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not debug and not issubclass(category, UserWarning):
+            return
+        text = _one_line(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"geot2e: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = original
+
+
+def _exit_code(exc: BaseException) -> int:
+    from .errors import CheckpointError, Geot2eError
+
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, CheckpointError):
+        return EXIT_MODEL
+    if isinstance(exc, (Geot2eError, _InputError)):
+        return EXIT_INPUT
+    if isinstance(exc, OSError):  # missing/unreadable files (rasterio, pyogrio, ...)
+        return EXIT_INPUT
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+def _message(exc: BaseException, code: int) -> str:
+    text = _one_line(exc) or type(exc).__name__
+    if code == EXIT_INTERRUPTED:
+        return "interrupted"
+    if code == EXIT_ERROR:
+        hint = " (out of memory: process lazily with --chunks 1024)" if isinstance(exc, MemoryError) else ""
+        return (f"unexpected {type(exc).__name__}: {text}{hint}; rerun with --debug for the traceback "
+                "and report it")
+    # the library speaks Python; say the same in command-line terms
+    return text.replace("pass overwrite=True", "pass --overwrite")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``geot2e`` command line; returns the exit code (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        try:
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit as e:  # --help / --version
+            return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        if extra and args.command != "eval":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        with _one_line_warnings(debug=debug):
+            if args.command == "eval":
+                return cmd_eval(args, extra)
+            return COMMANDS[args.command](args)
+    except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if isinstance(exc, SystemExit):
+            raise
+        code = _exit_code(exc)
+        if debug:
+            traceback.print_exc()
+        print(f"geot2e: error: {_message(exc, code)}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
