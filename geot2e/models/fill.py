@@ -28,8 +28,9 @@ def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) 
     (B, C, H, W) tensor equal to ``x`` on known pixels. Where a sample has no known pixel
     at all, the fill is 0 (the middle of the model's [-1, 1] range).
     """
-    x = x.float()
     w = known.float().clamp(0, 1)
+    # values at unknown pixels are never read (NaN·0 would still be NaN)
+    x = torch.where(w > 0, x.float(), torch.zeros((), dtype=torch.float32, device=x.device))
     xs, ws = [x * w], [w]
     # push: weighted averages down the pyramid
     while min(xs[-1].shape[-2:]) > 1:

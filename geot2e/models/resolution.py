@@ -50,7 +50,9 @@ class ResolutionEmbedding(nn.Module):
         if t.numel() == 1 and batch > 1:
             t = t.expand(batch).clone()
         if t.numel() != batch:
-            raise ValueError(f"got {t.numel()} GSD values for a batch of {batch}")
+            from ..errors import ParameterError
+
+            raise ParameterError(f"got {t.numel()} GSD values for a batch of {batch}; give one value or one per tile.")
         return t
 
     def forward(self, gsd: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:

@@ -198,7 +198,9 @@ class Text2Earth(nn.Module):
         if len(prompts) == 1 and b > 1:
             prompts = prompts * b
         if len(prompts) != b:
-            raise ValueError(f"got {len(prompts)} prompts for a batch of {b}")
+            from ..errors import ParameterError
+
+            raise ParameterError(f"got {len(prompts)} prompts for a batch of {b}; give one prompt or one per tile.")
         return prompts
 
     @torch.no_grad()
@@ -232,10 +234,14 @@ class Text2Earth(nn.Module):
         dev = self.device
         x = images.to(dev, torch.float32)
         m = masks.to(dev, torch.float32)
+        # never read values under the mask: NaN/inf there (nodata, clouds) would leak through x·0
+        x = torch.where(m > 0, torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), x)
         b, _, h, w = x.shape
         f = self.vae_factor
         if h % f or w % f:
-            raise ValueError(f"tile size {h}x{w} is not a multiple of the VAE factor {f}")
+            from ..errors import TileSizeError
+
+            raise TileSizeError(f"tile size {h}x{w} is not a multiple of the VAE factor {f}; pad or crop the tiles.")
         prompts = self._prompts(prompts, b)
         g = ResolutionEmbedding.as_tensor(gsd, b, dev)
         m_lat, zm = self.masked_condition(x, m)

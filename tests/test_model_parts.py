@@ -1,0 +1,169 @@
+"""Parts of the model: resolution embedding (ρ, learned ρ∅), smooth fill of masked pixels,
+OpenCLIP text towers named by architecture with a local safetensors file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from geot2e.errors import CheckpointError
+from geot2e.models import ResolutionEmbedding, harmonize, smooth_fill
+from geot2e.models.config import TextConfig
+from geot2e.models.text import TextEncoder
+
+
+# ------------------------------------------------------------------ resolution embedding
+def test_resolution_last_layer_zero_initialised_and_range_normalised():
+    r = ResolutionEmbedding(64)
+    assert torch.count_nonzero(r.mlp[2].weight) == 0 and torch.count_nonzero(r.mlp[2].bias) == 0
+    assert torch.count_nonzero(r(torch.tensor([0.3, 30.0, 1000.0]))) == 0  # starts as "no effect"
+    u = r.normalise(torch.tensor([0.3, 1000.0, float(np.sqrt(0.3 * 1000.0))]))
+    torch.testing.assert_close(u, torch.tensor([-1.0, 1.0, 0.0]), atol=1e-6, rtol=0)
+
+
+def test_null_resolution_is_a_learned_vector_not_a_sentinel_gsd():
+    torch.manual_seed(0)
+    r = ResolutionEmbedding(32)
+    assert any(p is r.null for p in r.parameters()) and r.null.requires_grad
+    with torch.no_grad():
+        torch.nn.init.normal_(r.mlp[2].weight)
+        torch.nn.init.normal_(r.null)
+    nan = torch.tensor([float("nan")])
+    torch.testing.assert_close(r(nan)[0], r.null.detach(), atol=0, rtol=0)
+    # dropping a known GSD (DCA in training) gives the same vector
+    torch.testing.assert_close(r(torch.tensor([30.0]), drop=torch.tensor([True]))[0], r.null.detach(), atol=0, rtol=0)
+    # ρ∅ does not come out of the MLP: changing the MLP leaves it, changing ρ∅ moves it
+    with torch.no_grad():
+        r.mlp[0].weight.add_(1.0)
+    torch.testing.assert_close(r(nan)[0], r.null.detach(), atol=0, rtol=0)
+    # no GSD, however extreme, lands on ρ∅
+    sweep = r(torch.logspace(-3, 7, 200))
+    assert ((sweep - r.null.detach()).abs().amax(1) > 1e-3).all()
+    # ρ∅ gets gradients when GSDs are dropped
+    r.zero_grad()
+    r(torch.tensor([float("nan"), 5.0])).sum().backward()
+    assert r.null.grad is not None and r.null.grad.abs().sum() > 0
+
+
+def test_gsd_arguments_to_tensor():
+    t = ResolutionEmbedding.as_tensor([0.5, None, 30], 3)
+    assert t[0] == 0.5 and torch.isnan(t[1]) and t[2] == 30
+    assert torch.isnan(ResolutionEmbedding.as_tensor(None, 2)).all()
+    assert ResolutionEmbedding.as_tensor(10.0, 4).tolist() == [10.0] * 4
+
+
+# ------------------------------------------------------------------ smooth fill
+@pytest.fixture(scope="module")
+def crop(landsat_da):
+    a = landsat_da.values[:, 200:264, 200:264].astype("float32")
+    lo, hi = (float(v) for v in np.percentile(a, [1, 99]))
+    return torch.from_numpy((np.clip((a - lo) / (hi - lo), 0, 1) * 2 - 1).astype("float32"))[None]
+
+
+def test_smooth_fill_keeps_known_pixels_and_stays_in_range(crop):
+    g = torch.Generator().manual_seed(0)
+    known = torch.ones(1, 1, 64, 64)
+    known[..., 10:40, 20:50] = 0
+    known[torch.rand(1, 1, 64, 64, generator=g) < 0.2] = 0  # plus scattered holes
+    x = crop.clone()
+    x[(known == 0).expand_as(x)] = float("nan")  # values under the mask are never read
+    out = smooth_fill(x, known)
+    k = (known == 1).expand_as(x)
+    assert torch.equal(out[k], crop[k])
+    x[(known == 0).expand_as(x)] = 1e6
+    assert torch.equal(smooth_fill(x, known), out)
+    for c in range(3):
+        kc = crop[0, c][known[0, 0] == 1]
+        fc = out[0, c][known[0, 0] == 0]
+        assert fc.min() >= kc.min() - 1e-5 and fc.max() <= kc.max() + 1e-5
+    assert torch.isfinite(out).all()
+
+
+def test_smooth_fill_all_masked_is_zero_not_nan(crop):
+    x = crop.clone().repeat(2, 1, 1, 1)
+    known = torch.ones(2, 1, 64, 64)
+    known[0] = 0  # first sample: nothing known
+    x[0] = float("nan")
+    out = smooth_fill(x, known)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    assert torch.equal(out[1], crop[0])
+
+
+def test_harmonize_leaves_known_pixels_alone(crop):
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    decoded = crop + 0.3  # a colour offset the fill should lose
+    out = harmonize(decoded, crop, mask)
+    assert torch.equal(out[(mask == 0).expand_as(out)], decoded[(mask == 0).expand_as(out)])
+    inner = (out - crop)[..., 24:40, 24:40]
+    assert inner.abs().mean() < 0.05  # the offset is carried away inside the mask
+
+
+# ------------------------------------------------------------------ OpenCLIP text towers
+ARCH = "geot2e-test-tiny-clip"
+
+
+@pytest.fixture(scope="module")
+def tiny_arch(tmp_path_factory):
+    """A small OpenCLIP architecture registered from a temp dir (no download ever)."""
+    import open_clip
+
+    d = tmp_path_factory.mktemp("openclip_cfg")
+    (d / f"{ARCH}.json").write_text(json.dumps({
+        "embed_dim": 24,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }))
+    open_clip.add_model_config(d)
+    assert ARCH in open_clip.list_models()
+    torch.manual_seed(0)
+    clip = open_clip.create_model(ARCH, pretrained=None).eval()
+    return clip
+
+
+@pytest.mark.parametrize("prefix", ["", "text."])
+def test_openclip_arch_with_local_safetensors(tiny_arch, tmp_path, prefix):
+    from safetensors.torch import save_file
+
+    clip = tiny_arch
+    text_keys = [k for k in clip.state_dict() if not k.startswith("visual.") and k != "logit_scale"]
+    sd = {prefix + k: clip.state_dict()[k].contiguous() for k in text_keys}
+    f = tmp_path / "tiny_clip.safetensors"
+    save_file(sd, str(f))
+    enc = TextEncoder(TextConfig(arch=ARCH, pretrained=str(f)))
+    own = enc.tower.state_dict()
+    assert set(own) <= {k[len(prefix):] for k in sd}
+    for k, v in own.items():
+        assert torch.equal(v, sd[prefix + k]), k
+    tokens = enc.tokenize(["a river through farmland", ""])
+    feats = enc(tokens)
+    assert feats.shape == (2, 20, 32) and enc.width == 32 and enc.context_length == 20
+    with torch.no_grad():  # the tower is OpenCLIP's own: its pooled output is encode_text's
+        pooled, _ = enc.tower(tokens)
+        torch.testing.assert_close(pooled, clip.encode_text(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_openclip_pickle_and_wrong_files_refused(tiny_arch, tmp_path):
+    pt = tmp_path / "open_clip_pytorch_model.pt"
+    pt.write_bytes(b"not even opened")
+    with pytest.raises(CheckpointError, match="pickle"):
+        TextEncoder(TextConfig(arch=ARCH, pretrained=str(pt)))
+    with pytest.raises(CheckpointError, match="not found"):
+        TextEncoder(TextConfig(arch=ARCH, pretrained=str(tmp_path / "absent.safetensors")))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        TextEncoder(TextConfig(arch=ARCH, pretrained=str(bad)))
+    with pytest.raises(CheckpointError, match="unknown OpenCLIP architecture"):
+        TextEncoder(TextConfig(arch="no-such-arch-xyz"))
+
+
+def test_prompt_longer_than_context_warns():
+    from geot2e.errors import PromptTruncatedWarning
+
+    enc = TextEncoder(TextConfig(width=32, layers=1, heads=2, context_length=8))
+    with pytest.warns(PromptTruncatedWarning):
+        out = enc(["a very long prompt about rivers fields roads towns forests lakes and hills"])
+    assert out.shape == (1, 8, 32)
