@@ -102,3 +102,20 @@ def test_04_train_finetune(tmp_path, tiny_model, capsys):
     da = reopen(tmp_path / "finetuned_inpaint.tif", crs="EPSG:32618")
     assert da.attrs["geot2e_checkpoint_hash"] == tuned.checkpoint_hash
     assert (tmp_path / "finetuned_inpaint.png").is_file()
+
+
+def test_readme_example_is_valid_python_and_uses_committed_files():
+    import ast
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README has no Python example"
+    code = blocks[0]
+    assert len(code.strip().splitlines()) <= 11  # "a ten-line example" (+ the import line)
+    ast.parse(code)
+    for path in re.findall(r'"((?:tests|examples)/[^"]+)"', code):
+        assert (EXAMPLES.parent / path).is_file(), path
+    for link in re.findall(r"\]\(((?:docs|examples)/[^)#]+)\)", readme):
+        if link != "docs/img/before_after.png":  # made by examples/01 with the default model
+            assert (EXAMPLES.parent / link).exists(), link

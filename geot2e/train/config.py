@@ -21,7 +21,10 @@ from ..models.text2earth import Text2Earth
 from .dataset import TileDataset, load_raster_source
 from .loop import StageConfig, calibrate_latent_scale, train_denoiser, train_vae
 
-__all__ = ["TrainConfig", "SourceSpec", "load_train_config", "run_training", "resolve_source_path"]
+__all__ = ["TrainConfig", "SourceSpec", "load_train_config", "run_training", "resolve_source_path",
+           "build_training_data", "resolve_device_name"]
+
+SOURCE_KINDS = ("raster", "git10m")
 
 
 @dataclass
@@ -31,6 +34,7 @@ class SourceSpec:
     nodata: float | None = None
     nir_band: int | None = None         # 0-based index into the selected bands (captions only)
     weight: float = 1.0
+    kind: str = "raster"                # "raster" (GeoTIFF/any rasterio file) or "git10m" (parquet file/folder)
 
 
 @dataclass
@@ -47,6 +51,12 @@ class TrainConfig:
     finetune_min_texture: float = 0.04     # quality filter: keep tiles with at least this texture
     export: str | None = None              # copy the final model here (float16), e.g. geot2e/weights/default
     seed: int = 0
+    # caption table (footprint -> text): a path, or {path:, caption_column:, crs:, min_overlap:, ...}
+    caption_table: str | dict | None = None
+    device: str | None = None              # None/"cpu" (default), "cuda", "cuda:1", "auto"
+    world_size: int = 1                    # >1: data-parallel processes (batch_size values are global)
+    base_model: str | None = None          # LoRA: "default" or a checkpoint folder to adapt
+    lora: dict | None = None               # LoRA: {rank:, alpha:, targets:, dropout:, merge:}
 
 
 def _read(path: Path) -> dict:
@@ -84,11 +94,78 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     if unknown:
         raise ParameterError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
     kw = dict(d)
+    src_known = set(SourceSpec.__dataclass_fields__)
+    st_known = set(StageConfig.__dataclass_fields__)
+    for i, s in enumerate(d.get("sources", []) or []):
+        bad = set(s) - src_known if isinstance(s, dict) else {"<not a mapping>"}
+        if bad:
+            raise ParameterError(f"{path}: sources[{i}] has unknown keys {sorted(bad)}; allowed: {sorted(src_known)}")
+        if s.get("kind", "raster") not in SOURCE_KINDS:
+            raise ParameterError(f"{path}: sources[{i}].kind must be one of {SOURCE_KINDS}, got {s.get('kind')!r}")
+    for st in ("vae", "denoiser", "finetune"):
+        if isinstance(d.get(st), dict) and set(d[st]) - st_known:
+            raise ParameterError(f"{path}: section {st!r} has unknown keys {sorted(set(d[st]) - st_known)}; "
+                                 f"allowed: {sorted(st_known)}")
     kw["sources"] = [SourceSpec(**s) for s in d.get("sources", [])]
     for st in ("vae", "denoiser", "finetune"):
         if d.get(st) is not None:
             kw[st] = StageConfig(**d[st])
+    ws = kw.get("world_size", 1)
+    if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
+        raise ParameterError(f"{path}: world_size must be an integer of at least 1, got {ws!r}")
     return TrainConfig(**kw)
+
+
+def resolve_device_name(cfg: TrainConfig) -> torch.device:
+    """The training device of ``cfg`` (``device: null`` → CPU, as before)."""
+    d = cfg.device
+    if d in (None, "", "cpu"):
+        return torch.device("cpu")
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(d)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {d!r} was asked for but CUDA is not available; use device: cpu.")
+    return dev
+
+
+def _caption_table(cfg: TrainConfig):
+    if cfg.caption_table is None:
+        return None
+    from .caption_table import CaptionTable
+
+    spec = {"path": cfg.caption_table} if isinstance(cfg.caption_table, str) else dict(cfg.caption_table)
+    if "path" not in spec:
+        raise ParameterError("caption_table needs a 'path'")
+    path = resolve_source_path(str(spec.pop("path")))
+    return CaptionTable.from_file(path, **spec)
+
+
+def build_training_data(cfg: TrainConfig, *, bands: int, seed: int, min_texture: float | None = None,
+                        sources: list | None = None):
+    """The training dataset of ``cfg``: a :class:`TileDataset` over the raster sources (with the
+    caption table when given), mixed by weight with Git-10M parquet sources when there are any."""
+    rasters = [s for s in cfg.sources if s.kind == "raster"]
+    gits = [s for s in cfg.sources if s.kind == "git10m"]
+    if sources is None:
+        sources = [load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata,
+                                      nir_band=s.nir_band, weight=s.weight) for s in rasters]
+    if not sources and not gits:
+        raise ParameterError("the training config lists no sources")
+    parts, weights = [], []
+    if sources:
+        parts.append(TileDataset(sources, size=cfg.tile, gsd_max=cfg.gsd_max, bands=bands, seed=seed,
+                                 min_texture=min_texture, caption_table=_caption_table(cfg)))
+        weights.append(sum(s.weight for s in rasters) if rasters else 1.0)
+    if not gits:
+        return parts[0]
+    from .git10m import Git10MDataset, MixedDataset
+
+    for g in gits:
+        parts.append(Git10MDataset(resolve_source_path(g.path), size=cfg.tile, bands=bands, seed=seed,
+                                   min_texture=min_texture))
+        weights.append(g.weight)
+    return parts[0] if len(parts) == 1 else MixedDataset(parts, weights, seed=seed)
 
 
 def _model_config(overrides: dict) -> Text2EarthConfig:
@@ -103,50 +180,70 @@ def _model_config(overrides: dict) -> Text2EarthConfig:
 
 def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True, resume: bool = True) -> Text2Earth:
     """Run the stages of ``cfg`` (VAE, denoiser, optional fine-tune) and export the model."""
+    from . import distributed as D
+
     if not isinstance(cfg, TrainConfig):
         cfg = load_train_config(cfg)
-    if cfg.threads:
+    if int(cfg.world_size or 1) > 1 and D.context() is None:   # spawn the data-parallel processes
+        return D.launch(cfg, nproc=int(cfg.world_size), progress=progress, resume=resume)
+    if cfg.lora is not None:
+        from .lora import run_lora
+
+        return run_lora(cfg, progress=progress, resume=resume)
+    if cfg.threads and D.context() is None:
         torch.set_num_threads(cfg.threads)
+    main = D.is_main()
+    device = resolve_device_name(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    if main:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    rasters = [s for s in cfg.sources if s.kind == "raster"]
     sources = [load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata, nir_band=s.nir_band,
-                                  weight=s.weight) for s in cfg.sources]
-    if not sources:
+                                  weight=s.weight) for s in rasters]
+    if not sources and not any(s.kind == "git10m" for s in cfg.sources):
         raise ParameterError("the training config lists no sources")
-    (out / "data.json").write_text(json.dumps([{"path": s.path, "name": r.name, "shape": list(r.data.shape),
-                                                 "gsd": r.gsd, "valid_fraction": float(r.valid.mean())}
-                                                for s, r in zip(cfg.sources, sources)], indent=2))
+    if main:
+        (out / "data.json").write_text(json.dumps([{"path": s.path, "name": r.name, "shape": list(r.data.shape),
+                                                     "gsd": r.gsd, "valid_fraction": float(r.valid.mean())}
+                                                    for s, r in zip(rasters, sources)]
+                                                   + [{"path": s.path, "kind": s.kind, "weight": s.weight}
+                                                      for s in cfg.sources if s.kind != "raster"], indent=2))
     mcfg = _model_config(cfg.model)
-    gsd_lo = min(r.gsd for r in sources)
+    gsd_lo = min(r.gsd for r in sources) if sources else mcfg.resolution.gsd_min
     mcfg.trained_gsd_range = [gsd_lo, cfg.gsd_max]
-    ds = TileDataset(sources, size=cfg.tile, gsd_max=cfg.gsd_max, bands=mcfg.bands, seed=cfg.seed)
+    ds = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed, sources=sources)
 
-    model = Text2Earth(mcfg)
+    torch.manual_seed(cfg.seed)            # reproducible initial weights (same on every rank)
+    model = Text2Earth(mcfg).to(device)
     if cfg.vae is not None:
         if (out / "vae" / "model" / "config.json").is_file() and (out / "vae_done").exists():
-            model = from_pretrained(out / "vae" / "model")
+            model = from_pretrained(out / "vae" / "model", device=device)
         else:
             train_vae(model, ds, cfg.vae, out, resume=resume, progress=progress)
             if not _stage_finished(out / "vae", cfg.vae):
                 return model
             calibrate_latent_scale(model, ds)
-            save_pretrained(model, out / "vae" / "model")
-            (out / "vae_done").write_text("ok")
+            if main:
+                save_pretrained(model, out / "vae" / "model")
+                (out / "vae_done").write_text("ok")
+            D.barrier()
     if cfg.denoiser is not None:
         train_denoiser(model, ds, cfg.denoiser, out, resume=resume, progress=progress)
         if not _stage_finished(out / "denoiser", cfg.denoiser):
             return model
     if cfg.finetune is not None:
-        ft = TileDataset(sources, size=cfg.tile, gsd_max=cfg.gsd_max, bands=mcfg.bands, seed=cfg.seed + 1,
-                         min_texture=cfg.finetune_min_texture)
+        ft = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 1, min_texture=cfg.finetune_min_texture,
+                                 sources=sources)
         train_denoiser(model, ft, cfg.finetune, out, resume=resume, progress=progress, stage="finetune")
         if not _stage_finished(out / "finetune", cfg.finetune):
             return model
-    save_pretrained(model, out / "final")
-    if cfg.export:
-        dst = Path(cfg.export)
-        save_pretrained(model, dst, dtype=torch.float16)
+    if main:
+        save_pretrained(model, out / "final")
+        if cfg.export:
+            dst = Path(cfg.export)
+            save_pretrained(model, dst, dtype=torch.float16)
+    D.barrier()
     return model
 
 

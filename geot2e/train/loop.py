@@ -82,10 +82,18 @@ def _lr_at(step: int, cfg: StageConfig) -> float:
 
 # ----------------------------------------------------------------------------- state I/O
 def _save_state(stage_dir: Path, model: Text2Earth, params, opt, ema: EMA | None, step: int,
-                rng: np.random.Generator, log: list, cfg: StageConfig, extra: dict) -> None:
+                rng: np.random.Generator, log: list, cfg: StageConfig, extra: dict, *,
+                torch_states: dict | None = None, rng_ranks: list | None = None) -> None:
+    """Write ``state.safetensors`` (params, AdamW moments, EMA, torch RNG states) and ``state.json``.
+
+    The JSON metadata is also stored inside ``state.safetensors`` (key ``geot2e_state``), so a
+    crash between the two writes never pairs tensors with the metadata of another step."""
     from safetensors.torch import save_file
 
     stage_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"step": step, "rng": rng.bit_generator.state, "log": log, "config": asdict(cfg), **extra}
+    if rng_ranks is not None:
+        meta["rng_ranks"] = rng_ranks
     tensors = {f"param.{k}": p.detach().float().contiguous().cpu() for k, p in params.items()}
     names = list(params)
     for i, name in enumerate(names):
@@ -98,41 +106,88 @@ def _save_state(stage_dir: Path, model: Text2Earth, params, opt, ema: EMA | None
     if ema is not None:
         for k, v in ema.shadow.items():
             tensors[f"ema.{k}"] = v.contiguous().cpu()
+    for k, v in (torch_states or {}).items():
+        tensors[f"rng.{k}"] = v.detach().to(torch.uint8).contiguous().cpu()
     tmp = stage_dir / "state.safetensors.tmp"
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={"geot2e_state": json.dumps(meta, default=str)})
     # the exported model carries the EMA weights when there are any
     if ema is not None:
         backup = {k: p.detach().clone() for k, p in params.items()}
         ema.copy_to(params)
-        save_pretrained(model, stage_dir / "model")
+        _export_model(model, stage_dir)
         with torch.no_grad():
             for k, p in params.items():
                 p.copy_(backup[k])
     else:
-        save_pretrained(model, stage_dir / "model")
+        _export_model(model, stage_dir)
     os.replace(tmp, stage_dir / "state.safetensors")
-    meta = {"step": step, "rng": rng.bit_generator.state, "log": log, "config": asdict(cfg), **extra}
     (stage_dir / "state.json.tmp").write_text(json.dumps(meta, default=str))
     os.replace(stage_dir / "state.json.tmp", stage_dir / "state.json")
 
 
-def _load_state(stage_dir: Path, params, opt, ema: EMA | None) -> tuple[int, dict, list]:
+def _load_state(stage_dir: Path, params, opt, ema: EMA | None, *, extras: dict | None = None
+                ) -> tuple[int, dict, list]:
+    """Inverse of :func:`_save_state`. ``extras`` (a dict), when given, receives ``meta`` (the full
+    metadata), ``torch_states`` (saved torch RNG states) and ``meta_from`` ("safetensors"/"json")."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    meta = json.loads((stage_dir / "state.json").read_text())
-    t = load_file(str(stage_dir / "state.safetensors"))
+    f = str(stage_dir / "state.safetensors")
+    with safe_open(f, framework="pt") as fh:
+        embedded = (fh.metadata() or {}).get("geot2e_state")
+    meta = json.loads(embedded) if embedded else json.loads((stage_dir / "state.json").read_text())
+    t = load_file(f)
     with torch.no_grad():
         for k, p in params.items():
             p.copy_(t[f"param.{k}"].to(p.dtype))
     for k, p in params.items():
         if f"opt.{k}.exp_avg" in t:
-            opt.state[p] = {"exp_avg": t[f"opt.{k}.exp_avg"].clone(), "exp_avg_sq": t[f"opt.{k}.exp_avg_sq"].clone(),
+            opt.state[p] = {"exp_avg": t[f"opt.{k}.exp_avg"].clone().to(p.device),
+                            "exp_avg_sq": t[f"opt.{k}.exp_avg_sq"].clone().to(p.device),
                             "step": t[f"opt.{k}.step"].reshape(())}
     if ema is not None:
         for k in ema.shadow:
             if f"ema.{k}" in t:
-                ema.shadow[k] = t[f"ema.{k}"].clone()
+                ema.shadow[k] = t[f"ema.{k}"].clone().to(ema.shadow[k].device)
+    if extras is not None:
+        extras["meta"] = meta
+        extras["meta_from"] = "safetensors" if embedded else "json"
+        extras["torch_states"] = {k[4:]: v for k, v in t.items() if k.startswith("rng.")}
     return int(meta["step"]), meta["rng"], list(meta.get("log", []))
+
+
+def _export_model(model: Text2Earth, stage_dir: Path) -> None:
+    """The stage's loadable model: a checkpoint folder, or the adapter of a LoRA model."""
+    from .lora import has_lora, save_lora
+
+    if has_lora(model):
+        save_lora(model, stage_dir / "adapter")
+    else:
+        save_pretrained(model, stage_dir / "model")
+
+
+def _torch_states(generator: torch.Generator | None) -> dict:
+    st = {"torch_global": torch.get_rng_state()}
+    if generator is not None:
+        st["torch_gen"] = generator.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["torch_cuda"] = torch.cuda.get_rng_state()
+    return st
+
+
+def _set_torch_states(st: dict, generator: torch.Generator | None) -> None:
+    if "torch_global" in st:
+        torch.set_rng_state(st["torch_global"].to(torch.uint8).cpu())
+    if generator is not None and "torch_gen" in st:
+        generator.set_state(st["torch_gen"].to(torch.uint8).cpu())
+    if "torch_cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state(st["torch_cuda"].to(torch.uint8).cpu())
+
+
+def _to_device(batch: dict, dev: torch.device) -> dict:
+    if dev.type == "cpu":
+        return batch
+    return {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def _masks(rng: np.random.Generator, n: int, size: int, weights: dict) -> torch.Tensor:
@@ -141,60 +196,98 @@ def _masks(rng: np.random.Generator, n: int, size: int, weights: dict) -> torch.
 
 
 def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn, *, use_ema: bool,
-         resume: bool, progress: bool, desc: str, extra: dict) -> list:
+         resume: bool, progress: bool, desc: str, extra: dict, generator: torch.Generator | None = None) -> list:
+    from . import distributed as D
+
     stage_dir = Path(stage_dir)
-    torch.manual_seed(cfg.seed)
+    ctx = D.context()                      # None in a single process
+    main = ctx is None or ctx.rank == 0
+    torch.manual_seed(D.rank_seed(cfg.seed, ctx))
+    if ctx is not None:                    # replicas start identical (rank 0's weights)
+        D.broadcast_parameters([*model.parameters(), *model.buffers()])
     params = _named_params(model, components)
     opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = EMA(params, cfg.ema_decay) if use_ema else None
-    rng = np.random.default_rng(cfg.seed)
+    rng = D.rank_rng(cfg.seed, ctx)
+    bs = D.local_batch_size(cfg.batch_size, ctx)
     step, log = 0, []
     if resume and (stage_dir / "state.json").is_file():
-        step, rng_state, log = _load_state(stage_dir, params, opt, ema)
-        rng.bit_generator.state = rng_state
-        torch.manual_seed(cfg.seed + step)
+        ex: dict = {}
+        step, rng_state, log = _load_state(stage_dir, params, opt, ema, extras=ex)
+        ranks = ex["meta"].get("rng_ranks")
+        tstates = ex["torch_states"]
+        if ctx is not None and ctx.rank > 0:
+            if ranks and len(ranks) == ctx.world_size:
+                rng.bit_generator.state = ranks[ctx.rank]
+            else:                          # world size changed: fresh, step-dependent stream
+                rng = np.random.default_rng([cfg.seed, ctx.rank, step])
+            tstates = {k.split(".", 1)[1]: v for k, v in tstates.items() if k.startswith(f"r{ctx.rank}.")}
+        else:
+            rng.bit_generator.state = rng_state
+        torch.manual_seed(D.rank_seed(cfg.seed, ctx) + step)
+        _set_torch_states({k: v for k, v in tstates.items() if not k.startswith("r")}, generator)
+        if main and ex["meta_from"] == "safetensors":
+            js = json.loads((stage_dir / "state.json").read_text())
+            if int(js.get("step", -1)) != step:   # crash between the two writes: repair state.json
+                (stage_dir / "state.json").write_text(json.dumps(ex["meta"], default=str))
     if step >= cfg.steps or (stage_dir / "time_budget_spent").exists():
         if ema is not None:
             ema.copy_to(params)
         model.eval()
         return log
     model.train()
+    dev = next(iter(params.values())).device if params else torch.device("cpu")
     t0 = time.time()
     seen = 0
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (progress and main), dynamic_ncols=True)
     running = None
     while step < cfg.steps:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         if cfg.tile_sizes:
             size = int(cfg.tile_sizes[step % len(cfg.tile_sizes)])
-            n = max(1, int(round(cfg.batch_size * (dataset.size / size) ** 2)))
+            n = max(1, int(round(bs * (dataset.size / size) ** 2)))
             batch = dataset.batch(rng, n, size=size)
         else:
-            batch = dataset.batch(rng, cfg.batch_size)
-        loss = loss_fn(batch, rng)
+            batch = dataset.batch(rng, bs)
+        loss = loss_fn(_to_device(batch, dev), rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        timed_out = cfg.max_minutes is not None and (time.time() - t0) / 60 > cfg.max_minutes
+        if ctx is not None:                # average gradients (and the loss, and the stop flag) over ranks
+            lv, timed_out = D.sync_gradients(list(params.values()), loss, stop=timed_out)
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
         if ema is not None:
             ema.update(params, step)
         step += 1
         seen += cfg.batch_size
-        lv = float(loss.detach())
+        if ctx is None:
+            lv = float(loss.detach())
         running = lv if running is None else 0.98 * running + 0.02 * lv
         rate = seen / max(1e-6, time.time() - t0)
         bar.set_postfix(loss=f"{running:.4f}", samples_s=f"{rate:.1f}")
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.append({"step": step, "loss": running, "samples_per_s": rate, "time": time.time()})
-        out_of_time = cfg.max_minutes is not None and (time.time() - t0) / 60 > cfg.max_minutes
+            log.append({"step": step, "loss": running, "loss_raw": lv, "samples_per_s": rate, "time": time.time()})
+        out_of_time = timed_out
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
-            _save_state(stage_dir, model, params, opt, ema, step, rng, log, cfg, extra)
+            tst = _torch_states(generator)
+            gathered = D.gather_objects({"rng": rng.bit_generator.state, "torch": tst})
+            rng_ranks = None
+            if gathered is not None:
+                rng_ranks = [g["rng"] for g in gathered]
+                for r, g in enumerate(gathered[1:], start=1):
+                    tst.update({f"r{r}.{k}": v for k, v in g["torch"].items()})
+            if main:
+                _save_state(stage_dir, model, params, opt, ema, step, rng, log, cfg, extra, torch_states=tst,
+                            rng_ranks=rng_ranks)
         if out_of_time:
-            (stage_dir / "time_budget_spent").write_text(str(step))
+            if main:
+                (stage_dir / "time_budget_spent").write_text(str(step))
             break
     bar.close()
+    D.barrier()
     if ema is not None:
         ema.copy_to(params)
     model.eval()
@@ -229,7 +322,7 @@ def calibrate_latent_scale(model: Text2Earth, dataset, *, batches: int = 8, batc
     """Set ``config.vae.scaling_factor`` to 1/std of the latents (so z has unit variance)."""
     rng = np.random.default_rng(seed)
     model.config.vae.scaling_factor = 1.0
-    zs = [model.encode_images(dataset.batch(rng, batch_size)["image"]) for _ in range(batches)]
+    zs = [model.encode_images(dataset.batch(rng, batch_size)["image"].to(model.device)) for _ in range(batches)]
     s = 1.0 / float(torch.cat(zs).std())
     model.config.vae.scaling_factor = s
     return s
@@ -242,16 +335,18 @@ def train_denoiser(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | 
     model.vae.requires_grad_(False)
     model.autocast_dtype = torch.bfloat16 if cfg.bf16 else None
     sched = make_scheduler(model.config, "ddpm")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    from .distributed import context, rank_seed
+
+    gen = torch.Generator(device=model.device).manual_seed(rank_seed(cfg.seed, context()))
 
     def loss_fn(batch, rng):
         x = batch["image"]
-        m = _masks(rng, x.shape[0], x.shape[-1], cfg.mask_weights)
+        m = _masks(rng, x.shape[0], x.shape[-1], cfg.mask_weights).to(x.device)
         return model.training_loss(x, m, batch["gsd"], batch["caption"], p_text=cfg.p_text, p_res=cfg.p_res,
                                    scheduler=sched, generator=gen, masked_weight=cfg.masked_weight)
 
     return _run(model, dataset, cfg, Path(out_dir) / stage, list(components), loss_fn, use_ema=True,
-                resume=resume, progress=progress, desc=stage, extra={})
+                resume=resume, progress=progress, desc=stage, extra={}, generator=gen)
 
 
 class _null:

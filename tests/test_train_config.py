@@ -1,0 +1,67 @@
+"""Training configs (YAML/TOML): the repo's configs load; unknown keys are rejected."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from geot2e.errors import ParameterError
+from geot2e.train.config import TrainConfig, load_train_config
+from geot2e.train.loop import StageConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "tiny_test.yaml", "lora_example.yaml"])
+def test_repo_configs_load(name):
+    cfg = load_train_config(ROOT / "configs" / name)
+    assert isinstance(cfg, TrainConfig) and cfg.sources
+    assert isinstance(cfg.denoiser, StageConfig)
+
+
+def test_tiny_test_config_points_at_committed_crops():
+    cfg = load_train_config(ROOT / "configs" / "tiny_test.yaml")
+    for s in cfg.sources:
+        assert (ROOT / s.path).is_file(), s.path
+    assert cfg.tile == 32 and cfg.vae.steps <= 10 and cfg.denoiser.steps <= 10
+
+
+def _write(tmp_path, d, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+BASE = {"out_dir": "x", "sources": [{"path": "a.tif"}], "denoiser": {"steps": 3}}
+
+
+@pytest.mark.parametrize("bad,where", [
+    ({"learning_rate": 1.0}, "learning_rate"),                                  # top level
+    ({"denoiser": {"steps": 3, "lr_max": 1.0}}, "lr_max"),                      # stage section
+    ({"sources": [{"path": "a.tif", "band": [1]}]}, "band"),                    # source entry
+    ({"sources": [{"path": "a.tif", "kind": "hdf"}]}, "kind"),                  # source kind
+    ({"world_size": 0}, "world_size"),
+])
+def test_unknown_or_bad_keys_rejected(tmp_path, bad, where):
+    with pytest.raises(ParameterError, match=where):
+        load_train_config(_write(tmp_path, {**BASE, **bad}))
+
+
+def test_toml_and_missing_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('out_dir = "x"\ntile = 32\n[[sources]]\npath = "a.tif"\nweight = 2.0\n'
+                 '[denoiser]\nsteps = 4\nlr = 0.001\n')
+    cfg = load_train_config(p)
+    assert cfg.tile == 32 and cfg.sources[0].weight == 2.0 and cfg.denoiser.steps == 4
+    with pytest.raises(ParameterError, match="not found"):
+        load_train_config(tmp_path / "nope.yaml")
+
+
+def test_new_sections_parse(tmp_path):
+    cfg = load_train_config(_write(tmp_path, {
+        **BASE, "caption_table": {"path": "t.csv", "crs": "EPSG:4326"}, "world_size": 2, "device": "cpu",
+        "base_model": "default", "lora": {"rank": 4},
+        "sources": [{"path": "a.tif"}, {"path": "shards/", "kind": "git10m", "weight": 0.5}]}))
+    assert cfg.world_size == 2 and cfg.lora == {"rank": 4} and cfg.sources[1].kind == "git10m"
+    assert cfg.caption_table["crs"] == "EPSG:4326"
