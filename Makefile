@@ -21,8 +21,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/01_cloud_removal.py --out outputs
 
+# OMP_NUM_THREADS=1: every thread (main and dask workers) runs torch with the same intra-op
+# thread count, so numpy and dask runs are bit-identical (see docs/engine.md, "Determinism").
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
