@@ -34,6 +34,12 @@ harmonize : bool, default True
     Correct the colour of the fill to agree with the known pixels around it.
 radiometry : geot2e.geo.Radiometry, optional
     Value scaling to use instead of fitting one on the valid unmasked pixels.
+threads : int, optional
+    Torch CPU threads each tile runs with, wherever it runs (main thread, dask worker
+    thread or ``dask.distributed`` worker). Default: the calling thread's
+    ``torch.get_num_threads()``. CPU kernels split their reductions by thread count, so
+    the result is bit-identical across chunkings and schedulers for the same ``threads``;
+    with several dask workers on one machine, ``threads=1`` avoids oversubscription.
 """
 from __future__ import annotations
 
@@ -56,7 +62,7 @@ _SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
 
 # --------------------------------------------------------------------------- validation
 def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd, device, progress,
-                   scheduler, harmonize):
+                   scheduler, harmonize, threads=None):
     from .engine.raster import Options
     from .models import Text2Earth, load_model
 
@@ -69,7 +75,14 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {_SCHEDULERS}.")
     if gsd is not None and (not isinstance(gsd, numbers.Real) or not math.isfinite(gsd) or gsd <= 0):
         raise ParameterError(f"gsd must be a positive number of metres per pixel, got {gsd!r}.")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                or threads < 1):
+        raise ParameterError(f"threads must be an integer >= 1 (torch CPU threads per tile) or None, got {threads!r}.")
     m = model if isinstance(model, Text2Earth) else load_model(model, device=device)
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
     f = m.vae_factor
     for name, v, lo in (("tile", tile, f), ("overlap", overlap, 0)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or v % f:
@@ -77,7 +90,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
                                 f"least {lo}, e.g. tile=256, overlap=32.")
     opts = Options(guidance=float(guidance), steps=int(steps), seed=int(seed), samples=int(samples),
                    tile=int(tile), overlap=int(overlap), scheduler=scheduler, harmonize=bool(harmonize),
-                   progress=progress)
+                   progress=progress, threads=int(threads))
     return m, opts
 
 
@@ -247,7 +260,8 @@ def _strip_spatial_coords(da: xr.DataArray) -> xr.DataArray:
 def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidance: float = 3.0,
             steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
             gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-            scheduler: str = "ddim", harmonize: bool = True, radiometry=None) -> xr.DataArray:
+            scheduler: str = "ddim", harmonize: bool = True, radiometry=None,
+            threads: int | None = None) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
 
     Parameters
@@ -266,7 +280,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
         prompt, each run seeing the previous runs' pixels as context).
     **options
         See the module docstring (model, guidance, steps, seed, samples, tile, overlap,
-        gsd, device, progress, scheduler, harmonize, radiometry).
+        gsd, device, progress, scheduler, harmonize, radiometry, threads).
 
     Returns
     -------
@@ -290,7 +304,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
 
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize)
+                             harmonize=harmonize, threads=threads)
     _check_raster(da, m)
     da = _strip_spatial_coords(da)
     g = _gsd_for(da, gsd, m)
@@ -303,7 +317,8 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
 def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", guidance: float = 3.0,
                   steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
                   gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-                  scheduler: str = "ddim", harmonize: bool = True, radiometry=None) -> xr.DataArray:
+                  scheduler: str = "ddim", harmonize: bool = True, radiometry=None,
+                  threads: int | None = None) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
 
     Same machinery as :func:`inpaint`; ``mask`` (True = cloud or shadow) typically comes
@@ -317,7 +332,7 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", 
 
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize)
+                             harmonize=harmonize, threads=threads)
     _check_raster(da, m)
     da = _strip_spatial_coords(da)
     g = _gsd_for(da, gsd, m)
@@ -331,7 +346,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
              prompt: str = "", model="default", guidance: float = 3.0, steps: int = 25, seed: int = 0,
              samples: int = 1, tile: int = 256, overlap: int = 32, gsd: float | None = None,
              device: str = "auto", progress: bool | None = None, scheduler: str = "ddim",
-             harmonize: bool = True, radiometry=None) -> xr.DataArray:
+             harmonize: bool = True, radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Extend a raster beyond its edges by ``left``/``right``/``top``/``bottom`` pixels.
 
     The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
@@ -355,7 +370,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
         raise ParameterError("outpaint needs at least one of left, right, top, bottom > 0 (pixels to add).")
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize)
+                             harmonize=harmonize, threads=threads)
     _check_raster(da, m)
     da = _strip_spatial_coords(da)
     if not isinstance(prompt, str):
@@ -372,7 +387,7 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
              shape: tuple[int, int] | None = None, model="default", guidance: float = 3.0, steps: int = 25,
              seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32, device: str = "auto",
              progress: bool | None = None, scheduler: str = "ddim", harmonize: bool = True,
-             radiometry=None) -> xr.DataArray:
+             radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Generate a new georeferenced scene from text.
 
     Parameters
@@ -406,7 +421,7 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize)
+                             harmonize=harmonize, threads=threads)
     canvas, mask, rad = blank_canvas(m, like=like, bounds=bounds, crs=crs, gsd=gsd, shape=shape)
     if radiometry is not None:
         rad = radiometry

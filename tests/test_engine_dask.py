@@ -121,3 +121,39 @@ def test_two_lazy_results_in_one_compute_do_not_share_keys(scene, tiny_model_pat
                         inpaint(lazy, m2, model=tiny_model_path, **FAST))
     assert np.array_equal(a.values, inpaint(small, m1, model=tiny_model_path, **FAST).values)
     assert np.array_equal(b.values, inpaint(small, m2, model=tiny_model_path, **FAST).values)
+
+
+def test_thread_count_pinned_per_tile(scene):
+    """Dask worker threads do not inherit the caller's torch thread count (OpenMP's is per
+    thread) and kernels split reductions by it: the engine pins ``threads`` inside every
+    tile, so numpy and threaded-dask runs agree bit for bit whatever the caller's setting.
+    (The embedded model: with it 1 and 2 threads differ by up to 137 DN here; the random
+    tiny model's small kernels happen not to.)"""
+    import torch
+
+    da, mask = scene
+    chunked = da.chunk({"y": 64, "x": 64})
+    # torch applies its global count to a thread at the thread's first parallel op only: warm
+    # the scheduler's pool at 1 thread, then change the caller's count
+    inpaint(chunked, mask, "a lake", model="default", **FAST).compute(scheduler="threads", num_workers=2)
+    torch.set_num_threads(2)
+    try:
+        eager = inpaint(da, mask, "a lake", model="default", **FAST)
+        lazy = inpaint(chunked, mask, "a lake", model="default", **FAST)
+        got = lazy.compute(scheduler="threads", num_workers=2)
+        assert torch.get_num_threads() == 2      # the pin is undone after each tile
+    finally:
+        torch.set_num_threads(1)
+    assert eager.attrs["geot2e_threads"] == 2    # default: the caller's count, recorded
+    assert np.array_equal(got.values, eager.values)
+    one = inpaint(da, mask, "a lake", model="default", threads=1, **FAST)
+    assert one.attrs["geot2e_threads"] == 1
+
+
+def test_threads_option_validated(scene, tiny_model_path):
+    from geot2e.errors import ParameterError
+
+    da, mask = scene
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ParameterError, match="threads"):
+            inpaint(da, mask, "a lake", model=tiny_model_path, threads=bad, **FAST)

@@ -33,6 +33,7 @@ class Options:
     scheduler: str = "ddim"
     harmonize: bool = True
     progress: bool | None = None
+    threads: int | None = None     # torch CPU threads per tile (None: leave the thread's setting)
 
 
 def raster_dims(da: xr.DataArray) -> tuple[list[str], str | None, str, str]:
@@ -166,7 +167,7 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
                 job = Job(grid=grid, model=ref, scaling=rad, nodata=nodata, dtype=np.dtype(da.dtype),
                           prompt=prompt, gsd=gsd, guidance=opts.guidance, steps=opts.steps,
                           scheduler=opts.scheduler, seed=opts.seed, samples=opts.samples,
-                          harmonize=opts.harmonize, key=(r, *li))
+                          harmonize=opts.harmonize, key=(r, *li), threads=opts.threads)
                 if lazy:
                     name = f"geot2e-{operation}-{base}-{r}-{'_'.join(map(str, li)) or 's'}"
                     cur, u = run_lazy(job, cur, m, name=name, cells=cells)
@@ -202,7 +203,7 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
         operation=operation, model_id=model.model_id, checkpoint_hash=model.checkpoint_hash,
         prompt=prompt_attr if prompt_attr is not None else runs[0][1], guidance=float(opts.guidance),
         steps=int(opts.steps), seed=int(opts.seed), samples=int(opts.samples), gsd=gsd,
-        tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler,
+        tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler, threads=opts.threads,
         radiometry=rad_info[0] if len(rad_info) == 1 else rad_info, **(extra_attrs or {}))
     result.attrs = {**da.attrs, **prov}
     result.encoding = dict(da.encoding)

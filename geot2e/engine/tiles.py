@@ -9,6 +9,7 @@ its cell, NaN where the cell's pixels were not synthesized (outside the mask).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 from .grid import TileGrid
 from .noise import tile_noise
 
-__all__ = ["ModelRef", "Job", "paste", "invalid_pixels", "run_cell", "assemble"]
+__all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "run_cell", "assemble"]
 
 
 class ModelRef:
@@ -70,6 +71,30 @@ class Job:
     samples: int = 1
     harmonize: bool = True
     key: tuple[int, ...] = field(default=())  # (run, *leading index): part of the noise key
+    threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads in *this* thread, then restore.
+
+    OpenMP's thread count is per thread: a dask worker thread does not inherit the main
+    thread's ``torch.set_num_threads``, and kernels split reductions by thread count, so
+    pinning it per tile is what makes numpy, threaded-dask and distributed runs agree bit for bit.
+    """
+    import torch
+
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
 
 
 def paste(blocks: Sequence[np.ndarray], offsets: Sequence[tuple[int, int]], region: tuple[int, int, int, int],
@@ -148,9 +173,10 @@ def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=
     f = model.vae_factor
     shape = (model.latent_channels, (wy1 - wy0) // f, (wx1 - wx0) // f)
     noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, k) for k in range(k_samples)])
-    out = model.inpaint(torch.from_numpy(xs), torch.from_numpy(unk.astype(np.float32)), gsd=job.gsd,
-                        prompts=job.prompt, guidance=job.guidance, steps=job.steps, scheduler=job.scheduler,
-                        noise=noise, harmonize=job.harmonize)
+    with torch_threads(job.threads):
+        out = model.inpaint(torch.from_numpy(xs), torch.from_numpy(unk.astype(np.float32)), gsd=job.gsd,
+                            prompts=job.prompt, guidance=job.guidance, steps=job.steps, scheduler=job.scheduler,
+                            noise=noise, harmonize=job.harmonize)
     out = out.detach().to("cpu", torch.float32).numpy()
     cy0, cy1, cx0, cx1 = grid.cell(i, j)
     cell = np.clip(out[:, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0], -1.0, 1.0).astype(np.float32)
