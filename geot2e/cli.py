@@ -140,6 +140,8 @@ examples:
   geot2e train my_config.yaml --no-resume
   # a seconds-long smoke run on the committed crops, in 2 processes
   geot2e train configs/tiny_test.yaml --nproc 2
+  # only the decoder fine-tune (needs the finished VAE stage)
+  geot2e train configs/default.yaml --stage decoder
   # on 4 GPUs of one machine (one process per GPU, nccl)
   geot2e train configs/default.yaml --nproc 4 --device cuda
 """,
@@ -219,6 +221,9 @@ def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str |
     g.add_argument("--device", default=d.get("device", "auto"), help="torch device: auto, cpu, cuda, cuda:1, ...")
     g.add_argument("--scheduler", default=d.get("scheduler", "ddim"), choices=SCHEDULERS,
                    help="sampler (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per tile (default: torch's current count); the same value "
+                        "reproduces a result bit for bit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel processes (gloo on CPU, nccl with one GPU each); overrides the "
                         "config's world_size")
     p.add_argument("--device", default=None, help="training device (cpu, cuda, auto); overrides the config")
+    p.add_argument("--stage", action="append", default=None, metavar="NAME",
+                   help="run only this configured stage (vae, denoiser, finetune, decoder); repeatable. "
+                        "E.g. --stage decoder trains the decoder while another process trains the denoiser; "
+                        "only a run of all stages exports the model")
     _add_common(p)
 
     p = add("eval", "evaluate a model (the project's evaluation protocol)",
@@ -455,7 +464,8 @@ def _mask_from(path: str, da, *, buffer: float, name: str = "mask"):
 def _opts(args) -> dict[str, Any]:
     return dict(model=args.model, guidance=args.guidance, steps=args.steps, seed=args.seed,
                 samples=args.samples, tile=args.tile, overlap=args.overlap, gsd=args.gsd, device=args.device,
-                scheduler=args.scheduler, progress=False if args.no_progress else None)
+                scheduler=args.scheduler, progress=False if args.no_progress else None,
+                threads=args.threads)
 
 
 def _companion(path: Path, label: str) -> Path:
@@ -642,7 +652,9 @@ def cmd_train(args) -> int:
         cfg.world_size = args.nproc
     if args.no_resume and int(getattr(cfg, "world_size", 1) or 1) > 1:
         raise UsageError("--no-resume is not supported with several processes; delete the run folder instead")
-    run_training(cfg, progress=not args.no_progress, resume=not args.no_resume)
+    if args.stage and int(getattr(cfg, "world_size", 1) or 1) > 1:
+        raise UsageError("--stage is not supported with several processes")
+    run_training(cfg, progress=not args.no_progress, resume=not args.no_resume, stages=args.stage)
     final = Path(cfg.out_dir) / "final"
     if (final / "config.json").is_file():
         print(f"geot2e: model written to {final}" + (f" and exported to {cfg.export}" if cfg.export else ""))
