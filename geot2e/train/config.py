@@ -10,7 +10,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -19,12 +19,13 @@ from ..models.checkpoint import from_pretrained, save_pretrained
 from ..models.config import Text2EarthConfig, default_config
 from ..models.text2earth import Text2Earth
 from .dataset import TileDataset, load_raster_source
-from .loop import StageConfig, calibrate_latent_scale, train_denoiser, train_vae
+from .loop import StageConfig, calibrate_latent_scale, train_decoder, train_denoiser, train_vae
 
 __all__ = ["TrainConfig", "SourceSpec", "load_train_config", "run_training", "resolve_source_path",
            "build_training_data", "resolve_device_name"]
 
 SOURCE_KINDS = ("raster", "git10m")
+STAGES = ("vae", "denoiser", "finetune", "decoder")
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TrainConfig:
     denoiser: StageConfig | None = None
     finetune: StageConfig | None = None   # progressive 2nd stage on a quality-filtered subset
     finetune_min_texture: float = 0.04     # quality filter: keep tiles with at least this texture
+    decoder: StageConfig | None = None    # decoder-only fine-tune (encoder frozen) with a PatchGAN term
     export: str | None = None              # copy the final model here (float16), e.g. geot2e/weights/default
     seed: int = 0
     # caption table (footprint -> text): a path, or {path:, caption_column:, crs:, min_overlap:, ...}
@@ -102,12 +104,12 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
             raise ParameterError(f"{path}: sources[{i}] has unknown keys {sorted(bad)}; allowed: {sorted(src_known)}")
         if s.get("kind", "raster") not in SOURCE_KINDS:
             raise ParameterError(f"{path}: sources[{i}].kind must be one of {SOURCE_KINDS}, got {s.get('kind')!r}")
-    for st in ("vae", "denoiser", "finetune"):
+    for st in STAGES:
         if isinstance(d.get(st), dict) and set(d[st]) - st_known:
             raise ParameterError(f"{path}: section {st!r} has unknown keys {sorted(set(d[st]) - st_known)}; "
                                  f"allowed: {sorted(st_known)}")
     kw["sources"] = [SourceSpec(**s) for s in d.get("sources", [])]
-    for st in ("vae", "denoiser", "finetune"):
+    for st in STAGES:
         if d.get(st) is not None:
             kw[st] = StageConfig(**d[st])
     ws = kw.get("world_size", 1)
@@ -178,12 +180,26 @@ def _model_config(overrides: dict) -> Text2EarthConfig:
     return Text2EarthConfig.from_dict(base, source="training config 'model'")
 
 
-def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True, resume: bool = True) -> Text2Earth:
-    """Run the stages of ``cfg`` (VAE, denoiser, optional fine-tune) and export the model."""
+def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True, resume: bool = True,
+                 stages: Sequence[str] | None = None) -> Text2Earth:
+    """Run the stages of ``cfg`` (VAE, denoiser, optional fine-tune, optional decoder) and export the model.
+
+    ``stages`` restricts the run to some of the configured stages (e.g. ``["decoder"]`` while
+    another process trains the denoiser: the decoder stage only needs the finished VAE). The
+    model is exported only by a run that includes every configured stage, once all are finished.
+    """
     from . import distributed as D
 
     if not isinstance(cfg, TrainConfig):
         cfg = load_train_config(cfg)
+    if stages is not None:
+        bad = set(stages) - set(STAGES)
+        if bad:
+            raise ParameterError(f"unknown stages {sorted(bad)}; choose from {list(STAGES)}")
+        missing = [s for s in stages if getattr(cfg, s) is None]
+        if missing:
+            raise ParameterError(f"stages {missing} are not configured in this training config")
+    run = (lambda st: getattr(cfg, st) is not None and (stages is None or st in stages))  # noqa: E731
     if int(cfg.world_size or 1) > 1 and D.context() is None:   # spawn the data-parallel processes
         return D.launch(cfg, nproc=int(cfg.world_size), progress=progress, resume=resume)
     if cfg.lora is not None:
@@ -219,6 +235,9 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     if cfg.vae is not None:
         if (out / "vae" / "model" / "config.json").is_file() and (out / "vae_done").exists():
             model = from_pretrained(out / "vae" / "model", device=device)
+        elif not run("vae"):
+            raise ParameterError(f"stages {list(stages)} need the finished VAE stage in {out}; "
+                                 "run the VAE stage first")
         else:
             train_vae(model, ds, cfg.vae, out, resume=resume, progress=progress)
             if not _stage_finished(out / "vae", cfg.vae):
@@ -228,16 +247,22 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
                 save_pretrained(model, out / "vae" / "model")
                 (out / "vae_done").write_text("ok")
             D.barrier()
-    if cfg.denoiser is not None:
+    if run("denoiser"):
         train_denoiser(model, ds, cfg.denoiser, out, resume=resume, progress=progress)
         if not _stage_finished(out / "denoiser", cfg.denoiser):
             return model
-    if cfg.finetune is not None:
+    if run("finetune"):
         ft = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 1, min_texture=cfg.finetune_min_texture,
                                  sources=sources)
         train_denoiser(model, ft, cfg.finetune, out, resume=resume, progress=progress, stage="finetune")
         if not _stage_finished(out / "finetune", cfg.finetune):
             return model
+    if run("decoder"):
+        train_decoder(model, ds, cfg.decoder, out, resume=resume, progress=progress)
+        if not _stage_finished(out / "decoder", cfg.decoder):
+            return model
+    if stages is not None and any(getattr(cfg, s) is not None and s not in stages for s in STAGES):
+        return model                        # a partial run exports nothing
     if main:
         save_pretrained(model, out / "final")
         if cfg.export:

@@ -19,7 +19,7 @@ from ..models.checkpoint import from_pretrained, save_pretrained
 from ..models.text2earth import Text2Earth, make_scheduler
 from ..train.masks import random_mask
 
-__all__ = ["StageConfig", "train_vae", "train_denoiser", "calibrate_latent_scale", "EMA"]
+__all__ = ["StageConfig", "train_vae", "train_decoder", "train_denoiser", "calibrate_latent_scale", "EMA"]
 
 
 @dataclass
@@ -35,6 +35,8 @@ class StageConfig:
     masked_weight: float = 1.0   # extra loss weight on masked latents
     kl_weight: float = 1e-6      # VAE only
     grad_weight: float = 0.5     # VAE only: L1 on image gradients (keeps texture)
+    adv_weight: float = 0.5      # decoder stage only: weight of the PatchGAN term (times the adaptive weight)
+    disc_start: int = 0          # decoder stage only: step at which the adversarial term starts
     log_every: int = 50
     save_every: int = 250
     seed: int = 0
@@ -67,7 +69,10 @@ class EMA:
 def _named_params(model: Text2Earth, components: Iterable[str]) -> dict[str, torch.nn.Parameter]:
     out = {}
     for c in components:
-        for n, p in getattr(model, c).named_parameters():
+        mod = model
+        for part in c.split("."):          # dotted paths, e.g. "vae.decoder"
+            mod = getattr(mod, part)
+        for n, p in mod.named_parameters():
             if p.requires_grad:
                 out[f"{c}.{n}"] = p
     return out
@@ -315,6 +320,64 @@ def train_vae(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | Path,
 
     return _run(model, dataset, cfg, Path(out_dir) / "vae", ["vae"], loss_fn, use_ema=False, resume=resume,
                 progress=progress, desc="vae", extra={})
+
+
+def _rec_loss(rec: torch.Tensor, x: torch.Tensor, grad_weight: float) -> torch.Tensor:
+    gx = lambda a: a[..., :, 1:] - a[..., :, :-1]  # noqa: E731
+    gy = lambda a: a[..., 1:, :] - a[..., :-1, :]  # noqa: E731
+    lg = (gx(rec) - gx(x)).abs().mean() + (gy(rec) - gy(x)).abs().mean()
+    return (rec - x).abs().mean() + 0.5 * F.mse_loss(rec, x) + grad_weight * lg
+
+
+def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | Path, *, resume: bool = True,
+                  progress: bool = True) -> list:
+    """Fine-tune the VAE decoder only: reconstruction loss plus a hinge PatchGAN term.
+
+    The encoder is frozen, so the latent space — and a denoiser trained on it — stays valid: this
+    stage can run before, after or alongside the denoiser stages. The adversarial term
+    (``cfg.adv_weight`` × the adaptive weight of :func:`geot2e.train.gan.adaptive_weight`, from
+    step ``cfg.disc_start``) restores the texture an L1 decoder blurs away. The discriminator is
+    not part of the checkpoint: on resume it starts afresh (it catches up within ~100 steps).
+    """
+    from .gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
+
+    model.vae.requires_grad_(False)
+    model.vae.decoder.requires_grad_(True)
+    model.vae.post_quant_conv.requires_grad_(True)
+    model.autocast_dtype = torch.bfloat16 if cfg.bf16 else None
+    dev = model.device
+    torch.manual_seed(cfg.seed + 7)
+    disc = PatchDiscriminator(model.config.bands).to(dev)
+    dopt = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9), weight_decay=0.0)
+    last = model.vae.decoder.conv_out.weight
+    calls = [0]
+
+    def loss_fn(batch, rng):
+        x = batch["image"]
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 and x.device.type == "cpu" else _null()
+        with torch.no_grad(), ctx:
+            z = model.vae.encode(x).latent_dist.mean    # what the denoiser is trained to produce
+        with ctx:
+            rec = model.vae.decode(z).sample.float()
+        rec_loss = _rec_loss(rec, x, cfg.grad_weight)
+        calls[0] += 1
+        if cfg.adv_weight <= 0 or calls[0] <= cfg.disc_start:
+            return rec_loss
+        with ctx:                                       # critic step on real vs. reconstructed tiles
+            d_loss = hinge_d_loss(disc(x).float(), disc(rec.detach()).float())
+        dopt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        dopt.step()
+        with ctx:
+            adv = -disc(rec).float().mean()
+        w = adaptive_weight(rec_loss, adv, last) * cfg.adv_weight
+        return rec_loss + w * adv
+
+    stage_dir = Path(out_dir) / "decoder"
+    if resume and (stage_dir / "state.json").is_file():
+        calls[0] = int(json.loads((stage_dir / "state.json").read_text()).get("step", 0))
+    return _run(model, dataset, cfg, stage_dir, ["vae.decoder", "vae.post_quant_conv"], loss_fn,
+                use_ema=False, resume=resume, progress=progress, desc="decoder", extra={})
 
 
 @torch.no_grad()

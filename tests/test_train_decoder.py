@@ -1,0 +1,75 @@
+"""The decoder stage: a decoder-only fine-tune with a PatchGAN term that leaves the encoder —
+and so the latent space a denoiser was trained on — bit-identical; and ``stages=`` runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from geot2e.errors import ParameterError
+from geot2e.models import from_pretrained
+from geot2e.train import run_training
+from geot2e.train.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::geot2e.errors.PromptTruncatedWarning")
+
+
+def _config(tmp_path: Path, drop=()) -> Path:
+    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
+    d["out_dir"] = str(tmp_path / "run")
+    d["export"] = None
+    for s in d["sources"]:
+        s["path"] = str(ROOT / s["path"])
+    for st in ("vae", "denoiser", "finetune", "decoder"):
+        if d.get(st):
+            d[st].update(steps=2, save_every=2, batch_size=2)
+    for k in drop:
+        d.pop(k, None)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def _sd(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_decoder_stage_changes_only_the_decoder(tmp_path):
+    cfg = _config(tmp_path, drop=("denoiser", "finetune"))
+    run_training(cfg, progress=False, stages=["vae"])          # a partial run: VAE only, no export
+    run_dir = tmp_path / "run"
+    assert (run_dir / "vae_done").exists() and not (run_dir / "final").exists()
+    vae0 = from_pretrained(run_dir / "vae" / "model").vae
+    run_training(cfg, progress=False)                           # now the decoder stage, then export
+    vae1 = from_pretrained(run_dir / "final").vae
+    for part in ("encoder", "quant_conv"):                      # the latent space is untouched
+        a, b = _sd(getattr(vae0, part)), _sd(getattr(vae1, part))
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    a, b = _sd(vae0.decoder), _sd(vae1.decoder)
+    assert any(not torch.equal(a[k], b[k]) for k in a)          # the decoder did train
+
+
+def test_stage_selection_errors(tmp_path):
+    cfg = _config(tmp_path)
+    with pytest.raises(ParameterError, match="unknown stages"):
+        run_training(cfg, progress=False, stages=["unet"])
+    with pytest.raises(ParameterError, match="finished VAE stage"):
+        run_training(cfg, progress=False, stages=["decoder"])   # nothing trained yet
+    cfg2 = _config(tmp_path / "b", drop=("decoder",))
+    with pytest.raises(ParameterError, match="not configured"):
+        run_training(cfg2, progress=False, stages=["decoder"])
+
+
+def test_gan_pieces():
+    torch.manual_seed(0)
+    d = PatchDiscriminator(3, width=16)
+    x = torch.randn(2, 3, 32, 32)
+    assert d(x).shape == (2, 1, 6, 6)
+    assert float(hinge_d_loss(torch.full((4,), 2.0), torch.full((4,), -2.0))) == 0.0   # confident critic
+    w = torch.nn.Parameter(torch.ones(3))
+    rec, adv = (w * 2).sum(), (w * 0.5).sum()
+    assert float(adaptive_weight(rec, adv, w)) == pytest.approx(4.0, rel=1e-3)       # ‖2‖ / ‖0.5‖
