@@ -358,7 +358,10 @@ def bench_cluster(model_path, args):
 
     da = scene(args.size).chunk({"y": 256, "x": 256})
     mask = blob_mask(da, 0.5)
-    out = inpaint(da, mask, "", model=model_path, tile=args.tile, overlap=args.overlap, steps=args.steps)
+    # threads=1: each one-thread worker runs its tiles on one core (the default, the caller's
+    # count, would oversubscribe the cores with two workers)
+    out = inpaint(da, mask, "", model=model_path, tile=args.tile, overlap=args.overlap, steps=args.steps,
+                  threads=1)
     times = {}
     for n in (1, 2):
         with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
