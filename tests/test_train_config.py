@@ -65,3 +65,20 @@ def test_new_sections_parse(tmp_path):
         "sources": [{"path": "a.tif"}, {"path": "shards/", "kind": "git10m", "weight": 0.5}]}))
     assert cfg.world_size == 2 and cfg.lora == {"rank": 4} and cfg.sources[1].kind == "git10m"
     assert cfg.caption_table["crs"] == "EPSG:4326"
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_caption_scale_switch(scale):
+    """caption_scale: false leaves the GSD to the resolution embedding (no scale words in captions)."""
+    import numpy as np
+
+    from geot2e.train.config import build_training_data
+
+    cfg = load_train_config(ROOT / "configs" / "tiny_test.yaml")
+    cfg.caption_scale = scale
+    for s in cfg.sources:
+        s.path = str(ROOT / s.path)
+    caps = build_training_data(cfg, bands=3, seed=0).batch(np.random.default_rng(0), 12)["caption"]
+    assert all(c.startswith("satellite image") for c in caps)
+    assert all(c.endswith(" scale") for c in caps) == scale
+    assert not any("scale" in c for c in caps) or scale

@@ -18,6 +18,7 @@ from ..errors import ParameterError
 from ..models.checkpoint import from_pretrained, save_pretrained
 from ..models.config import Text2EarthConfig, default_config
 from ..models.text2earth import Text2Earth
+from .captions import caption_tile
 from .dataset import TileDataset, load_raster_source
 from .loop import StageConfig, calibrate_latent_scale, train_decoder, train_denoiser, train_vae
 
@@ -51,6 +52,10 @@ class TrainConfig:
     finetune: StageConfig | None = None   # progressive 2nd stage on a quality-filtered subset
     finetune_min_texture: float = 0.04     # quality filter: keep tiles with at least this texture
     decoder: StageConfig | None = None    # decoder-only fine-tune (encoder frozen) with a PatchGAN term
+    # automatic captions name the scale ("field/landscape/regional scale") from the GSD. False leaves
+    # the GSD to the resolution embedding alone: with scale words the text carries it, and the model
+    # learns to ignore rho (measured: v1 generated the same tile at 30 m and 240 m)
+    caption_scale: bool = True
     export: str | None = None              # copy the final model here (float16), e.g. geot2e/weights/default
     seed: int = 0
     # caption table (footprint -> text): a path, or {path:, caption_column:, crs:, min_overlap:, ...}
@@ -156,8 +161,9 @@ def build_training_data(cfg: TrainConfig, *, bands: int, seed: int, min_texture:
         raise ParameterError("the training config lists no sources")
     parts, weights = [], []
     if sources:
+        caption_fn = None if cfg.caption_scale else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
         parts.append(TileDataset(sources, size=cfg.tile, gsd_max=cfg.gsd_max, bands=bands, seed=seed,
-                                 min_texture=min_texture, caption_table=_caption_table(cfg)))
+                                 min_texture=min_texture, caption_table=_caption_table(cfg), caption_fn=caption_fn))
         weights.append(sum(s.weight for s in rasters) if rasters else 1.0)
     if not gits:
         return parts[0]
