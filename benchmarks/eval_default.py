@@ -80,6 +80,25 @@ def print_report(out: dict) -> None:
         print("## Text control (miniature Cls-OA, target ≥ 60 %)\n\n" + text_control_table(out["text_control"]) + "\n")
 
 
+def cached_probe(path: Path, cfg, data_dir, log):
+    """The GSD probe of ``path`` if it was trained with ``cfg``'s probe settings, else train and save one."""
+    from geot2e.eval.resolution_probe import GSDProbe, train_probe
+
+    key = {k: getattr(cfg, k) for k in ("size", "train_tiles", "train_steps", "batch_size", "gsd_range", "seed")}
+    key = json.loads(json.dumps(key))
+    if (path / "probe.json").is_file():
+        probe, info = GSDProbe.load(path)
+        if info.get("settings") == key:
+            log(f"GSD probe loaded from {path}")
+            probe.cached_info = info
+            return probe
+    probe, info = train_probe(cfg, data_dir=data_dir, progress=log)
+    info["settings"] = key
+    probe.save(path, info)
+    probe.cached_info = info
+    return probe
+
+
 def floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
@@ -99,6 +118,9 @@ def main(argv=None) -> int:
     p.add_argument("--probe-per-gsd", type=int, default=8, help="generated tiles per requested GSD")
     p.add_argument("--probe-train-tiles", type=int, default=2048)
     p.add_argument("--probe-train-steps", type=int, default=600)
+    p.add_argument("--probe-cache", default=None, metavar="DIR",
+                   help="reuse the GSD probe saved in DIR when it was trained with the same settings "
+                        "(it depends on real tiles only, not on the model); else train it and save it there")
     p.add_argument("--gsds", type=floats, default=(30.0, 60.0, 120.0, 240.0), help="requested GSDs, e.g. 30,60,120,240")
     p.add_argument("--text-per-class", type=int, default=16, help="generated tiles per class and guidance")
     p.add_argument("--guidances", type=floats, default=(0.0, 1.5, 3.0, 5.0), help="text-control guidance sweep")
@@ -152,7 +174,12 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         cfg = ProbeConfig(gsds=tuple(a.gsds), n_per_gsd=a.probe_per_gsd, train_tiles=a.probe_train_tiles,
                           train_steps=a.probe_train_steps, steps=a.steps, guidance=a.guidance, seed=a.seed)
-        res = run_resolution_probe(model, config=cfg, data_dir=a.data_dir, progress=log)
+        probe = None
+        if a.probe_cache:
+            probe = cached_probe(Path(a.probe_cache), cfg, a.data_dir, log)
+        res = run_resolution_probe(model, config=cfg, data_dir=a.data_dir, progress=log, probe=probe)
+        if probe is not None:
+            res["probe"] = {**probe.cached_info, "cached": str(a.probe_cache)}
         out["resolution"] = res
         print(f"## Resolution control (GSD probe; {a.probe_per_gsd} generated tiles per GSD, target Spearman ≥ 0.7)\n")
         print(resolution_table(res) + "\n")

@@ -656,7 +656,17 @@ def cmd_train(args) -> int:
         raise UsageError("--stage is not supported with several processes")
     run_training(cfg, progress=not args.no_progress, resume=not args.no_resume, stages=args.stage)
     final = Path(cfg.out_dir) / "final"
-    if (final / "config.json").is_file():
+    if args.stage:
+        from .train.config import _stage_finished
+
+        left = [s for s in args.stage if not _stage_finished(Path(cfg.out_dir) / s, getattr(cfg, s))]
+        if left:
+            print(f"geot2e: stage(s) {', '.join(left)} stopped before finishing; rerun the same command to "
+                  f"resume (checkpoints in {cfg.out_dir})")
+        else:
+            print(f"geot2e: stage(s) {', '.join(args.stage)} finished; run 'geot2e train {args.config}' "
+                  "(without --stage) to finish any other stages and export the model")
+    elif (final / "config.json").is_file():
         print(f"geot2e: model written to {final}" + (f" and exported to {cfg.export}" if cfg.export else ""))
         print(f"geot2e: use it with --model {final}  (or geot2e.load_model({str(final)!r}))")
     else:

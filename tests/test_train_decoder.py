@@ -73,3 +73,14 @@ def test_gan_pieces():
     w = torch.nn.Parameter(torch.ones(3))
     rec, adv = (w * 2).sum(), (w * 0.5).sum()
     assert float(adaptive_weight(rec, adv, w)) == pytest.approx(4.0, rel=1e-3)       # ‖2‖ / ‖0.5‖
+
+
+def test_cli_stage_runs_one_stage_and_says_so(tmp_path, capsys):
+    from geot2e import cli
+
+    cfg = _config(tmp_path, drop=("finetune",))
+    assert cli.main(["train", str(cfg), "--stage", "vae", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "stage(s) vae finished" in out and "without --stage" in out
+    assert not (tmp_path / "run" / "final").exists()               # a --stage run exports nothing
+    assert cli.main(["train", str(cfg), "--stage", "unet", "--no-progress"]) == 3  # bad input, typed

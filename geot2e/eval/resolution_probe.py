@@ -75,6 +75,36 @@ class GSDProbe:
         self.net = nn.Sequential(*block(bands, w, 1), *block(w, w, 2), *block(w, 2 * w, 2), *block(2 * w, 2 * w, 2),
                                  *block(2 * w, 2 * w, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, 1))
         self.center, self.scale = 7.0, 2.0
+        self.bands, self.width = int(bands), int(width)
+
+    def save(self, path, info: dict | None = None) -> None:
+        """Write ``path/probe.safetensors`` + ``path/probe.json`` (weights, shape, training info)."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in self.net.state_dict().items()}, str(path / "probe.safetensors"))
+        (path / "probe.json").write_text(json.dumps({"bands": self.bands, "width": self.width, "center": self.center,
+                                                     "scale": self.scale, "info": info or {}}, default=float))
+
+    @classmethod
+    def load(cls, path) -> tuple["GSDProbe", dict]:
+        """Inverse of :meth:`save`: ``(probe, info)``."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads((path / "probe.json").read_text())
+        probe = cls(meta["bands"], width=meta["width"])
+        probe.net.load_state_dict(load_file(str(path / "probe.safetensors")))
+        probe.center, probe.scale = meta["center"], meta["scale"]
+        probe.net.eval()
+        return probe, meta.get("info", {})
 
     def fit(self, tiles: np.ndarray, log2_gsd: np.ndarray, *, steps: int = 600, batch_size: int = 64,
             lr: float = 2e-3, seed: int = 0) -> list[float]:
