@@ -227,8 +227,9 @@ def bench_seam_quality(model, args):
     out = inpaint(da, mask, "", model=model, tile=t, overlap=o, steps=args.steps, progress=False)
     rad = Radiometry.fit(v, valid=~m, nodata=0)
     grid = TileGrid(v.shape[1], v.shape[2], t, 0, model.vae_factor)
+    # naive control: each cell on its whole cell (tight=False), no halo, no pass-A context
     job = Job(grid=grid, model=ModelRef(model, "cpu"), scaling=rad, nodata=0, dtype=v.dtype, steps=args.steps,
-              gsd=30.0)
+              gsd=30.0, tight=False)
     occ = grid.occupancy(m)
     cells = [(int(i), int(j)) for i, j in zip(*np.nonzero(occ))]
     naive, _ = assemble(job, v, (0, 0), m, [run_cell(job, i, j, [v], [(0, 0)], [m]) for i, j in cells],

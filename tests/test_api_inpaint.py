@@ -109,10 +109,12 @@ def test_nodata_outside_mask_is_never_context_and_stays_nodata(crop, tiny_model,
     out = inpaint(crop, mask, model=tiny_model, **FAST)
     assert len(spy.calls) == 1
     call = spy.calls[0]
-    # cell (0, 0) has window rows 0-96, cols 0-96: nodata pixels there are unknown to the model
+    # cell (0, 0) runs on its tight window, rows 0-80, cols 0-80 (the mask's 0-64 + the 16 px
+    # halo, inside its window 0-96): nodata pixels there are unknown to the model
+    assert call["shape"] == (1, 3, 80, 80)
     model_mask = call["masks"][0, 0].numpy() > 0.5
-    assert model_mask[nd_pixels[:96, :96]].all()
-    assert (call["images"][0][:, nd_pixels[:96, :96]] == 0).all()
+    assert model_mask[nd_pixels[:80, :80]].all()
+    assert (call["images"][0][:, nd_pixels[:80, :80]] == 0).all()
     # and they stay nodata
     assert (out.values[nodata] == 0).all()
     np.testing.assert_array_equal(out.values[:, ~mask.values], crop.values[:, ~mask.values])
@@ -126,16 +128,18 @@ def test_only_cells_with_masked_pixels_run_in_checkerboard_order(crop, tiny_mode
     inpaint(crop, mask, model=tiny_model, **FAST)
     assert len(spy.calls) == 2
     assert tiny_model.unet_calls - calls_before == 2 * FAST["steps"]  # guidance batched: 1 pass/step
-    assert all(c["shape"] == (1, 3, 96, 96) for c in spy.calls)
-    # pass B (cell (1, 0), window cols 0-96) sees pass A's pixels (cell (1, 1), cols 64-128) as known
+    # tight windows: each cell's masked box + the 16 px halo, aligned to 8 px inside its 96 px window
+    # (cell (1, 1): rows 48-96, cols 48-120; cell (1, 0): rows 48-96, cols 8-80)
+    assert [c["shape"] for c in spy.calls] == [(1, 3, 48, 72), (1, 3, 48, 72)]
+    # pass B (cell (1, 0)) sees pass A's pixels (cell (1, 1), cols 64-128) as known
     b_mask = spy.calls[1]["masks"][0, 0].numpy() > 0.5
-    m = mask.values[32:128, 0:96]  # window of cell (1, 0): rows 32-128 (shifted inwards), cols 0-96
+    m = mask.values[48:96, 8:80]  # tight window of cell (1, 0)
     own = np.zeros_like(m)
-    own[:, :64] = m[:, :64]
-    assert b_mask[own].all()  # own cell's masked pixels: unknown
+    own[:, :56] = m[:, :56]  # global cols 8-64
+    assert own.any() and b_mask[own].all()  # own cell's masked pixels: unknown
     own_a = np.zeros_like(m)
-    own_a[:, 64:] = m[:, 64:]
-    assert not b_mask[own_a].any()  # A cell's synthesized pixels: known context
+    own_a[:, 56:] = m[:, 56:]  # global cols 64-80
+    assert own_a.any() and not b_mask[own_a].any()  # A cell's synthesized pixels: known context
 
 
 def test_determinism_and_seed(crop, tiny_model):

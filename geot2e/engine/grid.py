@@ -4,7 +4,9 @@ Cells of ``tile`` x ``tile`` pixels tile the raster (the last row/column of cell
 smaller). Each cell is processed inside a *window* of ``tile + 2 * overlap`` pixels (the
 halo gives the model context). Windows are shifted inwards at the raster's edges so that
 they stay inside it (more real context, same size), and only rasters smaller than a
-window are padded. Nothing here depends on dask chunks.
+window are padded. Inside its window a cell may run on a smaller *tight window*
+(:meth:`TileGrid.tight_window`): the bounding box of the cell's masked pixels plus the
+halo, aligned to the model's spatial multiple. Nothing here depends on dask chunks.
 """
 from __future__ import annotations
 
@@ -18,6 +20,20 @@ __all__ = ["TileGrid"]
 
 def _ceil_to(n: int, f: int) -> int:
     return int(math.ceil(n / f) * f)
+
+
+def _tight_span(lo: int, hi: int, w0: int, w1: int, halo: int, multiple: int) -> tuple[int, int]:
+    """``[lo - halo, hi + halo)`` aligned outwards to ``multiple`` from ``w0`` and kept in
+    ``[w0, w1)``; the whole ``[w0, w1)`` when that does not fit."""
+    n, m = w1 - w0, max(1, int(multiple))
+    a, b = max(lo - halo - w0, 0), min(hi + halo - w0, n)
+    s, e = (a // m) * m, _ceil_to(b, m)
+    if e > n:  # shift the span back inside the window, keeping its size a multiple
+        e = n
+        s = n - _ceil_to(n - s, m)
+    if s < 0 or e - s >= n:
+        return w0, w1
+    return w0 + s, w0 + e
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,34 @@ class TileGrid:
         y0 = self._start(i, self.height, wy)
         x0 = self._start(j, self.width, wx)
         return y0, y0 + wy, x0, x0 + wx
+
+    def tight_window(self, i: int, j: int, cell_mask: np.ndarray, multiple: int) -> tuple[int, int, int, int]:
+        """The part of cell (i, j)'s window the model needs: ``(y0, y1, x0, x1)``.
+
+        The bounding box of the cell's masked pixels, grown by ``overlap`` on each side,
+        aligned outwards to multiples of ``multiple`` pixels (counted from the window's
+        origin) and kept inside the window. Along an axis where the aligned span would not
+        fit, the window's full span is used; a cell without masked pixels gets its window.
+
+        Parameters
+        ----------
+        i, j : int
+            Cell row and column.
+        cell_mask : (h, w) bool array
+            The mask over the cell's own pixels (``cell(i, j)``).
+        multiple : int
+            Sizes and offsets of the result (relative to the window) are multiples of it
+            (the model's spatial multiple: VAE factor x UNet downsampling).
+        """
+        wy0, wy1, wx0, wx1 = self.window(i, j)
+        cy0, _, cx0, _ = self.cell(i, j)
+        cm = np.asarray(cell_mask, dtype=bool)
+        rows, cols = np.flatnonzero(cm.any(axis=1)), np.flatnonzero(cm.any(axis=0))
+        if rows.size == 0:
+            return wy0, wy1, wx0, wx1
+        y0, y1 = _tight_span(cy0 + int(rows[0]), cy0 + int(rows[-1]) + 1, wy0, wy1, self.overlap, multiple)
+        x0, x1 = _tight_span(cx0 + int(cols[0]), cx0 + int(cols[-1]) + 1, wx0, wx1, self.overlap, multiple)
+        return y0, y1, x0, x1
 
     def occupancy(self, mask: np.ndarray) -> np.ndarray:
         """(ny, nx) bool: which cells hold at least one True pixel of ``mask`` (H, W)."""

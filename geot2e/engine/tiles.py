@@ -18,7 +18,8 @@ import numpy as np
 from .grid import TileGrid
 from .noise import tile_noise
 
-__all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "run_cell", "assemble"]
+__all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "spatial_multiple", "run_cell",
+           "assemble"]
 
 
 class ModelRef:
@@ -72,6 +73,7 @@ class Job:
     harmonize: bool = True
     key: tuple[int, ...] = field(default=())  # (run, *leading index): part of the noise key
     threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
+    tight: bool = True                        # run on tight windows (False: every cell on its full window)
 
 
 @contextmanager
@@ -126,8 +128,22 @@ def _fill_value(dtype: np.dtype):
     return np.nan if np.issubdtype(dtype, np.floating) else 0
 
 
+def spatial_multiple(model) -> int:
+    """Pixels that a model input's height and width must be multiples of: the VAE factor
+    times the UNet's downsampling (``2 ** (levels - 1)``); the VAE factor alone for models
+    without a diffusers UNet config."""
+    f = int(model.vae_factor)
+    chans = getattr(getattr(getattr(model, "unet", None), "config", None), "block_out_channels", None)
+    return f * 2 ** (len(chans) - 1) if chans else f
+
+
 def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=(), context_cells=()) -> np.ndarray:
     """Synthesize the masked pixels of cell (i, j).
+
+    The model runs on the cell's tight window (:meth:`TileGrid.tight_window`): the
+    bounding box of the cell's masked pixels plus the grid's halo, aligned to
+    :func:`spatial_multiple`, inside the cell's window (the whole window when it does
+    not fit), so the cost follows the masked area.
 
     Parameters
     ----------
@@ -147,40 +163,50 @@ def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=
     import torch
 
     grid = job.grid
-    region = grid.window(i, j)
-    wy0, wy1, wx0, wx1 = region
+    model = job.model.get()
+    f = model.vae_factor
+    wy0, wy1, wx0, wx1 = grid.window(i, j)
+    cy0, cy1, cx0, cx1 = grid.cell(i, j)
+    cm = paste(mblocks, offsets, (cy0, cy1, cx0, cx1), False)
+    # the tight window: the cell's masked pixels + halo (a pure function of the mask)
+    region = grid.tight_window(i, j, cm, spatial_multiple(model)) if job.tight else (wy0, wy1, wx0, wx1)
+    ry0, ry1, rx0, rx1 = region
     raw = paste(blocks, offsets, region, _fill_value(blocks[0].dtype))
     m = paste(mblocks, offsets, region, False)
     inside = np.zeros(m.shape, dtype=bool)
-    inside[:max(0, grid.height - wy0), :max(0, grid.width - wx0)] = True
+    inside[:max(0, grid.height - ry0), :max(0, grid.width - rx0)] = True
     unknown = m | invalid_pixels(raw, job.nodata) | ~inside
     x = np.clip(job.scaling.to_model(raw), -1.0, 1.0)
     x[:, unknown] = 0.0
     k_samples = job.samples
     xs = np.repeat(x[None], k_samples, axis=0)
     unk = np.repeat(unknown[None, None], k_samples, axis=0)
-    for vals, (cy0, cy1, cx0, cx1) in zip(context_values, context_cells):
-        ys, ye, xs0, xe = max(cy0, wy0), min(cy1, wy1), max(cx0, wx0), min(cx1, wx1)
+    for vals, (vy0, vy1, vx0, vx1) in zip(context_values, context_cells):
+        ys, ye, xs0, xe = max(vy0, ry0), min(vy1, ry1), max(vx0, rx0), min(vx1, rx1)
         if ys >= ye or xs0 >= xe:
             continue
-        sub = vals[:, :, ys - cy0:ye - cy0, xs0 - cx0:xe - cx0]
+        sub = vals[:, :, ys - vy0:ye - vy0, xs0 - vx0:xe - vx0]
         known = ~np.isnan(sub[:, :1])  # (K, 1, h, w)
-        dst = xs[:, :, ys - wy0:ye - wy0, xs0 - wx0:xe - wx0]
+        dst = xs[:, :, ys - ry0:ye - ry0, xs0 - rx0:xe - rx0]
         np.copyto(dst, sub, where=np.broadcast_to(known, sub.shape))
-        u = unk[:, :, ys - wy0:ye - wy0, xs0 - wx0:xe - wx0]
+        u = unk[:, :, ys - ry0:ye - ry0, xs0 - rx0:xe - rx0]
         u &= ~known
-    model = job.model.get()
-    f = model.vae_factor
+    # the window's keyed noise, cut to the tight window (offsets are multiples of f), so
+    # each latent position gets the same noise whatever part of the window runs
     shape = (model.latent_channels, (wy1 - wy0) // f, (wx1 - wx0) // f)
-    noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, k) for k in range(k_samples)])
+    ly, lx = (ry0 - wy0) // f, (rx0 - wx0) // f
+    noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, k)[:, ly:ly + (ry1 - ry0) // f,
+                                                                         lx:lx + (rx1 - rx0) // f]
+                         for k in range(k_samples)])
     with torch_threads(job.threads):
         out = model.inpaint(torch.from_numpy(xs), torch.from_numpy(unk.astype(np.float32)), gsd=job.gsd,
                             prompts=job.prompt, guidance=job.guidance, steps=job.steps, scheduler=job.scheduler,
                             noise=noise, harmonize=job.harmonize)
     out = out.detach().to("cpu", torch.float32).numpy()
-    cy0, cy1, cx0, cx1 = grid.cell(i, j)
-    cell = np.clip(out[:, :, cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0], -1.0, 1.0).astype(np.float32)
-    cm = m[cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0]
+    cell = np.full((k_samples, out.shape[1], cy1 - cy0, cx1 - cx0), np.nan, dtype=np.float32)
+    ys, ye, xs0, xe = max(cy0, ry0), min(cy1, ry1), max(cx0, rx0), min(cx1, rx1)
+    cell[:, :, ys - cy0:ye - cy0, xs0 - cx0:xe - cx0] = np.clip(
+        out[:, :, ys - ry0:ye - ry0, xs0 - rx0:xe - rx0], -1.0, 1.0)
     cell[:, :, ~cm] = np.nan
     return np.ascontiguousarray(cell)
 

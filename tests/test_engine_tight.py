@@ -1,0 +1,111 @@
+"""Tight windows: a cell runs the model on its masked pixels' box plus the halo, not its whole window.
+
+With ``FAST`` (tile 64, overlap 16) every window is 96 x 96 pixels and the tiny model's
+spatial multiple is 8 (VAE factor 4 x one UNet downsampling), so a small cloud costs a
+small model call, and the results stay a pure function of the mask and the pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from engine_helpers import FAST, InpaintSpy, one_torch_thread, tiny_model, tiny_model_path  # noqa: F401
+from geot2e.api import inpaint
+from geot2e.engine import TileGrid
+from geot2e.engine.tiles import spatial_multiple
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+WINDOW = FAST["tile"] + 2 * FAST["overlap"]
+
+
+@pytest.fixture(scope="module")
+def crop(landsat_da):
+    """192 x 192 uint16 crop (3 x 3 cells) away from the scene's nodata edge."""
+    return landsat_da.isel(y=slice(200, 392), x=slice(100, 292))
+
+
+def _mask(da, *boxes):
+    m = xr.zeros_like(da.isel(band=0, drop=True), dtype=bool)
+    for y0, y1, x0, x1 in boxes:
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_spatial_multiple_of_the_tiny_model(tiny_model):
+    assert spatial_multiple(tiny_model) == 8
+
+
+def test_small_cloud_runs_on_a_window_smaller_than_the_cell_window(crop, tiny_model, monkeypatch):
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    mask = _mask(crop, (80, 90, 70, 100))  # inside cell (1, 1) (rows/cols 64-128), window 48-144
+    inpaint(crop, mask, model=tiny_model, **FAST)
+    assert len(spy.calls) == 1
+    # rows 80-90 + 16 halo = 64-106 -> aligned to 8 from the window origin 48: 64-112;
+    # cols 70-100 + 16 = 54-116 -> 48-120
+    assert spy.calls[0]["shape"] == (1, 3, 48, 72)
+    # the model sees the cloud as unknown and the rest of the tight window as known
+    model_mask = spy.calls[0]["masks"][0, 0].numpy() > 0.5
+    np.testing.assert_array_equal(model_mask, mask.values[64:112, 48:120])
+
+
+def test_pixels_outside_the_mask_are_bit_identical(crop, tiny_model):
+    mask = _mask(crop, (80, 90, 70, 100), (5, 12, 150, 160))
+    out = inpaint(crop, mask, model=tiny_model, **FAST)
+    m = mask.values
+    np.testing.assert_array_equal(out.values[:, ~m], crop.values[:, ~m])
+    assert (out.values[:, m] != crop.values[:, m]).any()  # the clouds were synthesized
+    np.testing.assert_array_equal(out["synthesized"].values, m)
+
+
+@pytest.fixture(scope="module")
+def clouds(crop):
+    """Small clouds across cell borders (pass A and pass B neighbours), at the raster edge
+    (shifted windows) and one cloud filling a whole cell."""
+    return _mask(crop, (50, 75, 55, 80), (100, 110, 0, 20), (180, 192, 170, 192), (0, 64, 128, 192))
+
+
+@pytest.fixture(scope="module")
+def reference(crop, clouds, tiny_model_path):
+    return inpaint(crop, clouds, "a lake", model=tiny_model_path, **FAST)
+
+
+@pytest.mark.parametrize("chunks", [{"y": 64, "x": 64}, {"y": 48, "x": 80}])
+def test_numpy_and_dask_chunkings_are_bit_identical(crop, clouds, reference, tiny_model_path, chunks):
+    out = inpaint(crop.chunk(chunks), clouds, "a lake", model=tiny_model_path, **FAST)
+    got = out.compute(scheduler="threads")
+    assert np.array_equal(got.values, reference.values)
+    m = clouds.values
+    np.testing.assert_array_equal(got.values[:, ~m], crop.values[:, ~m])
+
+
+def test_cell_covered_by_the_mask_uses_its_full_window(crop, tiny_model, monkeypatch):
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    inpaint(crop, _mask(crop, (64, 128, 64, 128)), model=tiny_model, **FAST)  # exactly cell (1, 1)
+    assert [c["shape"] for c in spy.calls] == [(1, 3, WINDOW, WINDOW)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tight_window_holds_the_masked_box_and_halo_inside_the_window(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(40, 200, size=2)
+    tile, overlap, mult = int(rng.choice([16, 32, 64])), int(rng.choice([0, 8, 16])), int(rng.choice([4, 8, 16]))
+    grid = TileGrid(int(h), int(w), tile, overlap, 4)
+    for i in range(grid.ny):
+        for j in range(grid.nx):
+            cy0, cy1, cx0, cx1 = grid.cell(i, j)
+            cm = np.zeros((cy1 - cy0, cx1 - cx0), bool)
+            y, x = rng.integers(0, cm.shape[0]), rng.integers(0, cm.shape[1])
+            cm[y:y + rng.integers(1, 20), x:x + rng.integers(1, 20)] = True
+            wy0, wy1, wx0, wx1 = grid.window(i, j)
+            y0, y1, x0, x1 = grid.tight_window(i, j, cm, mult)
+            assert wy0 <= y0 < y1 <= wy1 and wx0 <= x0 < x1 <= wx1
+            rows, cols = np.flatnonzero(cm.any(1)) + cy0, np.flatnonzero(cm.any(0)) + cx0
+            assert y0 <= max(rows[0] - overlap, wy0) and y1 >= min(rows[-1] + 1 + overlap, wy1)
+            assert x0 <= max(cols[0] - overlap, wx0) and x1 >= min(cols[-1] + 1 + overlap, wx1)
+            for a0, a1, b0, b1 in ((y0, y1, wy0, wy1), (x0, x1, wx0, wx1)):
+                # either the window's full span, or a multiple of `mult` at a VAE-aligned offset
+                assert (a0, a1) == (b0, b1) or ((a1 - a0) % mult == 0 and (a0 - b0) % 4 == 0)
+    assert grid.tight_window(0, 0, np.zeros((1, 1), bool), mult) == grid.window(0, 0)
