@@ -109,3 +109,14 @@ def test_tight_window_holds_the_masked_box_and_halo_inside_the_window(seed):
                 # either the window's full span, or a multiple of `mult` at a VAE-aligned offset
                 assert (a0, a1) == (b0, b1) or ((a1 - a0) % mult == 0 and (a0 - b0) % 4 == 0)
     assert grid.tight_window(0, 0, np.zeros((1, 1), bool), mult) == grid.window(0, 0)
+
+
+def test_overlap_zero_still_shows_context_around_a_cloud():
+    """With overlap=0 the tight box keeps a context margin of tile // 4 around the cloud
+    (clipped to the cell's window), so the model still sees clear ground next to it."""
+    grid = TileGrid(128, 128, 128, 0, 4)
+    cm = np.zeros((128, 128), bool)
+    cm[60:70, 50:58] = True
+    y0, y1, x0, x1 = grid.tight_window(0, 0, cm, 16)
+    assert y0 <= 60 - 32 and y1 >= 70 + 32 and x0 <= 50 - 32 and x1 >= 58 + 32
+    assert (y1 - y0) < 128 or (x1 - x0) < 128        # still smaller than the whole window

@@ -91,7 +91,9 @@ class TileGrid:
     def tight_window(self, i: int, j: int, cell_mask: np.ndarray, multiple: int) -> tuple[int, int, int, int]:
         """The part of cell (i, j)'s window the model needs: ``(y0, y1, x0, x1)``.
 
-        The bounding box of the cell's masked pixels, grown by ``overlap`` on each side,
+        The bounding box of the cell's masked pixels, grown on each side by the context
+        margin ``max(overlap, tile // 4)`` (so that ``overlap=0`` still shows the model the
+        clear ground around a cloud, as a full-window run did),
         aligned outwards to multiples of ``multiple`` pixels (counted from the window's
         origin) and kept inside the window. Along an axis where the aligned span would not
         fit, the window's full span is used; a cell without masked pixels gets its window.
@@ -112,8 +114,9 @@ class TileGrid:
         rows, cols = np.flatnonzero(cm.any(axis=1)), np.flatnonzero(cm.any(axis=0))
         if rows.size == 0:
             return wy0, wy1, wx0, wx1
-        y0, y1 = _tight_span(cy0 + int(rows[0]), cy0 + int(rows[-1]) + 1, wy0, wy1, self.overlap, multiple)
-        x0, x1 = _tight_span(cx0 + int(cols[0]), cx0 + int(cols[-1]) + 1, wx0, wx1, self.overlap, multiple)
+        margin = max(self.overlap, self.tile // 4)
+        y0, y1 = _tight_span(cy0 + int(rows[0]), cy0 + int(rows[-1]) + 1, wy0, wy1, margin, multiple)
+        x0, x1 = _tight_span(cx0 + int(cols[0]), cx0 + int(cols[-1]) + 1, wx0, wx1, margin, multiple)
         return y0, y1, x0, x1
 
     def occupancy(self, mask: np.ndarray) -> np.ndarray:
