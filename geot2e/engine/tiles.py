@@ -141,7 +141,8 @@ def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=
     """Synthesize the masked pixels of cell (i, j).
 
     The model runs on the cell's tight window (:meth:`TileGrid.tight_window`): the
-    bounding box of the cell's masked pixels plus the grid's halo, aligned to
+    bounding box of the cell's masked pixels plus a context margin of
+    ``max(overlap, tile // 4)``, aligned to
     :func:`spatial_multiple`, inside the cell's window (the whole window when it does
     not fit), so the cost follows the masked area.
 
