@@ -311,12 +311,7 @@ def train_vae(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | Path,
             post = model.vae.encode(x).latent_dist
             z = post.sample()
             rec = model.vae.decode(z).sample.float()
-        l1 = (rec - x).abs().mean()
-        gx = lambda a: a[..., :, 1:] - a[..., :, :-1]  # noqa: E731
-        gy = lambda a: a[..., 1:, :] - a[..., :-1, :]  # noqa: E731
-        lg = (gx(rec) - gx(x)).abs().mean() + (gy(rec) - gy(x)).abs().mean()
-        kl = post.kl().mean()
-        return l1 + 0.5 * F.mse_loss(rec, x) + cfg.grad_weight * lg + cfg.kl_weight * kl
+        return _rec_loss(rec, x, cfg.grad_weight) + cfg.kl_weight * post.kl().mean()
 
     return _run(model, dataset, cfg, Path(out_dir) / "vae", ["vae"], loss_fn, use_ema=False, resume=resume,
                 progress=progress, desc="vae", extra={})
@@ -337,7 +332,8 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
     stage can run before, after or alongside the denoiser stages. The adversarial term
     (``cfg.adv_weight`` × the adaptive weight of :func:`geot2e.train.gan.adaptive_weight`, from
     step ``cfg.disc_start``) restores the texture an L1 decoder blurs away. The discriminator is
-    not part of the checkpoint: on resume it starts afresh (it catches up within ~100 steps).
+    not part of the checkpoint: on resume it starts afresh, which can set the texture back for a
+    while (seen on the default model; see docs/model_card.md).
     """
     from .gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
 
