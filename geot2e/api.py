@@ -30,8 +30,15 @@ progress : bool, optional
     Show a progress bar (default: for numpy-backed inputs).
 scheduler : str, default "ddim"
     "ddim", "dpmsolver++", "euler" or "ddpm".
-harmonize : bool, default True
-    Correct the colour of the fill to agree with the known pixels around it.
+harmonize : bool or str, default True (``"lowpass"`` for remove_clouds)
+    How the fill's colour is made to agree with the known pixels. True / ``"boundary"``:
+    the colour mismatch on the known ring around the mask is spread inward (keeps a
+    prompt's new colours; the default of inpaint, outpaint and generate).
+    ``"lowpass"``: the fill's coarse colour and brightness (scales above ~4 px) come from a
+    smooth interpolation of the known pixels and only the finer detail from the model —
+    right for reconstruction, the default of remove_clouds (measured on held-out Landsat:
+    colour error 0.098 → 0.029, +2.4 dB, texture unchanged; docs/model_card.md).
+    False / ``"none"``: the decoder's output as it is.
 radiometry : geot2e.geo.Radiometry, optional
     Value scaling to use instead of fitting one on the valid unmasked pixels.
 threads : int, optional
@@ -75,6 +82,9 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {_SCHEDULERS}.")
     if gsd is not None and (not isinstance(gsd, numbers.Real) or not math.isfinite(gsd) or gsd <= 0):
         raise ParameterError(f"gsd must be a positive number of metres per pixel, got {gsd!r}.")
+    from .models.fill import harmonize_mode
+
+    harmonize_mode(harmonize)  # validate before loading a model
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
                                 or threads < 1):
         raise ParameterError(f"threads must be an integer >= 1 (torch CPU threads per tile) or None, got {threads!r}.")
@@ -89,7 +99,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
             raise TileSizeError(f"{name}={v!r} must be a multiple of the model's VAE factor ({f}) and at "
                                 f"least {lo}, e.g. tile=256, overlap=32.")
     opts = Options(guidance=float(guidance), steps=int(steps), seed=int(seed), samples=int(samples),
-                   tile=int(tile), overlap=int(overlap), scheduler=scheduler, harmonize=bool(harmonize),
+                   tile=int(tile), overlap=int(overlap), scheduler=scheduler, harmonize=harmonize_mode(harmonize),
                    progress=progress, threads=int(threads))
     return m, opts
 
@@ -260,7 +270,7 @@ def _strip_spatial_coords(da: xr.DataArray) -> xr.DataArray:
 def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidance: float = 3.0,
             steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
             gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-            scheduler: str = "ddim", harmonize: bool = True, radiometry=None,
+            scheduler: str = "ddim", harmonize: bool | str = True, radiometry=None,
             threads: int | None = None) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
 
@@ -317,7 +327,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
 def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", guidance: float = 3.0,
                   steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
                   gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-                  scheduler: str = "ddim", harmonize: bool = True, radiometry=None,
+                  scheduler: str = "ddim", harmonize: bool | str = "lowpass", radiometry=None,
                   threads: int | None = None) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
 
@@ -346,7 +356,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
              prompt: str = "", model="default", guidance: float = 3.0, steps: int = 25, seed: int = 0,
              samples: int = 1, tile: int = 256, overlap: int = 32, gsd: float | None = None,
              device: str = "auto", progress: bool | None = None, scheduler: str = "ddim",
-             harmonize: bool = True, radiometry=None, threads: int | None = None) -> xr.DataArray:
+             harmonize: bool | str = True, radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Extend a raster beyond its edges by ``left``/``right``/``top``/``bottom`` pixels.
 
     The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
@@ -386,7 +396,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
 def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=None, gsd: float | None = None,
              shape: tuple[int, int] | None = None, model="default", guidance: float = 3.0, steps: int = 25,
              seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32, device: str = "auto",
-             progress: bool | None = None, scheduler: str = "ddim", harmonize: bool = True,
+             progress: bool | None = None, scheduler: str = "ddim", harmonize: bool | str = True,
              radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Generate a new georeferenced scene from text.
 

@@ -224,6 +224,9 @@ def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str |
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per tile (default: torch's current count); the same value "
                         "reproduces a result bit for bit")
+    g.add_argument("--harmonize", default=None, choices=("lowpass", "boundary", "none"),
+                   help="how the fill's colour meets the known pixels (default: lowpass for "
+                        "remove-clouds, boundary otherwise)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,7 +468,8 @@ def _opts(args) -> dict[str, Any]:
     return dict(model=args.model, guidance=args.guidance, steps=args.steps, seed=args.seed,
                 samples=args.samples, tile=args.tile, overlap=args.overlap, gsd=args.gsd, device=args.device,
                 scheduler=args.scheduler, progress=False if args.no_progress else None,
-                threads=args.threads)
+                threads=args.threads,
+                **({} if getattr(args, "harmonize", None) is None else {"harmonize": args.harmonize}))
 
 
 def _companion(path: Path, label: str) -> Path:

@@ -182,6 +182,27 @@ def test_remove_clouds_fills_the_mask(crop, tiny_model):
     m = mask.values
     assert np.array_equal(out.values[:, ~m], crop.values[:, ~m])
     assert out.attrs["geot2e_prompt"] == ""
+    assert out.attrs["geot2e_harmonize"] == "lowpass"   # reconstruction: colour from the surroundings
+
+
+def test_harmonize_modes_through_the_api(crop, tiny_model):
+    mask = _box(crop, 40, 88, 40, 88)
+    m = mask.values
+    outs = {h: remove_clouds(crop, mask, model=tiny_model, harmonize=h, **FAST) for h in ("lowpass", "none")}
+    assert outs["none"].attrs["geot2e_harmonize"] == "none"
+    assert inpaint(crop, mask, model=tiny_model, **FAST).attrs["geot2e_harmonize"] == "boundary"
+    # an untrained model's fill is off-colour; lowpass anchoring brings the mean colour of the
+    # fill close to its surroundings' and never touches a known pixel
+    ring = np.zeros_like(m)
+    ring[32:96, 32:96] = True
+    ring &= ~m & (crop.values != 0).all(axis=0)   # valid known pixels around the mask
+    for h, o in outs.items():
+        assert np.array_equal(o.values[:, ~m], crop.values[:, ~m]), h
+    err = {h: np.abs(o.values[:, m].astype(float).mean(1) - crop.values[:, ring].astype(float).mean(1)).mean()
+           for h, o in outs.items()}
+    assert err["lowpass"] < 0.5 * err["none"], err
+    with pytest.raises(ParameterError, match="harmonize"):
+        remove_clouds(crop, mask, model=tiny_model, harmonize="poisson", **FAST)
 
 
 def test_two_dimensional_input_with_a_one_band_model(crop, tmp_path):

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from geot2e.errors import CheckpointError
-from geot2e.models import ResolutionEmbedding, harmonize, smooth_fill
+from geot2e.errors import ParameterError
+from geot2e.models import ResolutionEmbedding, anchor_lowpass, harmonize, smooth_fill
+from geot2e.models.fill import harmonize_mode
 from geot2e.models.config import TextConfig
 from geot2e.models.text import TextEncoder
 
@@ -99,6 +101,68 @@ def test_harmonize_leaves_known_pixels_alone(crop):
     assert torch.equal(out[(mask == 0).expand_as(out)], decoded[(mask == 0).expand_as(out)])
     inner = (out - crop)[..., 24:40, 24:40]
     assert inner.abs().mean() < 0.05  # the offset is carried away inside the mask
+
+
+def _blob_mask():
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 12:52, 12:52] = 1
+    return mask
+
+
+def _interior_drift():
+    """A colour drift that is 0 on the mask's border and +0.4 in its middle (what the
+    model did under guidance): invisible to the boundary ring."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    return 0.4 * torch.exp(-((yy - 31.5) ** 2 + (xx - 31.5) ** 2) / (2 * 7.0 ** 2))
+
+
+def test_lowpass_anchor_removes_an_interior_colour_drift_that_boundary_mode_keeps(crop):
+    mask = _blob_mask()
+    decoded = crop + _interior_drift()
+    inner = (slice(None), slice(None), slice(24, 40), slice(24, 40))
+    drift = _interior_drift()[24:40, 24:40].mean()
+    # what each mode leaves of the drift (both are linear in the decoded image)
+    left_boundary = (harmonize(decoded, crop, mask) - harmonize(crop, crop, mask))[inner].mean()
+    anchored = anchor_lowpass(decoded, crop, mask)
+    left_lowpass = (anchored - anchor_lowpass(crop, crop, mask))[inner].mean()
+    assert left_boundary > 0.9 * drift                      # the drift survives the ring correction
+    assert abs(float(left_lowpass)) < 0.35 * drift          # most of it is gone (scales > σ = 4 px)
+    # known pixels untouched
+    k = (mask == 0).expand_as(anchored)
+    assert torch.equal(anchored[k], decoded[k])
+
+
+def test_lowpass_anchor_keeps_the_generated_detail(crop):
+    mask = _blob_mask()
+    g = torch.Generator().manual_seed(1)
+    detail = 0.2 * torch.sign(torch.randn(1, 3, 64, 64, generator=g))  # pixel-scale texture
+    decoded = smooth_fill(crop, 1 - mask, relax_iters=200) + 0.3 + detail   # off-colour, textured
+    out = anchor_lowpass(decoded, crop, mask)
+    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+    inner = (slice(None), slice(None), slice(20, 44), slice(20, 44))
+    tex = lambda a: torch.nn.functional.conv2d(a, lap, groups=3)[inner].std()  # noqa: E731
+    assert tex(out) > 0.9 * tex(decoded)                   # texture kept
+    assert abs(float((out - decoded)[inner].mean()) + 0.3) < 0.05  # the colour offset is gone
+
+
+def test_lowpass_anchor_is_linear_and_leaves_text_to_image_alone(crop):
+    mask = _blob_mask().repeat(2, 1, 1, 1)
+    mask[1] = 1                                              # second sample: nothing known
+    x = crop.repeat(2, 1, 1, 1)
+    g = torch.Generator().manual_seed(2)
+    a, b = (torch.rand(2, 3, 64, 64, generator=g) * 2 - 1 for _ in range(2))
+    torch.testing.assert_close(anchor_lowpass((a + b) / 2, x, mask),
+                               (anchor_lowpass(a, x, mask) + anchor_lowpass(b, x, mask)) / 2, atol=1e-5, rtol=0)
+    assert torch.equal(anchor_lowpass(a, x, mask)[1], a[1])
+
+
+def test_harmonize_modes():
+    assert harmonize_mode(True) == "boundary" and harmonize_mode(False) == "none" and harmonize_mode(None) == "none"
+    for m in ("lowpass", "boundary", "none"):
+        assert harmonize_mode(m) == m
+    for bad in ("poisson", 1, "LOWPASS"):
+        with pytest.raises(ParameterError, match="harmonize"):
+            harmonize_mode(bad)
 
 
 # ------------------------------------------------------------------ OpenCLIP text towers

@@ -31,7 +31,7 @@ class Options:
     tile: int = 256
     overlap: int = 32
     scheduler: str = "ddim"
-    harmonize: bool = True
+    harmonize: str = "boundary"  # "boundary", "lowpass" or "none" (geot2e.models.fill)
     progress: bool | None = None
     threads: int | None = None     # torch CPU threads per tile (None: leave the thread's setting)
 
@@ -203,7 +203,7 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
         operation=operation, model_id=model.model_id, checkpoint_hash=model.checkpoint_hash,
         prompt=prompt_attr if prompt_attr is not None else runs[0][1], guidance=float(opts.guidance),
         steps=int(opts.steps), seed=int(opts.seed), samples=int(opts.samples), gsd=gsd,
-        tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler, threads=opts.threads,
+        tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler, threads=opts.threads, harmonize=opts.harmonize,
         radiometry=rad_info[0] if len(rad_info) == 1 else rad_info, **(extra_attrs or {}))
     result.attrs = {**da.attrs, **prov}
     result.encoding = dict(da.encoding)

@@ -70,7 +70,7 @@ class Job:
     scheduler: str = "ddim"
     seed: int = 0
     samples: int = 1
-    harmonize: bool = True
+    harmonize: bool | str = "boundary"  # see Text2Earth.inpaint
     key: tuple[int, ...] = field(default=())  # (run, *leading index): part of the noise key
     threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
     tight: bool = True                        # run on tight windows (False: every cell on its full window)

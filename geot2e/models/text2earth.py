@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Text2EarthConfig
+from .fill import anchor_lowpass as _anchor_lowpass
 from .fill import harmonize as _harmonize
+from .fill import harmonize_mode as _harmonize_mode
 from .fill import smooth_fill
 from .resolution import ResolutionEmbedding
 from .text import TextEncoder
@@ -209,7 +211,7 @@ class Text2Earth(nn.Module):
                 prompts: str | Sequence[str] | None = None, guidance: float = 3.0,
                 guidance_text: float | None = None, guidance_res: float | None = None,
                 steps: int = 25, scheduler: str = "ddim", noise: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, harmonize: bool = True,
+                generator: torch.Generator | None = None, harmonize: bool | str = True,
                 callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Synthesize the masked pixels of a batch of tiles.
 
@@ -225,12 +227,18 @@ class Text2Earth(nn.Module):
             when either is given, ε = ε(τ,ρ) + ω_t(ε(τ,ρ) − ε(∅,ρ)) + ω_r(ε(τ,ρ) − ε(τ,∅)).
         steps : denoising steps of the scheduler (DDIM by default).
         noise : (B, latent_channels, H/f, W/f) initial noise, for determinism across tilings.
-        harmonize : correct the fill's colour to agree with the known border pixels.
+        harmonize : how the decoded fill is made to agree with the known pixels. True or
+            ``"boundary"`` (default): the residual on the known ring around the mask is spread
+            inward (:func:`~geot2e.models.fill.harmonize`); ``"lowpass"``: low frequencies
+            (Gaussian σ = 4 px) from a smooth interpolation of the known pixels, detail from
+            the model (:func:`~geot2e.models.fill.anchor_lowpass`; what ``remove_clouds``
+            uses); False or ``"none"``: the decoder output as it is.
 
         Returns
         -------
         (B, C, H, W) float32 tensor: decoded tiles (known pixels are not composited back).
         """
+        mode = _harmonize_mode(harmonize)
         dev = self.device
         x = images.to(dev, torch.float32)
         m = masks.to(dev, torch.float32)
@@ -276,6 +284,8 @@ class Text2Earth(nn.Module):
             if callback is not None:
                 callback(i + 1, len(sched.timesteps))
         out = self.decode_latents(z).float()
-        if harmonize:
+        if mode == "lowpass":
+            out = _anchor_lowpass(out, x, m)
+        elif mode == "boundary":
             out = _harmonize(out, x, m)
         return out
