@@ -53,6 +53,50 @@ def test_decoder_stage_changes_only_the_decoder(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)          # the decoder did train
 
 
+def _decoder_sd(path: Path) -> dict:
+    return _sd(from_pretrained(path).vae.decoder)
+
+
+def test_decoder_resume_restores_the_critic(tmp_path, monkeypatch):
+    """Interrupted after its step-2 checkpoint and resumed, the decoder stage ends exactly where an
+    uninterrupted run does: the critic and its optimizer come back from the checkpoint (a fresh
+    critic would give different weights), and the exported decoder is the EMA."""
+    import geot2e.train.loop as L
+    from safetensors import safe_open
+
+    def cfg_for(d):
+        cfg = _config(d, drop=("denoiser", "finetune"))
+        y = yaml.safe_load(cfg.read_text())
+        y["decoder"].update(steps=4, save_every=2, ema_decay=0.5)
+        cfg.write_text(yaml.safe_dump(y))
+        return cfg
+
+    ref = cfg_for(tmp_path / "ref")
+    run_training(ref, progress=False)
+    cfg = cfg_for(tmp_path / "cut")
+    real, calls = L._rec_loss, [0]
+
+    def dying(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3:                          # the decoder's third step, after the step-2 save
+            raise KeyboardInterrupt("simulated interruption")
+        return real(*a, **k)
+
+    run_training(cfg, progress=False, stages=["vae"])
+    monkeypatch.setattr(L, "_rec_loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, progress=False)
+    monkeypatch.setattr(L, "_rec_loss", real)
+    state = tmp_path / "cut" / "run" / "decoder" / "state.safetensors"
+    with safe_open(str(state), framework="pt") as fh:
+        keys = list(fh.keys())
+    assert any(k.startswith("aux.critic.") for k in keys) and any(k.startswith("aux.critic_opt.") for k in keys)
+    assert any(k.startswith("ema.") for k in keys)
+    run_training(cfg, progress=False)              # resumes at step 2
+    a, b = _decoder_sd(tmp_path / "ref" / "run" / "final"), _decoder_sd(tmp_path / "cut" / "run" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_stage_selection_errors(tmp_path):
     cfg = _config(tmp_path)
     with pytest.raises(ParameterError, match="unknown stages"):

@@ -86,9 +86,42 @@ def _lr_at(step: int, cfg: StageConfig) -> float:
 
 
 # ----------------------------------------------------------------------------- state I/O
+def _aux_tensors(aux: dict | None) -> dict[str, torch.Tensor]:
+    """State of auxiliary modules and optimizers (e.g. the decoder stage's critic) as tensors."""
+    out: dict[str, torch.Tensor] = {}
+    for name, obj in (aux or {}).items():
+        if isinstance(obj, torch.optim.Optimizer):
+            plist = [p for g in obj.param_groups for p in g["params"]]
+            for i, p in enumerate(plist):
+                for key, v in obj.state.get(p, {}).items():
+                    v = torch.as_tensor(v).detach().float().cpu()
+                    out[f"aux.{name}.{i}.{key}"] = (v.reshape(1) if v.ndim == 0 else v).contiguous()
+        else:
+            for k, v in obj.state_dict().items():
+                out[f"aux.{name}.{k}"] = v.detach().cpu().contiguous()
+    return out
+
+
+def _load_aux(aux: dict | None, t: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`_aux_tensors`; a checkpoint without them leaves the objects as they are."""
+    for name, obj in (aux or {}).items():
+        if isinstance(obj, torch.optim.Optimizer):
+            plist = [p for g in obj.param_groups for p in g["params"]]
+            for i, p in enumerate(plist):
+                pre = f"aux.{name}.{i}."
+                st = {k[len(pre):]: v for k, v in t.items() if k.startswith(pre)}
+                if st:
+                    obj.state[p] = {k: (v.reshape(()) if k == "step" else v.clone().to(p.device)) for k, v in st.items()}
+        else:
+            pre = f"aux.{name}."
+            sd = {k[len(pre):]: v for k, v in t.items() if k.startswith(pre)}
+            if sd:
+                obj.load_state_dict(sd)
+
+
 def _save_state(stage_dir: Path, model: Text2Earth, params, opt, ema: EMA | None, step: int,
                 rng: np.random.Generator, log: list, cfg: StageConfig, extra: dict, *,
-                torch_states: dict | None = None, rng_ranks: list | None = None) -> None:
+                torch_states: dict | None = None, rng_ranks: list | None = None, aux: dict | None = None) -> None:
     """Write ``state.safetensors`` (params, AdamW moments, EMA, torch RNG states) and ``state.json``.
 
     The JSON metadata is also stored inside ``state.safetensors`` (key ``geot2e_state``), so a
@@ -113,6 +146,7 @@ def _save_state(stage_dir: Path, model: Text2Earth, params, opt, ema: EMA | None
             tensors[f"ema.{k}"] = v.contiguous().cpu()
     for k, v in (torch_states or {}).items():
         tensors[f"rng.{k}"] = v.detach().to(torch.uint8).contiguous().cpu()
+    tensors.update(_aux_tensors(aux))
     tmp = stage_dir / "state.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"geot2e_state": json.dumps(meta, default=str)})
     # the exported model carries the EMA weights when there are any
@@ -130,8 +164,8 @@ def _save_state(stage_dir: Path, model: Text2Earth, params, opt, ema: EMA | None
     os.replace(stage_dir / "state.json.tmp", stage_dir / "state.json")
 
 
-def _load_state(stage_dir: Path, params, opt, ema: EMA | None, *, extras: dict | None = None
-                ) -> tuple[int, dict, list]:
+def _load_state(stage_dir: Path, params, opt, ema: EMA | None, *, extras: dict | None = None,
+                aux: dict | None = None) -> tuple[int, dict, list]:
     """Inverse of :func:`_save_state`. ``extras`` (a dict), when given, receives ``meta`` (the full
     metadata), ``torch_states`` (saved torch RNG states) and ``meta_from`` ("safetensors"/"json")."""
     from safetensors import safe_open
@@ -154,6 +188,7 @@ def _load_state(stage_dir: Path, params, opt, ema: EMA | None, *, extras: dict |
         for k in ema.shadow:
             if f"ema.{k}" in t:
                 ema.shadow[k] = t[f"ema.{k}"].clone().to(ema.shadow[k].device)
+    _load_aux(aux, t)
     if extras is not None:
         extras["meta"] = meta
         extras["meta_from"] = "safetensors" if embedded else "json"
@@ -201,7 +236,8 @@ def _masks(rng: np.random.Generator, n: int, size: int, weights: dict) -> torch.
 
 
 def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn, *, use_ema: bool,
-         resume: bool, progress: bool, desc: str, extra: dict, generator: torch.Generator | None = None) -> list:
+         resume: bool, progress: bool, desc: str, extra: dict, generator: torch.Generator | None = None,
+         aux: dict | None = None) -> list:
     from . import distributed as D
 
     stage_dir = Path(stage_dir)
@@ -218,7 +254,7 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
     step, log = 0, []
     if resume and (stage_dir / "state.json").is_file():
         ex: dict = {}
-        step, rng_state, log = _load_state(stage_dir, params, opt, ema, extras=ex)
+        step, rng_state, log = _load_state(stage_dir, params, opt, ema, extras=ex, aux=aux)
         ranks = ex["meta"].get("rng_ranks")
         tstates = ex["torch_states"]
         if ctx is not None and ctx.rank > 0:
@@ -286,7 +322,7 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
                     tst.update({f"r{r}.{k}": v for k, v in g["torch"].items()})
             if main:
                 _save_state(stage_dir, model, params, opt, ema, step, rng, log, cfg, extra, torch_states=tst,
-                            rng_ranks=rng_ranks)
+                            rng_ranks=rng_ranks, aux=aux)
         if out_of_time:
             if main:
                 (stage_dir / "time_budget_spent").write_text(str(step))
@@ -331,9 +367,11 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
     The encoder is frozen, so the latent space — and a denoiser trained on it — stays valid: this
     stage can run before, after or alongside the denoiser stages. The adversarial term
     (``cfg.adv_weight`` × the adaptive weight of :func:`geot2e.train.gan.adaptive_weight`, from
-    step ``cfg.disc_start``) restores the texture an L1 decoder blurs away. The discriminator is
-    not part of the checkpoint: on resume it starts afresh, which can set the texture back for a
-    while (seen on the default model; see docs/model_card.md).
+    step ``cfg.disc_start``) restores the texture an L1 decoder blurs away. The critic and its
+    optimizer are saved with the stage's checkpoint, so a resumed run continues the same game (a
+    restarted critic set the texture back on the v2 default model; docs/model_card.md). With
+    ``cfg.ema_decay > 0`` the exported decoder is an EMA of the generator's weights, which damps
+    the adversarial oscillation.
     """
     from .gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
 
@@ -373,7 +411,8 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
     if resume and (stage_dir / "state.json").is_file():
         calls[0] = int(json.loads((stage_dir / "state.json").read_text()).get("step", 0))
     return _run(model, dataset, cfg, stage_dir, ["vae.decoder", "vae.post_quant_conv"], loss_fn,
-                use_ema=False, resume=resume, progress=progress, desc="decoder", extra={})
+                use_ema=cfg.ema_decay > 0, resume=resume, progress=progress, desc="decoder", extra={},
+                aux={"critic": disc, "critic_opt": dopt})
 
 
 @torch.no_grad()
