@@ -71,7 +71,7 @@ def harmonize_mode(value) -> str:
         return value
     from ..errors import ParameterError
 
-    raise ParameterError(f"harmonize={value!r} is not a harmonisation mode; use True (= 'lowpass'), False "
+    raise ParameterError(f"harmonize={value!r} is not a harmonisation mode; use True (= 'boundary'), False "
                          f"(= 'none') or one of {list(HARMONIZE_MODES)}.")
 
 
