@@ -80,11 +80,16 @@ def print_report(out: dict) -> None:
         print("## Text control (miniature Cls-OA, target ≥ 60 %)\n\n" + text_control_table(out["text_control"]) + "\n")
 
 
-def cached_probe(path: Path, cfg, data_dir, log):
-    """The GSD probe of ``path`` if it was trained with ``cfg``'s probe settings, else train and save one."""
-    from geot2e.eval.resolution_probe import GSDProbe, train_probe
+def cached_probe(path: Path, cfg, data_dir, log, model=None):
+    """The GSD probe of ``path`` if it was trained with ``cfg``'s probe settings (and, for a
+    ``through_vae`` probe, the same VAE weights), else train and save one."""
+    from geot2e.eval.resolution_probe import GSDProbe, train_probe, vae_fingerprint
 
-    key = {k: getattr(cfg, k) for k in ("size", "train_tiles", "train_steps", "batch_size", "gsd_range", "seed")}
+    key = {k: getattr(cfg, k) for k in ("size", "train_tiles", "train_steps", "batch_size", "gsd_range", "seed",
+                                        "through_vae")}
+    if cfg.through_vae:
+        key["vae"] = vae_fingerprint(model)
+        path = path / f"vae-{key['vae']}"      # one cached probe per VAE
     key = json.loads(json.dumps(key))
     if (path / "probe.json").is_file():
         probe, info = GSDProbe.load(path)
@@ -92,7 +97,7 @@ def cached_probe(path: Path, cfg, data_dir, log):
             log(f"GSD probe loaded from {path}")
             probe.cached_info = info
             return probe
-    probe, info = train_probe(cfg, data_dir=data_dir, progress=log)
+    probe, info = train_probe(cfg, data_dir=data_dir, progress=log, model=model)
     info["settings"] = key
     probe.save(path, info)
     probe.cached_info = info
@@ -115,7 +120,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--direct", action="store_true",
                    help="call model.inpaint directly instead of geot2e.remove_clouds (the engine)")
-    p.add_argument("--probe-per-gsd", type=int, default=8, help="generated tiles per requested GSD")
+    p.add_argument("--probe-per-gsd", type=int, default=16, help="generated tiles per requested GSD")
+    p.add_argument("--probe-raw", action="store_true",
+                   help="train the GSD probe on raw tiles (the first protocol) instead of the model's VAE "
+                        "reconstructions")
+    p.add_argument("--probe-prompts", default="content", choices=("content", "captioner"),
+                   help="prompts of the generated tiles: content words only (default), or the first "
+                        "protocol's, whose texture words also name a scale (see geot2e.eval.resolution_probe)")
     p.add_argument("--probe-train-tiles", type=int, default=2048)
     p.add_argument("--probe-train-steps", type=int, default=600)
     p.add_argument("--probe-cache", default=None, metavar="DIR",
@@ -143,6 +154,7 @@ def main(argv=None) -> int:
     from geot2e.eval import (CloudRemovalConfig, ProbeConfig, TextControlConfig, check_targets, model_info,
                              resolution_table, run_cloud_removal, run_resolution_probe, run_text_control,
                              text_control_table, to_json)
+    from geot2e.eval.resolution_probe import CAPTIONER_PROMPTS, PROBE_PROMPTS
     from geot2e.models import load_model
 
     only = {s.strip() for s in a.only.split(",")}
@@ -173,10 +185,12 @@ def main(argv=None) -> int:
     if "resolution" in only:
         t0 = time.perf_counter()
         cfg = ProbeConfig(gsds=tuple(a.gsds), n_per_gsd=a.probe_per_gsd, train_tiles=a.probe_train_tiles,
-                          train_steps=a.probe_train_steps, steps=a.steps, guidance=a.guidance, seed=a.seed)
+                          train_steps=a.probe_train_steps, steps=a.steps, guidance=a.guidance, seed=a.seed,
+                          prompts=PROBE_PROMPTS if a.probe_prompts == "content" else CAPTIONER_PROMPTS,
+                          through_vae=not a.probe_raw)
         probe = None
         if a.probe_cache:
-            probe = cached_probe(Path(a.probe_cache), cfg, a.data_dir, log)
+            probe = cached_probe(Path(a.probe_cache), cfg, a.data_dir, log, model=model)
         res = run_resolution_probe(model, config=cfg, data_dir=a.data_dir, progress=log, probe=probe)
         if probe is not None:
             res["probe"] = {**probe.cached_info, "cached": str(a.probe_cache)}

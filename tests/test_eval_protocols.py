@@ -1,11 +1,13 @@
 """The evaluation protocols run end to end on a tiny random model and small real crops."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import rioxarray
+import torch
 
 from geot2e.eval import common
 from geot2e.eval.cloud_removal import (CLASSICAL, CloudRemovalConfig, check_targets, cloud_mask_for,
@@ -125,7 +127,7 @@ def test_generate_tiles_is_seeded_per_tile(tiny_model):
 
 
 def test_resolution_probe_end_to_end(tiny_model, holdout, data_dir):
-    from geot2e.eval.resolution_probe import ProbeConfig, resolution_table, run_resolution_probe
+    from geot2e.eval.resolution_probe import ProbeConfig, resolution_table, run_resolution_probe, vae_fingerprint
     from geot2e.train.dataset import load_raster_source
 
     src = load_raster_source(data_dir / "landsat_224078_rgb_crop.tif", nodata=0)
@@ -134,8 +136,29 @@ def test_resolution_probe_end_to_end(tiny_model, holdout, data_dir):
     res = run_resolution_probe(tiny_model, config=cfg, source=src, scene=holdout, exclude=FAR)
     assert res["generated"]["n"] == 6 and len(res["real"]["per_gsd"]) == 3
     assert res["probe"]["train_gsd_range"][0] >= 29.0 and res["probe"]["train_gsd_range"][1] <= 241.0
-    assert "Spearman" in resolution_table(res)
+    # the probe was trained on the model's VAE reconstructions, and its ceiling is reported on them
+    assert res["probe"]["through_vae"] and res["probe"]["vae"] == vae_fingerprint(tiny_model)
+    assert len(res["real_vae"]["per_gsd"]) == 3
+    table = resolution_table(res)
+    assert "Spearman" in table and "through the model's VAE" in table
     json.loads(common.to_json(res))
+
+
+def test_through_vae_probe_needs_the_model_and_round_trips_tiles(tiny_model, data_dir):
+    from geot2e.eval.resolution_probe import ProbeConfig, train_probe, vae_fingerprint, vae_roundtrip
+    from geot2e.train.dataset import load_raster_source
+
+    src = load_raster_source(data_dir / "landsat_224078_rgb_crop.tif", nodata=0)
+    with pytest.raises(ValueError, match="model="):
+        train_probe(ProbeConfig(train_tiles=4, train_steps=1, size=32), source=src)
+    t = np.random.default_rng(0).uniform(100, 9000, (3, 3, 32, 32)).astype(np.float32)
+    r = vae_roundtrip(tiny_model, t)
+    assert r.shape == t.shape and r.dtype == np.float32 and r.min() >= -1 and r.max() <= 1
+    assert np.array_equal(vae_roundtrip(tiny_model, t), r)          # deterministic (latent mean)
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.vae.decoder.conv_out.bias.add_(0.1)
+    assert vae_fingerprint(other) != vae_fingerprint(tiny_model)   # a cached probe is per VAE
 
 
 def test_probe_learns_gsd_from_real_tiles(data_dir):
