@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,15 @@ def test_continue_denoiser_trains_the_denoiser_only_and_exports(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(d))
     out, exp = tmp_path / "run", tmp_path / "export"
-    assert _script().main([str(base), str(cfg), str(out), "--steps", "2", "--batch-size", "2", "--threads", "1",
-                           "--export", str(exp), "--model-id", "continued-test"]) == 0
+    assert _script().main([str(base), str(cfg), str(out), "--steps", "4", "--stop-at", "2", "--batch-size", "2",
+                           "--threads", "1", "--export", str(exp), "--model-id", "continued-test"]) == 0
     m0, m1 = from_pretrained(base), from_pretrained(out / "final")
     a, b = m0.vae.state_dict(), m1.vae.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)                      # VAE (and decoder) untouched
     a, b = m0.unet.state_dict(), m1.unet.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)                   # the denoiser trained
-    assert (out / "resfocus" / "state.json").is_file()                   # resumable stage folder
+    state = json.loads((out / "resfocus" / "state.json").read_text())    # resumable stage folder,
+    assert state["step"] == 2 and state["config"]["steps"] == 4           # stopped at --stop-at
     assert load_model(exp, device="cpu").model_id == "continued-test"
     from safetensors import safe_open
 

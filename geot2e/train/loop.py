@@ -44,6 +44,7 @@ class StageConfig:
     mask_weights: dict = field(default_factory=lambda: {"clouds": 0.45, "brush": 0.15, "rectangle": 0.15,
                                                           "edge": 0.15, "full": 0.10})
     max_minutes: float | None = None  # stop (after saving) when this much wall time has passed
+    stop_at: int | None = None        # stop (after saving) at this step; the lr schedule still spans `steps`
     tile_sizes: list | None = None    # e.g. [64, 128]: alternate tile sizes (batch scaled to keep pixels/batch)
 
 
@@ -271,7 +272,8 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
             js = json.loads((stage_dir / "state.json").read_text())
             if int(js.get("step", -1)) != step:   # crash between the two writes: repair state.json
                 (stage_dir / "state.json").write_text(json.dumps(ex["meta"], default=str))
-    if step >= cfg.steps or (stage_dir / "time_budget_spent").exists():
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    if step >= end or (stage_dir / "time_budget_spent").exists():
         if ema is not None:
             ema.copy_to(params)
         model.eval()
@@ -282,7 +284,7 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
     seen = 0
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (progress and main), dynamic_ncols=True)
     running = None
-    while step < cfg.steps:
+    while step < end:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         if cfg.tile_sizes:
@@ -312,7 +314,7 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.append({"step": step, "loss": running, "loss_raw": lv, "samples_per_s": rate, "time": time.time()})
         out_of_time = timed_out
-        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
+        if step % cfg.save_every == 0 or step == end or out_of_time:
             tst = _torch_states(generator)
             gathered = D.gather_objects({"rng": rng.bit_generator.state, "torch": tst})
             rng_ranks = None
