@@ -84,7 +84,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         raise ParameterError(f"gsd must be a positive number of metres per pixel, got {gsd!r}.")
     from .models.fill import harmonize_mode
 
-    harmonize_mode(harmonize)  # validate before loading a model
+    harmonize = harmonize_mode(harmonize)  # validated before loading a model
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
                                 or threads < 1):
         raise ParameterError(f"threads must be an integer >= 1 (torch CPU threads per tile) or None, got {threads!r}.")
@@ -99,7 +99,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
             raise TileSizeError(f"{name}={v!r} must be a multiple of the model's VAE factor ({f}) and at "
                                 f"least {lo}, e.g. tile=256, overlap=32.")
     opts = Options(guidance=float(guidance), steps=int(steps), seed=int(seed), samples=int(samples),
-                   tile=int(tile), overlap=int(overlap), scheduler=scheduler, harmonize=harmonize_mode(harmonize),
+                   tile=int(tile), overlap=int(overlap), scheduler=scheduler, harmonize=harmonize,
                    progress=progress, threads=int(threads))
     return m, opts
 

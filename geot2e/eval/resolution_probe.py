@@ -72,14 +72,18 @@ class ProbeConfig:
     through_vae: bool = True       # train (and check) the probe on the model's VAE reconstructions
 
 
-def prepare(tiles: np.ndarray) -> np.ndarray:
-    """What the probe sees: each tile stretched per band by its own 0.5/99.5 percentiles
-    (clipped, as the training tiles are), then standardised per band."""
+def _stretch(tiles: np.ndarray) -> np.ndarray:
+    """Each tile stretched per band by its own 0.5/99.5 percentiles to [0, 1] (clipped)."""
     t = np.asarray(tiles, dtype=np.float32)
     lo = np.percentile(t, 0.5, axis=(-2, -1), keepdims=True)
     hi = np.percentile(t, 99.5, axis=(-2, -1), keepdims=True)
-    t = np.clip((t - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
-    return standardize(t)
+    return np.clip((t - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+
+
+def prepare(tiles: np.ndarray) -> np.ndarray:
+    """What the probe sees: each tile stretched per band by its own 0.5/99.5 percentiles
+    (clipped, as the training tiles are), then standardised per band."""
+    return standardize(_stretch(tiles))
 
 
 class GSDProbe:
@@ -209,10 +213,7 @@ def vae_roundtrip(model, tiles: np.ndarray, *, batch_size: int = 64) -> np.ndarr
     0.5/99.5 percentiles to [-1, 1], encoded (latent mean) and decoded. (N, C, H, W) float32."""
     import torch
 
-    t = np.asarray(tiles, dtype=np.float32)
-    lo = np.percentile(t, 0.5, axis=(-2, -1), keepdims=True)
-    hi = np.percentile(t, 99.5, axis=(-2, -1), keepdims=True)
-    x = np.clip((t - lo) / np.maximum(hi - lo, 1e-6), 0, 1) * 2 - 1
+    x = _stretch(tiles) * 2 - 1
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):

@@ -282,5 +282,4 @@ def _stage_finished(stage_dir: Path, st: StageConfig) -> bool:
     f = stage_dir / "state.json"
     if (stage_dir / "time_budget_spent").exists():
         return True
-    end = min(st.steps, st.stop_at) if st.stop_at else st.steps
-    return f.is_file() and json.loads(f.read_text())["step"] >= end
+    return f.is_file() and json.loads(f.read_text())["step"] >= st.end_step

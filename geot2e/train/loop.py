@@ -47,6 +47,11 @@ class StageConfig:
     stop_at: int | None = None        # stop (after saving) at this step; the lr schedule still spans `steps`
     tile_sizes: list | None = None    # e.g. [64, 128]: alternate tile sizes (batch scaled to keep pixels/batch)
 
+    @property
+    def end_step(self) -> int:
+        """The step this stage stops at: ``steps``, or ``stop_at`` when that comes first."""
+        return min(self.steps, self.stop_at) if self.stop_at else self.steps
+
 
 class EMA:
     """Exponential moving average of a set of parameters."""
@@ -272,7 +277,7 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
             js = json.loads((stage_dir / "state.json").read_text())
             if int(js.get("step", -1)) != step:   # crash between the two writes: repair state.json
                 (stage_dir / "state.json").write_text(json.dumps(ex["meta"], default=str))
-    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    end = cfg.end_step
     if step >= end or (stage_dir / "time_budget_spent").exists():
         if ema is not None:
             ema.copy_to(params)
