@@ -119,6 +119,25 @@ def test_gan_pieces():
     assert float(adaptive_weight(rec, adv, w)) == pytest.approx(4.0, rel=1e-3)       # ‖2‖ / ‖0.5‖
 
 
+def test_hf_energy_loss_penalises_lost_detail_and_its_gradient_restores_it():
+    import torch.nn.functional as F
+
+    from geot2e.train.loop import _hf_energy_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1                       # pixel-scale detail
+    assert float(_hf_energy_loss(x, x)) == 0.0
+    blur = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+    assert float(_hf_energy_loss(blur, x)) > 1.0                 # a blurred tile: far less detail
+    rec = blur.clone().requires_grad_(True)
+    loss = _hf_energy_loss(rec, x)
+    loss.backward()
+    step = (rec - 0.05 * rec.grad / rec.grad.abs().max()).detach()
+    assert float(_hf_energy_loss(step, x)) < float(loss)        # descending it puts detail back
+    lap = lambda a: a[..., 1:-1, 1:-1] * -4 + a[..., :-2, 1:-1] + a[..., 2:, 1:-1] + a[..., 1:-1, :-2] + a[..., 1:-1, 2:]  # noqa: E731
+    assert float(lap(step).std()) > float(lap(blur).std())
+
+
 def test_cli_stage_runs_one_stage_and_says_so(tmp_path, capsys):
     from geot2e import cli
 

@@ -37,6 +37,7 @@ class StageConfig:
     grad_weight: float = 0.5     # VAE only: L1 on image gradients (keeps texture)
     adv_weight: float = 0.5      # decoder stage only: weight of the PatchGAN term (times the adaptive weight)
     disc_start: int = 0          # decoder stage only: step at which the adversarial term starts
+    tex_weight: float = 0.0      # decoder stage only: weight of the local high-frequency energy term
     log_every: int = 50
     save_every: int = 250
     seed: int = 0
@@ -367,6 +368,20 @@ def _rec_loss(rec: torch.Tensor, x: torch.Tensor, grad_weight: float) -> torch.T
     return (rec - x).abs().mean() + 0.5 * F.mse_loss(rec, x) + grad_weight * lg
 
 
+def _hf_energy_loss(rec: torch.Tensor, x: torch.Tensor, window: int = 8, eps: float = 1e-4) -> torch.Tensor:
+    """|log| of the ratio of local Laplacian energies (``window`` px boxes, per band) of ``rec``
+    and ``x``. Blind to where the detail is, it penalises a decoder that returns less (or more)
+    pixel-scale detail than the real tile has, which an L1/L2 loss rewards wherever the latents
+    do not pin the detail down."""
+    c = x.shape[1]
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=rec.dtype, device=rec.device)
+    k = k.expand(c, 1, 3, 3)
+    lap = lambda a: F.conv2d(F.pad(a, (1, 1, 1, 1), mode="reflect"), k, groups=c)  # noqa: E731
+    e_rec = F.avg_pool2d(lap(rec) ** 2, window)
+    e_x = F.avg_pool2d(lap(x.to(rec.dtype)) ** 2, window)
+    return (torch.log(e_rec + eps) - torch.log(e_x + eps)).abs().mean()
+
+
 def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | Path, *, resume: bool = True,
                   progress: bool = True) -> list:
     """Fine-tune the VAE decoder only: reconstruction loss plus a hinge PatchGAN term.
@@ -401,6 +416,8 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
         with ctx:
             rec = model.vae.decode(z).sample.float()
         rec_loss = _rec_loss(rec, x, cfg.grad_weight)
+        if cfg.tex_weight > 0:
+            rec_loss = rec_loss + cfg.tex_weight * _hf_energy_loss(rec, x)
         calls[0] += 1
         if cfg.adv_weight <= 0 or calls[0] <= cfg.disc_start:
             return rec_loss
