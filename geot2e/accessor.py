@@ -33,7 +33,7 @@ class Provenance(dict):
     short table, in a terminal and in Jupyter. Empty for rasters geot2e did not make.
     """
 
-    _ORDER = ("operation", "model_id", "checkpoint_hash", "prompt", "guidance", "steps", "seed", "samples",
+    _ORDER = ("operation", "model_id", "checkpoint_hash", "prompt", "guidance", "guidance_interval", "steps", "seed", "samples",
               "gsd", "tile", "overlap", "scheduler", "version", "created")
 
     def _rows(self) -> list[tuple[str, str]]:

@@ -207,6 +207,9 @@ def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str |
                    help="'default' (embedded model) or a checkpoint folder (default: %(default)s)")
     g.add_argument("--guidance", type=float, default=d.get("guidance", 3.0),
                    help="classifier-free guidance ω, >= 0 (default: %(default)s)")
+    g.add_argument("--guidance-interval", type=float, default=None, metavar="SHARE",
+                   help="share of the steps, noisiest first, that use guidance, in [0, 1] (default: 0.5 for "
+                        "remove-clouds, 1 otherwise)")
     g.add_argument("--steps", type=int, default=d.get("steps", 25), help="denoising steps (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.get("seed", 0),
                    help="seed: the same seed gives the same pixels for any chunking (default: %(default)s)")
@@ -469,7 +472,9 @@ def _opts(args) -> dict[str, Any]:
                 samples=args.samples, tile=args.tile, overlap=args.overlap, gsd=args.gsd, device=args.device,
                 scheduler=args.scheduler, progress=False if args.no_progress else None,
                 threads=args.threads,
-                **({} if getattr(args, "harmonize", None) is None else {"harmonize": args.harmonize}))
+                **({} if getattr(args, "harmonize", None) is None else {"harmonize": args.harmonize}),
+                **({} if getattr(args, "guidance_interval", None) is None
+                   else {"guidance_interval": args.guidance_interval}))
 
 
 def _companion(path: Path, label: str) -> Path:

@@ -185,6 +185,18 @@ def test_remove_clouds_fills_the_mask(crop, tiny_model):
     assert out.attrs["geot2e_harmonize"] == "lowpass"   # reconstruction: colour from the surroundings
 
 
+def test_guidance_interval_default_and_provenance(crop, tiny_model):
+    mask = _box(crop, 40, 72, 40, 72)
+    m = mask.values
+    half = remove_clouds(crop, mask, prompt="a forest", model=tiny_model, **FAST)
+    assert half.attrs["geot2e_guidance_interval"] == 0.5      # remove_clouds guides the noisier half
+    full = remove_clouds(crop, mask, prompt="a forest", model=tiny_model, guidance_interval=1.0, **FAST)
+    assert full.attrs["geot2e_guidance_interval"] == 1.0
+    assert inpaint(crop, mask, model=tiny_model, **FAST).attrs["geot2e_guidance_interval"] == 1.0
+    assert np.array_equal(half.values[:, ~m], crop.values[:, ~m])
+    assert not np.array_equal(half.values[:, m], full.values[:, m])   # the unguided late steps differ
+
+
 def test_harmonize_modes_through_the_api(crop, tiny_model):
     mask = _box(crop, 40, 88, 40, 88)
     m = mask.values

@@ -209,3 +209,18 @@ def test_rgbn_model(rgbn_da):
     out = model.inpaint(x, m, gsd=[5.0, None], prompts=["crops", None], steps=2, noise=_noise(2))
     assert out.shape == (2, 4, SIZE, SIZE) and torch.isfinite(out).all()
     assert model.bands == 4 and model.config.band_names == ["red", "green", "blue", "nir"]
+
+
+def test_guidance_interval_guides_only_the_noisiest_steps(model, tiles):
+    x, m = tiles
+    b = x.shape[0]
+    with UNetSpy(model) as spy:                      # 4 steps, the first 2 guided (2 passes each)
+        half = model.inpaint(x, m, gsd=30.0, prompts="fields", guidance=3.0, steps=4, noise=_noise(b),
+                             guidance_interval=0.5, harmonize=False)
+    assert spy.batches == [2 * b, 2 * b, b, b]
+    full = model.inpaint(x, m, gsd=30.0, prompts="fields", guidance=3.0, steps=4, noise=_noise(b), harmonize=False)
+    none = model.inpaint(x, m, gsd=30.0, prompts="fields", guidance=3.0, steps=4, noise=_noise(b),
+                         guidance_interval=0.0, harmonize=False)
+    unguided = model.inpaint(x, m, gsd=30.0, prompts="fields", guidance=0.0, steps=4, noise=_noise(b), harmonize=False)
+    torch.testing.assert_close(none, unguided)
+    assert (half - full).abs().max() > 1e-4 and (half - unguided).abs().max() > 1e-4

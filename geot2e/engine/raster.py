@@ -25,6 +25,7 @@ class Options:
     """Sampling and tiling options shared by every public function (validated by the API)."""
 
     guidance: float = 3.0
+    guidance_interval: float = 1.0  # share of the steps (noisiest first) that use guidance
     steps: int = 25
     seed: int = 0
     samples: int = 1
@@ -165,7 +166,8 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
                 if not (cells[0] or cells[1]):
                     continue
                 job = Job(grid=grid, model=ref, scaling=rad, nodata=nodata, dtype=np.dtype(da.dtype),
-                          prompt=prompt, gsd=gsd, guidance=opts.guidance, steps=opts.steps,
+                          prompt=prompt, gsd=gsd, guidance=opts.guidance,
+                          guidance_interval=opts.guidance_interval, steps=opts.steps,
                           scheduler=opts.scheduler, seed=opts.seed, samples=opts.samples,
                           harmonize=opts.harmonize, key=(r, *li), threads=opts.threads)
                 if lazy:
@@ -202,6 +204,7 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
     prov = provenance_attrs(
         operation=operation, model_id=model.model_id, checkpoint_hash=model.checkpoint_hash,
         prompt=prompt_attr if prompt_attr is not None else runs[0][1], guidance=float(opts.guidance),
+        guidance_interval=float(opts.guidance_interval),
         steps=int(opts.steps), seed=int(opts.seed), samples=int(opts.samples), gsd=gsd,
         tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler, threads=opts.threads, harmonize=opts.harmonize,
         radiometry=rad_info[0] if len(rad_info) == 1 else rad_info, **(extra_attrs or {}))

@@ -66,6 +66,7 @@ class Job:
     prompt: str = ""
     gsd: float | None = None
     guidance: float = 3.0
+    guidance_interval: float = 1.0            # see Text2Earth.inpaint
     steps: int = 25
     scheduler: str = "ddim"
     seed: int = 0
@@ -202,7 +203,7 @@ def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=
     with torch_threads(job.threads):
         out = model.inpaint(torch.from_numpy(xs), torch.from_numpy(unk.astype(np.float32)), gsd=job.gsd,
                             prompts=job.prompt, guidance=job.guidance, steps=job.steps, scheduler=job.scheduler,
-                            noise=noise, harmonize=job.harmonize)
+                            noise=noise, harmonize=job.harmonize, guidance_interval=job.guidance_interval)
     out = out.detach().to("cpu", torch.float32).numpy()
     cell = np.full((k_samples, out.shape[1], cy1 - cy0, cx1 - cx0), np.nan, dtype=np.float32)
     ys, ye, xs0, xe = max(cy0, ry0), min(cy1, ry1), max(cx0, rx0), min(cx1, rx1)

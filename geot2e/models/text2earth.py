@@ -5,6 +5,8 @@ GSD in metres. Knows nothing of CRSs or xarray (DESIGN.md §1, §4).
 """
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Sequence
 
 import torch
@@ -212,6 +214,7 @@ class Text2Earth(nn.Module):
                 guidance_text: float | None = None, guidance_res: float | None = None,
                 steps: int = 25, scheduler: str = "ddim", noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, harmonize: bool | str = True,
+                guidance_interval: float = 1.0,
                 callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Synthesize the masked pixels of a batch of tiles.
 
@@ -226,6 +229,9 @@ class Text2Earth(nn.Module):
         guidance_text, guidance_res : split guidance (separate ω for text and for resolution);
             when either is given, ε = ε(τ,ρ) + ω_t(ε(τ,ρ) − ε(∅,ρ)) + ω_r(ε(τ,ρ) − ε(τ,∅)).
         steps : denoising steps of the scheduler (DDIM by default).
+        guidance_interval : share of the steps, from the noisiest, that use guidance; the
+            rest run unguided (one UNet pass). Guidance in the last, low-noise steps mostly
+            smooths pixel-scale detail (Kynkäänniemi et al., 2024, guide in a limited interval).
         noise : (B, latent_channels, H/f, W/f) initial noise, for determinism across tilings.
         harmonize : how the decoded fill is made to agree with the known pixels. True or
             ``"boundary"`` (default): the residual on the known ring around the mask is spread
@@ -263,10 +269,13 @@ class Text2Earth(nn.Module):
             noise = torch.randn((b, *self.latent_shape(h, w)), generator=generator, device="cpu").to(dev)
         z = noise.to(dev, torch.float32) * sched.init_noise_sigma
         split = guidance_text is not None or guidance_res is not None
+        n_guided = int(math.ceil(float(guidance_interval) * len(sched.timesteps) - 1e-9))
         for i, t in enumerate(sched.timesteps):
             zin = sched.scale_model_input(z, t)
             tt = t.expand(b) if t.ndim == 0 else t
-            if split:
+            if i >= n_guided:
+                eps = self.predict(zin, tt, m_lat, zm, text_c, res_c)
+            elif split:
                 wt, wr = guidance_text or 0.0, guidance_res or 0.0
                 zz = torch.cat([zin] * 3)
                 eps = self.predict(zz, torch.cat([tt] * 3), torch.cat([m_lat] * 3), torch.cat([zm] * 3),
