@@ -76,6 +76,10 @@ def test_classical_fills_keep_known_pixels_and_beat_the_mean_on_smooth_images():
         assert np.isfinite(out).all()
         scores[name] = masked_metrics(out, img, mask)["psnr"]
     assert scores["biharmonic"] > scores["mean"] + 10 and scores["telea"] > scores["mean"]
+    # the Telea baseline does not depend on the raster's units: reflectances (DN / 10000) get
+    # the same fill (OpenCV's float Telea alone overshoots on unit-scale data)
+    refl = telea_fill(img / 10000.0, mask)
+    np.testing.assert_allclose(refl * 10000.0, telea_fill(img, mask), rtol=0, atol=0.05)
 
 
 @pytest.mark.parametrize("use_engine", [False, True])

@@ -43,16 +43,17 @@ def biharmonic_fill(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def telea_fill(values: np.ndarray, mask: np.ndarray, *, radius: float = 5.0) -> np.ndarray:
-    """OpenCV Telea (:func:`cv2.inpaint`, ``INPAINT_TELEA``) band by band on float32."""
-    import cv2
+    """OpenCV Telea (``cv2.inpaint``, ``INPAINT_TELEA``) band by band, through
+    :func:`geot2e.models.fill.telea_fill` (each band's known range mapped to 0–1000 first:
+    OpenCV's float Telea overshoots on unit-scale data such as reflectances)."""
+    import torch
+
+    from ..models.fill import telea_fill as _telea
 
     v = np.asarray(values, dtype=np.float64)
-    m8 = mask.astype(np.uint8)
-    out = np.empty_like(v)
-    for b in range(v.shape[0]):
-        band = v[b].astype(np.float32)
-        band[mask] = 0.0
-        out[b] = cv2.inpaint(band, m8, float(radius), cv2.INPAINT_TELEA)
+    x = torch.from_numpy(v[None].astype(np.float32))
+    known = torch.from_numpy((~np.asarray(mask, bool))[None, None].astype(np.float32))
+    out = _telea(x, known, radius=radius)[0].numpy().astype(np.float64)
     return _composite(out, v, mask)
 
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Continue a trained model's decoder with the decoder stage (how v4's decoder was made from v3's).
+
+    python scripts/continue_decoder.py geot2e/weights/default configs/default.yaml runs/v4 \
+        --steps 1500 --adv 1.5 --seed-offset 11
+    python scripts/continue_decoder.py geot2e/weights/default configs/default.yaml runs/v4 \
+        --steps 2500 --adv 4 --seed-offset 13 --export runs/v4/export --model-id geot2e-default-v4
+
+Loads the checkpoint folder BASE, builds the training tiles of CONFIG's sources exactly as
+``geot2e train`` does, and runs the decoder stage (:func:`geot2e.train.train_decoder`:
+encoder frozen, so the latents and the denoiser stay valid) in ``OUT/decoder``. Running it
+again with a larger ``--steps`` resumes that stage — decoder, its EMA, the critic and both
+optimizers — and continues it with the new loss weights. v4's decoder was made that way:
+1500 steps from v3's decoder (which is v2's) at ``--adv 1.5``, then the stage resumed at step
+1500 for 1000 more at ``--adv 4`` (the cosine schedule spans ``--steps``). The commands above
+reproduce it (equivalent, not bitwise: the original run started from v2's float32 checkpoint).
+Saves the decoder's EMA weights with the rest of BASE to ``OUT/final`` (float32) and, with
+``--export``, a float16 copy with the model id set.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("base", help="checkpoint folder whose decoder to continue (e.g. geot2e/weights/default)")
+    p.add_argument("config", help="training config whose sources and captioner to use")
+    p.add_argument("out", help="run folder (the stage lives in OUT/decoder; run again to resume or extend it)")
+    p.add_argument("--steps", type=int, default=1500, help="last step of the stage's schedule")
+    p.add_argument("--minutes", type=float, default=None, help="time budget of this call (stops after saving)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--adv", type=float, default=1.5, help="weight of the PatchGAN term (times the adaptive weight)")
+    p.add_argument("--tex", type=float, default=0.0, help="weight of the local high-frequency energy term")
+    p.add_argument("--grad-weight", type=float, default=0.5, help="weight of the image-gradient L1 term")
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed-offset", type=int, default=11, help="tile sampling seed = config seed + this")
+    p.add_argument("--export", default=None, help="also write a float16 copy here")
+    p.add_argument("--model-id", default=None, help="model id of the exported copy")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from geot2e.models import from_pretrained, save_pretrained
+    from geot2e.train.config import build_training_data, load_train_config, resolve_source_path
+    from geot2e.train.dataset import load_raster_source
+    from geot2e.train.loop import StageConfig, train_decoder
+
+    cfg = load_train_config(a.config)
+    torch.set_num_threads(a.threads)
+    sources = [load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata,
+                                  nir_band=s.nir_band, weight=s.weight) for s in cfg.sources if s.kind == "raster"]
+    model = from_pretrained(a.base, device="cpu").float()
+    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset, sources=sources)
+    out = Path(a.out)
+    (out / "decoder" / "time_budget_spent").unlink(missing_ok=True)   # a new call brings a new budget
+    st = StageConfig(steps=a.steps, max_minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, warmup=20,
+                     adv_weight=a.adv, tex_weight=a.tex, grad_weight=a.grad_weight, ema_decay=a.ema_decay,
+                     save_every=100)
+    train_decoder(model, ds, st, out, progress=True)
+    save_pretrained(model, out / "final")
+    if a.export:
+        if a.model_id:
+            model.config.model_id = a.model_id
+        save_pretrained(model, a.export, dtype=torch.float16)
+    print(f"saved {out / 'final'}" + (f" and {a.export}" if a.export else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""scripts/continue_decoder.py: more decoder-stage steps on a trained model (how v4's decoder was made)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from geot2e.models import Text2Earth, from_pretrained, load_model, save_pretrained, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::geot2e.errors.PromptTruncatedWarning")
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("continue_decoder", ROOT / "scripts" / "continue_decoder.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_continue_decoder_extends_the_stage_and_trains_the_decoder_only(tmp_path):
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    save_pretrained(Text2Earth(tiny_config()), base)
+    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
+    for s in d["sources"]:
+        s["path"] = str(ROOT / s["path"])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    out, exp = tmp_path / "run", tmp_path / "export"
+    common = [str(base), str(cfg), str(out), "--batch-size", "2", "--threads", "1"]
+    assert _script().main([*common, "--steps", "2"]) == 0
+    assert json.loads((out / "decoder" / "state.json").read_text())["step"] == 2
+    # a second call with more steps resumes the stage with new loss weights
+    assert _script().main([*common, "--steps", "3", "--adv", "4", "--tex", "0.1", "--export", str(exp),
+                           "--model-id", "decoder-test"]) == 0
+    state = json.loads((out / "decoder" / "state.json").read_text())
+    assert state["step"] == 3 and state["config"]["adv_weight"] == 4 and state["config"]["tex_weight"] == 0.1
+    m0, m1 = from_pretrained(base), from_pretrained(out / "final")
+    a, b = m0.unet.state_dict(), m1.unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)                      # denoiser untouched
+    a, b = m0.vae.encoder.state_dict(), m1.vae.encoder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)                      # encoder (latent space) untouched
+    a, b = m0.vae.decoder.state_dict(), m1.vae.decoder.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)                   # the decoder trained
+    assert load_model(exp, device="cpu").model_id == "decoder-test"
