@@ -12,6 +12,8 @@ seams      UNet work (latent pixels x UNet passes) and time of the checkerboard 
 seam_quality  seam ratio (|gradient| across tile borders / inside tiles) of the checkerboard
            vs independent non-overlapping tiles (target <= 1.25)
 area       time with 5 % of the scene masked / 100 % masked (target <= 0.15)
+cloud_options  remove_clouds with its defaults vs all steps guided and vs the boundary mode
+           (run it with --model default: the tiny model makes the UNet cheap)
 memory     peak RSS of Zarr-to-Zarr processing, big mosaic / small mosaic (target <= 1.3),
            each in a fresh subprocess
 cluster    dask.distributed LocalCluster, 2 one-thread worker processes vs 1 (target >= 1.6)
@@ -262,6 +264,24 @@ def bench_area(model, args):
     return res
 
 
+def bench_cloud_options(model, args):
+    """remove_clouds with its defaults (guidance on the first half of the steps, lowpass
+    anchoring) against all steps guided and against the boundary mode, side by side."""
+    from geot2e.api import remove_clouds
+    from geot2e.geo import Radiometry
+
+    da = scene(args.size)
+    m = blob_mask(da, 0.4, radius=(0.08, 0.15))
+    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, progress=False,
+              radiometry=Radiometry.fit(da.values, nodata=0))
+    variants = {"defaults (interval 0.5, lowpass)": {}, "interval 1.0, lowpass": {"guidance_interval": 1.0},
+                "interval 0.5, boundary": {"harmonize": "boundary"}}
+    t = {name: _timed(lambda v=v: remove_clouds(da, m, **kw, **v), args.repeat)[0] for name, v in variants.items()}
+    base = t["defaults (interval 0.5, lowpass)"]
+    return {"masked_fraction": float(m.values.mean()),
+            "seconds": t, "ratio_to_defaults": {k: v / base for k, v in t.items()}}
+
+
 _MEM_CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {bench!r})
@@ -398,7 +418,8 @@ def main(argv=None):
     results = {"settings": {k: v for k, v in vars(args).items() if k != "only"}}
     benches = {"overhead": lambda: bench_overhead(model, args), "seams": lambda: bench_seams(model, args),
                "seam_quality": lambda: bench_seam_quality(model, args),
-               "area": lambda: bench_area(model, args), "memory": lambda: bench_memory(model_path, args),
+               "area": lambda: bench_area(model, args), "cloud_options": lambda: bench_cloud_options(model, args),
+               "memory": lambda: bench_memory(model_path, args),
                "cluster": lambda: bench_cluster(model_path, args)}
     for name in args.only:
         t = time.perf_counter()
