@@ -16,6 +16,11 @@ optimizers — and continues it with the new loss weights. v4's decoder was made
 reproduce it (equivalent, not bitwise: the original run started from v2's float32 checkpoint).
 Saves the decoder's EMA weights with the rest of BASE to ``OUT/final`` (float32) and, with
 ``--export``, a float16 copy with the model id set.
+
+``--new-decoder 64,128,128`` (and ``--decoder-layers``) trains a decoder of other widths/depth
+from scratch behind BASE's frozen encoder instead (``vae.decoder_block_out_channels`` in the
+model config); ``--disc-start`` lets it learn plain reconstruction before the critic joins.
+Repeat the same options when resuming.
 """
 from __future__ import annotations
 
@@ -43,6 +48,10 @@ def main(argv=None) -> int:
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed-offset", type=int, default=11, help="tile sampling seed = config seed + this")
+    p.add_argument("--new-decoder", default=None, metavar="W1,W2,...",
+                   help="train a new decoder of these block widths (one per VAE level) from scratch")
+    p.add_argument("--decoder-layers", type=int, default=None, help="resnet layers per block of the new decoder")
+    p.add_argument("--disc-start", type=int, default=0, help="step at which the critic joins")
     p.add_argument("--export", default=None, help="also write a float16 copy here")
     p.add_argument("--model-id", default=None, help="model id of the exported copy")
     a = p.parse_args(argv)
@@ -59,11 +68,13 @@ def main(argv=None) -> int:
     sources = [load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata,
                                   nir_band=s.nir_band, weight=s.weight) for s in cfg.sources if s.kind == "raster"]
     model = from_pretrained(a.base, device="cpu").float()
+    if a.new_decoder or a.decoder_layers:
+        model = _with_new_decoder(model, a.new_decoder, a.decoder_layers)
     ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset, sources=sources)
     out = Path(a.out)
     (out / "decoder" / "time_budget_spent").unlink(missing_ok=True)   # a new call brings a new budget
     st = StageConfig(steps=a.steps, max_minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, warmup=20,
-                     adv_weight=a.adv, tex_weight=a.tex, grad_weight=a.grad_weight, ema_decay=a.ema_decay,
+                     disc_start=a.disc_start, adv_weight=a.adv, tex_weight=a.tex, grad_weight=a.grad_weight, ema_decay=a.ema_decay,
                      save_every=100)
     train_decoder(model, ds, st, out, progress=True)
     save_pretrained(model, out / "final")
@@ -73,6 +84,28 @@ def main(argv=None) -> int:
         save_pretrained(model, a.export, dtype=torch.float16)
     print(f"saved {out / 'final'}" + (f" and {a.export}" if a.export else ""))
     return 0
+
+
+def _with_new_decoder(model, widths: str | None, layers: int | None):
+    """A copy of ``model`` whose VAE decoder has other widths/depth (freshly initialised);
+    everything else, the encoder included, keeps ``model``'s weights."""
+    import copy
+
+    import torch
+
+    from geot2e.models import Text2Earth
+
+    cfg = copy.deepcopy(model.config)
+    if widths:
+        cfg.vae.decoder_block_out_channels = [int(w) for w in widths.split(",")]
+    if layers:
+        cfg.vae.decoder_layers_per_block = int(layers)
+    torch.manual_seed(0)
+    new = Text2Earth(cfg)
+    keep = {k: v for k, v in model.state_dict().items() if not k.startswith("vae.decoder.")}
+    missing, unexpected = new.load_state_dict(keep, strict=False)
+    assert not unexpected and all(k.startswith("vae.decoder.") for k in missing), (missing, unexpected)
+    return new
 
 
 if __name__ == "__main__":

@@ -48,3 +48,43 @@ def test_continue_decoder_extends_the_stage_and_trains_the_decoder_only(tmp_path
     a, b = m0.vae.decoder.state_dict(), m1.vae.decoder.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)                   # the decoder trained
     assert load_model(exp, device="cpu").model_id == "decoder-test"
+
+
+def test_new_decoder_of_other_widths_behind_the_same_encoder(tmp_path):
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    save_pretrained(Text2Earth(tiny_config()), base)          # tiny: VAE widths (32, 32, 32)
+    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
+    for s in d["sources"]:
+        s["path"] = str(ROOT / s["path"])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    assert _script().main([str(base), str(cfg), str(out), "--batch-size", "2", "--threads", "1", "--steps", "2",
+                           "--new-decoder", "64,32,32", "--decoder-layers", "2", "--disc-start", "1"]) == 0
+    m0, m1 = from_pretrained(base), from_pretrained(out / "final")      # the saved config rebuilds it
+    assert m1.config.vae.decoder_block_out_channels == [64, 32, 32] and m1.config.vae.decoder_layers_per_block == 2
+    assert m1.vae.decoder.conv_out.in_channels == 64 and len(m1.vae.decoder.up_blocks[0].resnets) == 3
+    a, b = m0.vae.encoder.state_dict(), m1.vae.encoder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)                      # same encoder: same latent space
+    a, b = m0.unet.state_dict(), m1.unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert m1.vae.decode(m1.vae.encode(x).latent_dist.mean).sample.shape == x.shape
+
+
+def test_decoder_config_validation():
+    from geot2e.errors import CheckpointError
+
+    c = tiny_config().to_dict()
+    c["vae"]["decoder_block_out_channels"] = [64, 32]                   # one width short
+    with pytest.raises(CheckpointError, match="decoder_block_out_channels"):
+        type(tiny_config()).from_dict(c)
+    c["vae"]["decoder_block_out_channels"] = [64, 32, 33]                # not a multiple of the groups
+    with pytest.raises(CheckpointError, match="decoder_block_out_channels"):
+        type(tiny_config()).from_dict(c)
+    c["vae"]["decoder_block_out_channels"] = None
+    c["vae"]["decoder_layers_per_block"] = 0
+    with pytest.raises(CheckpointError, match="decoder_layers_per_block"):
+        type(tiny_config()).from_dict(c)

@@ -23,10 +23,22 @@ class VAEConfig:
     latent_channels: int = 4
     norm_num_groups: int = 32
     scaling_factor: float = 1.0  # set after VAE training: 1 / std of latents
+    # a decoder of its own widths/depth behind the same encoder (None: mirror the encoder);
+    # trained with the decoder stage, the latent space and the denoiser stay valid
+    decoder_block_out_channels: list[int] | None = None
+    decoder_layers_per_block: int | None = None
 
     @property
     def factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def decoder_widths(self) -> list[int]:
+        return list(self.decoder_block_out_channels or self.block_out_channels)
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.layers_per_block if self.decoder_layers_per_block is None else self.decoder_layers_per_block
 
 
 @dataclass
@@ -135,6 +147,16 @@ class Text2EarthConfig:
             raise bad("unet.block_out_channels must be divisible by unet.norm_num_groups")
         if any(c % self.vae.norm_num_groups for c in self.vae.block_out_channels):
             raise bad("vae.block_out_channels must be divisible by vae.norm_num_groups")
+        dec = self.vae.decoder_block_out_channels
+        if dec is not None:
+            if (not isinstance(dec, list) or len(dec) != len(self.vae.block_out_channels)
+                    or any(isinstance(c, bool) or not isinstance(c, int) or c <= 0 or c % self.vae.norm_num_groups
+                           for c in dec)):
+                raise bad(f"vae.decoder_block_out_channels must list {len(self.vae.block_out_channels)} positive "
+                          f"multiples of vae.norm_num_groups (one per encoder level), got {dec!r}")
+        dl = self.vae.decoder_layers_per_block
+        if dl is not None and (isinstance(dl, bool) or not isinstance(dl, int) or dl < 1):
+            raise bad(f"vae.decoder_layers_per_block must be an integer >= 1, got {dl!r}")
         if len(self.unet.cross_attention_blocks) != len(self.unet.block_out_channels):
             raise bad("unet.cross_attention_blocks must have one flag per block")
         if self.scheduler.beta_schedule not in _ALLOWED_BETA:

@@ -71,6 +71,14 @@ class Text2Earth(nn.Module):
             latent_channels=v.latent_channels, norm_num_groups=v.norm_num_groups,
             mid_block_add_attention=False,
         )
+        if v.decoder_widths != list(v.block_out_channels) or v.decoder_layers != v.layers_per_block:
+            from diffusers.models.autoencoders.vae import Decoder
+
+            self.vae.decoder = Decoder(
+                in_channels=v.latent_channels, out_channels=config.bands, up_block_types=("UpDecoderBlock2D",) * nv,
+                block_out_channels=tuple(v.decoder_widths), layers_per_block=v.decoder_layers,
+                norm_num_groups=v.norm_num_groups, act_fn="silu", mid_block_add_attention=False,
+            )
         self.text_encoder = TextEncoder(config.text)
         lc = v.latent_channels
         down = tuple("CrossAttnDownBlock2D" if ca else "DownBlock2D" for ca in u.cross_attention_blocks)
