@@ -59,23 +59,20 @@ def main(argv=None) -> int:
     import torch
 
     from geot2e.models import from_pretrained, save_pretrained
-    from geot2e.train.config import build_training_data, load_train_config, resolve_source_path
-    from geot2e.train.dataset import load_raster_source
+    from geot2e.train.config import build_training_data, load_train_config
     from geot2e.train.loop import StageConfig, train_decoder
 
     cfg = load_train_config(a.config)
     torch.set_num_threads(a.threads)
-    sources = [load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata,
-                                  nir_band=s.nir_band, weight=s.weight) for s in cfg.sources if s.kind == "raster"]
     model = from_pretrained(a.base, device="cpu").float()
     if a.new_decoder or a.decoder_layers:
         model = _with_new_decoder(model, a.new_decoder, a.decoder_layers)
-    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset, sources=sources)
+    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset)
     out = Path(a.out)
     (out / "decoder" / "time_budget_spent").unlink(missing_ok=True)   # a new call brings a new budget
     st = StageConfig(steps=a.steps, max_minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, warmup=20,
-                     disc_start=a.disc_start, adv_weight=a.adv, tex_weight=a.tex, grad_weight=a.grad_weight, ema_decay=a.ema_decay,
-                     save_every=100)
+                     disc_start=a.disc_start, adv_weight=a.adv, tex_weight=a.tex, grad_weight=a.grad_weight,
+                     ema_decay=a.ema_decay, save_every=100)
     train_decoder(model, ds, st, out, progress=True)
     save_pretrained(model, out / "final")
     if a.export:

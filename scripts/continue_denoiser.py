@@ -52,16 +52,13 @@ def main(argv=None) -> int:
     import torch
 
     from geot2e.models import from_pretrained, save_pretrained
-    from geot2e.train.config import build_training_data, load_train_config, resolve_source_path
-    from geot2e.train.dataset import load_raster_source
+    from geot2e.train.config import build_training_data, load_train_config
     from geot2e.train.loop import StageConfig, train_denoiser
 
     cfg = load_train_config(a.config)
     torch.set_num_threads(a.threads)
-    sources = [load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata,
-                                  nir_band=s.nir_band, weight=s.weight) for s in cfg.sources if s.kind == "raster"]
     model = from_pretrained(a.base, device="cpu")
-    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset, sources=sources)
+    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset)
     k = (1.0 - a.full) / 0.5           # the other masks in the proportions clouds 6 : brush 1 : rect 1 : edge 2
     mask_weights = {"clouds": 0.30 * k, "brush": 0.05 * k, "rectangle": 0.05 * k, "edge": 0.10 * k, "full": a.full}
     st = StageConfig(steps=a.steps, stop_at=a.stop_at, max_minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, warmup=50,

@@ -1,36 +1,26 @@
 """scripts/continue_decoder.py: more decoder-stage steps on a trained model (how v4's decoder was made)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from script_helpers import load_script, tiny_train_config
 
 from geot2e.models import Text2Earth, from_pretrained, load_model, save_pretrained, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::geot2e.errors.PromptTruncatedWarning")
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("continue_decoder", ROOT / "scripts" / "continue_decoder.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("continue_decoder")
 
 
 def test_continue_decoder_extends_the_stage_and_trains_the_decoder_only(tmp_path):
     torch.manual_seed(0)
     base = tmp_path / "base"
     save_pretrained(Text2Earth(tiny_config()), base)
-    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
-    for s in d["sources"]:
-        s["path"] = str(ROOT / s["path"])
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(d))
+    cfg = tiny_train_config(tmp_path)
     out, exp = tmp_path / "run", tmp_path / "export"
     common = [str(base), str(cfg), str(out), "--batch-size", "2", "--threads", "1"]
     assert _script().main([*common, "--steps", "2"]) == 0
@@ -54,11 +44,7 @@ def test_new_decoder_of_other_widths_behind_the_same_encoder(tmp_path):
     torch.manual_seed(0)
     base = tmp_path / "base"
     save_pretrained(Text2Earth(tiny_config()), base)          # tiny: VAE widths (32, 32, 32)
-    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
-    for s in d["sources"]:
-        s["path"] = str(ROOT / s["path"])
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(d))
+    cfg = tiny_train_config(tmp_path)
     out = tmp_path / "run"
     assert _script().main([str(base), str(cfg), str(out), "--batch-size", "2", "--threads", "1", "--steps", "2",
                            "--new-decoder", "64,32,32", "--decoder-layers", "2", "--disc-start", "1"]) == 0

@@ -1,36 +1,26 @@
 """scripts/continue_denoiser.py: one more denoiser stage on a trained model (how v3 was made)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from script_helpers import load_script, tiny_train_config
 
 from geot2e.models import Text2Earth, from_pretrained, load_model, save_pretrained, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::geot2e.errors.PromptTruncatedWarning")
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("continue_denoiser", ROOT / "scripts" / "continue_denoiser.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("continue_denoiser")
 
 
 def test_continue_denoiser_trains_the_denoiser_only_and_exports(tmp_path):
     torch.manual_seed(0)
     base = tmp_path / "base"
     save_pretrained(Text2Earth(tiny_config()), base)
-    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
-    for s in d["sources"]:
-        s["path"] = str(ROOT / s["path"])
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(d))
+    cfg = tiny_train_config(tmp_path)
     out, exp = tmp_path / "run", tmp_path / "export"
     assert _script().main([str(base), str(cfg), str(out), "--steps", "4", "--stop-at", "2", "--batch-size", "2",
                            "--threads", "1", "--export", str(exp), "--model-id", "continued-test"]) == 0
