@@ -33,8 +33,8 @@ class Provenance(dict):
     short table, in a terminal and in Jupyter. Empty for rasters geot2e did not make.
     """
 
-    _ORDER = ("operation", "model_id", "checkpoint_hash", "prompt", "guidance", "guidance_interval", "steps", "seed", "samples",
-              "gsd", "tile", "overlap", "scheduler", "version", "created")
+    _ORDER = ("operation", "model_id", "checkpoint_hash", "prompt", "guidance", "guidance_interval", "steps", "seed",
+              "samples", "gsd", "tile", "overlap", "scheduler", "version", "created")
 
     def _rows(self) -> list[tuple[str, str]]:
         keys = [k for k in self._ORDER if k in self] + sorted(k for k in self if k not in self._ORDER)

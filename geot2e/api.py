@@ -108,8 +108,9 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or v % f:
             raise TileSizeError(f"{name}={v!r} must be a multiple of the model's VAE factor ({f}) and at "
                                 f"least {lo}, e.g. tile=256, overlap=32.")
-    opts = Options(guidance=float(guidance), guidance_interval=float(guidance_interval), steps=int(steps), seed=int(seed), samples=int(samples),
-                   tile=int(tile), overlap=int(overlap), scheduler=scheduler, harmonize=harmonize,
+    opts = Options(guidance=float(guidance), guidance_interval=float(guidance_interval), steps=int(steps),
+                   seed=int(seed), samples=int(samples), tile=int(tile), overlap=int(overlap), scheduler=scheduler,
+                   harmonize=harmonize,
                    progress=progress, threads=int(threads))
     return m, opts
 
@@ -278,8 +279,8 @@ def _strip_spatial_coords(da: xr.DataArray) -> xr.DataArray:
 
 # --------------------------------------------------------------------------- public functions
 def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidance: float = 3.0,
-            guidance_interval: float = 1.0, steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
-            gsd: float | None = None, device: str = "auto", progress: bool | None = None,
+            guidance_interval: float = 1.0, steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256,
+            overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
             scheduler: str = "ddim", harmonize: bool | str = True, radiometry=None,
             threads: int | None = None) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
@@ -335,8 +336,8 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
 
 
 def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", guidance: float = 3.0,
-                  guidance_interval: float = 0.5, steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32,
-                  gsd: float | None = None, device: str = "auto", progress: bool | None = None,
+                  guidance_interval: float = 0.5, steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256,
+                  overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
                   scheduler: str = "ddim", harmonize: bool | str = "lowpass", radiometry=None,
                   threads: int | None = None) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
