@@ -1,15 +1,17 @@
-"""Smooth interpolation of unknown pixels (push-pull pyramid + Laplace relaxation).
+"""Smooth interpolation of unknown pixels (push-pull pyramid + Laplace relaxation, and
+OpenCV's Telea fast marching).
 
 Used twice: to pre-fill the masked image before the VAE encodes it (so the model never
 mistakes a constant fill value for data), and to carry the known pixels' colour into the
-generated fill after decoding (:func:`harmonize`).
+generated fill after decoding (:func:`harmonize`, :func:`anchor_lowpass`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["smooth_fill", "telea_fill", "harmonize", "anchor_lowpass", "ANCHORS", "HARMONIZE_MODES", "harmonize_mode"]
+__all__ = ["smooth_fill", "telea_fill", "harmonize", "anchor_lowpass", "ANCHORS", "HARMONIZE_MODES",
+           "harmonize_mode"]
 
 HARMONIZE_MODES = ("lowpass", "boundary", "none")
 LOWPASS_SIGMA = 4.0    # pixels; chosen by measurement, see docs/model_card.md "Colour anchoring"
@@ -126,8 +128,8 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     masked pixels only. ``anchor`` picks ``S``: ``"harmonic"`` (:func:`smooth_fill`, Laplace),
     ``"telea"`` (:func:`telea_fill`) or ``"blend"`` (their mean, the default: on 64 crops of the
     training scene it kept the harmonic fill's PSNR within 0.12 dB and Telea's mean colour
-    within 0.0003, where each alone loses on the other; docs/model_card.md). Detail finer than about σ comes from the model, colour and
-    brightness at coarser scales from the surroundings, so the fill agrees with its border and
+    within 0.0003, where each alone loses on the other; docs/model_card.md). Detail finer than
+    about σ comes from the model, colour and brightness at coarser scales from the surroundings, so the fill agrees with its border and
     the diffusion model's colour drift (strongest under classifier-free guidance) is removed.
     Known pixels are returned unchanged from ``decoded``, and so is a sample without any
     known pixel (text-to-image). Linear in ``decoded``: the mean of anchored samples is the

@@ -6,7 +6,6 @@ GSD in metres. Knows nothing of CRSs or xarray (DESIGN.md §1, §4).
 from __future__ import annotations
 
 import math
-
 from typing import Callable, Sequence
 
 import torch
