@@ -29,15 +29,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "scripts"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import _continue as C  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("base", help="checkpoint folder whose decoder to continue (e.g. geot2e/weights/default)")
-    p.add_argument("config", help="training config whose sources and captioner to use")
-    p.add_argument("out", help="run folder (the stage lives in OUT/decoder; run again to resume or extend it)")
+    C.add_common_args(p, base_help="checkpoint folder whose decoder to continue (e.g. geot2e/weights/default)",
+                      seed_offset=11, threads=1)
     p.add_argument("--steps", type=int, default=1500, help="last step of the stage's schedule")
     p.add_argument("--minutes", type=float, default=None, help="time budget of this call (stops after saving)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -46,41 +48,25 @@ def main(argv=None) -> int:
     p.add_argument("--tex", type=float, default=0.0, help="weight of the local high-frequency energy term")
     p.add_argument("--grad-weight", type=float, default=0.5, help="weight of the image-gradient L1 term")
     p.add_argument("--ema-decay", type=float, default=0.995)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed-offset", type=int, default=11, help="tile sampling seed = config seed + this")
     p.add_argument("--new-decoder", default=None, metavar="W1,W2,...",
                    help="train a new decoder of these block widths (one per VAE level) from scratch")
     p.add_argument("--decoder-layers", type=int, default=None, help="resnet layers per block of the new decoder")
     p.add_argument("--disc-start", type=int, default=0, help="step at which the critic joins")
-    p.add_argument("--export", default=None, help="also write a float16 copy here")
-    p.add_argument("--model-id", default=None, help="model id of the exported copy")
     a = p.parse_args(argv)
 
-    import torch
-
-    from geot2e.models import from_pretrained, save_pretrained
-    from geot2e.train.config import build_training_data, load_train_config
     from geot2e.train.loop import StageConfig, train_decoder
 
-    cfg = load_train_config(a.config)
-    torch.set_num_threads(a.threads)
-    model = from_pretrained(a.base, device="cpu").float()
+    model, cfg = C.load_base(a)
     if a.new_decoder or a.decoder_layers:
         model = _with_new_decoder(model, a.new_decoder, a.decoder_layers)
-    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset)
+    ds = C.training_data(a, cfg, model)
     out = Path(a.out)
     (out / "decoder" / "time_budget_spent").unlink(missing_ok=True)   # a new call brings a new budget
     st = StageConfig(steps=a.steps, max_minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, warmup=20,
                      disc_start=a.disc_start, adv_weight=a.adv, tex_weight=a.tex, grad_weight=a.grad_weight,
                      ema_decay=a.ema_decay, save_every=100)
     train_decoder(model, ds, st, out, progress=True)
-    save_pretrained(model, out / "final")
-    if a.export:
-        if a.model_id:
-            model.config.model_id = a.model_id
-        save_pretrained(model, a.export, dtype=torch.float16)
-    print(f"saved {out / 'final'}" + (f" and {a.export}" if a.export else ""))
-    return 0
+    return C.save(a, model)
 
 
 def _with_new_decoder(model, widths: str | None, layers: int | None):

@@ -23,15 +23,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "scripts"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import _continue as C  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("base", help="checkpoint folder to continue (e.g. runs/default/final)")
-    p.add_argument("config", help="training config whose sources and captioner to use")
-    p.add_argument("out", help="run folder of the new stage")
+    C.add_common_args(p, base_help="checkpoint folder to continue (e.g. runs/default/final)", seed_offset=7,
+                      threads=2)
     p.add_argument("--stage", default="resfocus", help="name of the stage folder in OUT (default: %(default)s)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--stop-at", type=int, default=None,
@@ -43,36 +45,19 @@ def main(argv=None) -> int:
     p.add_argument("--p-text", type=float, default=0.3, help="text dropout probability")
     p.add_argument("--p-res", type=float, default=0.1, help="resolution dropout probability")
     p.add_argument("--full", type=float, default=0.5, help="share of full (text-to-image) masks")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed-offset", type=int, default=7, help="tile sampling seed = config seed + this")
-    p.add_argument("--export", default=None, help="also write a float16 copy here")
-    p.add_argument("--model-id", default=None, help="model id of the exported copy")
     a = p.parse_args(argv)
 
-    import torch
-
-    from geot2e.models import from_pretrained, save_pretrained
-    from geot2e.train.config import build_training_data, load_train_config
     from geot2e.train.loop import StageConfig, train_denoiser
 
-    cfg = load_train_config(a.config)
-    torch.set_num_threads(a.threads)
-    model = from_pretrained(a.base, device="cpu")
-    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + a.seed_offset)
+    model, cfg = C.load_base(a)
+    ds = C.training_data(a, cfg, model)
     k = (1.0 - a.full) / 0.5           # the other masks in the proportions clouds 6 : brush 1 : rect 1 : edge 2
     mask_weights = {"clouds": 0.30 * k, "brush": 0.05 * k, "rectangle": 0.05 * k, "edge": 0.10 * k, "full": a.full}
     st = StageConfig(steps=a.steps, stop_at=a.stop_at, max_minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, warmup=50,
                      ema_decay=a.ema_decay, p_text=a.p_text, p_res=a.p_res, masked_weight=2.0,
                      mask_weights=mask_weights, save_every=100, tile_sizes=[64, 64, 128])
     train_denoiser(model, ds, st, a.out, stage=a.stage, progress=True)
-    out = Path(a.out)
-    save_pretrained(model, out / "final")
-    if a.export:
-        if a.model_id:
-            model.config.model_id = a.model_id
-        save_pretrained(model, a.export, dtype=torch.float16)
-    print(f"saved {out / 'final'}" + (f" and {a.export}" if a.export else ""))
-    return 0
+    return C.save(a, model)
 
 
 if __name__ == "__main__":
