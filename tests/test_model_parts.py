@@ -158,6 +158,24 @@ def test_lowpass_anchor_is_linear_and_leaves_text_to_image_alone(crop):
     assert torch.equal(anchor_lowpass(a, x, mask)[1], a[1])
 
 
+def test_lowpass_anchor_interpolates_each_window_once_for_k_samples(crop, monkeypatch):
+    import geot2e.models.fill as fill
+
+    mask = _blob_mask().repeat(4, 1, 1, 1)
+    mask[3, :, :8] = 1                                       # the 4th row: another mask
+    x = crop.repeat(4, 1, 1, 1)
+    x[1][mask[1].expand(3, -1, -1) > 0] = float("nan")      # values under the mask are never read
+    g = torch.Generator().manual_seed(3)
+    dec = torch.rand(4, 3, 64, 64, generator=g) * 2 - 1
+    per_row = torch.cat([anchor_lowpass(dec[i:i + 1], x[i:i + 1], mask[i:i + 1]) for i in range(4)])
+    sizes = []
+    real = fill.telea_fill
+    monkeypatch.setattr(fill, "telea_fill", lambda t, k: sizes.append(t.shape[0]) or real(t, k))
+    out = anchor_lowpass(dec, x, mask)
+    assert sizes == [2]                                      # rows 0-2 share one interpolation
+    torch.testing.assert_close(out, per_row, atol=1e-6, rtol=0)   # as one row at a time
+
+
 def test_telea_fill_fills_from_the_known_pixels_only(crop):
     from geot2e.models.fill import telea_fill
 

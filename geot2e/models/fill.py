@@ -118,6 +118,22 @@ def telea_fill(x: torch.Tensor, known: torch.Tensor, *, radius: float = 5.0) -> 
     return out.to(x.device)
 
 
+def _first_occurrence(target: torch.Tensor, m: torch.Tensor) -> list[int]:
+    """For each row of the batch, the index of the first row with the same target and mask."""
+    first: list[int] = []
+    reps: list[int] = []
+    for i in range(target.shape[0]):
+        for j in reps:
+            if torch.equal(m[i], m[j]) and torch.equal(torch.where(m[i] > 0, 0.0, target[i]),
+                                                       torch.where(m[j] > 0, 0.0, target[j])):
+                first.append(j)
+                break
+        else:
+            reps.append(i)
+            first.append(i)
+    return first
+
+
 def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
                    sigma: float = LOWPASS_SIGMA, relax_iters: int = 200, anchor: str = "blend") -> torch.Tensor:
     """Give the fill the low frequencies of a smooth interpolation of the known pixels and
@@ -143,12 +159,18 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
         raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
     m = (mask > 0.5).to(torch.float32)
     dec = decoded.float()
+    # K samples of one window arrive as K identical (target, mask) rows: interpolate each once
+    first = _first_occurrence(target, m)
+    uniq = sorted(set(first))
+    t_u, m_u = target[uniq], m[uniq]
     if anchor == "telea":
-        smooth = telea_fill(target, 1.0 - m)
+        smooth = telea_fill(t_u, 1.0 - m_u)
     else:
-        smooth = smooth_fill(target, 1.0 - m, relax_iters=relax_iters)
+        smooth = smooth_fill(t_u, 1.0 - m_u, relax_iters=relax_iters)
         if anchor == "blend":
-            smooth = 0.5 * (smooth + telea_fill(target, 1.0 - m))
+            smooth = 0.5 * (smooth + telea_fill(t_u, 1.0 - m_u))
+    if len(uniq) < len(first):
+        smooth = smooth[[uniq.index(i) for i in first]]
     num = _gauss_blur((smooth - dec) * m, sigma)
     den = _gauss_blur(m, sigma).clamp_min(1e-6)
     any_known = ((1.0 - m).flatten(1).amax(1) > 0).to(dec.dtype).view(-1, 1, 1, 1)
