@@ -17,8 +17,6 @@ HARMONIZE_MODES = ("lowpass", "boundary", "none")
 LOWPASS_SIGMA = 4.0    # pixels; chosen by measurement, see docs/model_card.md "Colour anchoring"
 ANCHORS = ("blend", "harmonic", "telea")
 
-_LAPLACE = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]])
-
 
 def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) -> torch.Tensor:
     """Fill pixels where ``known == 0`` smoothly from those where ``known == 1``.
@@ -54,11 +52,14 @@ def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) 
         filled = conf * vals[lvl] + (1 - conf) * up
     out = torch.where(w >= 1, x, filled)
     if relax_iters > 0:
-        k = _LAPLACE.to(out).view(1, 1, 3, 3).repeat(out.shape[1], 1, 1, 1)
+        # Jacobi sweeps (each unknown pixel ← the mean of its 4 neighbours), by slicing: ~15×
+        # faster on CPU than the equivalent depthwise conv2d, the same sums up to float rounding
         hard = (w >= 1).to(out)
+        soft, fixed = 1 - hard, hard * x
         for _ in range(relax_iters):
-            avg = F.conv2d(F.pad(out, (1, 1, 1, 1), mode="replicate"), k, groups=out.shape[1])
-            out = hard * x + (1 - hard) * avg
+            p = F.pad(out, (1, 1, 1, 1), mode="replicate")
+            avg = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]) * 0.25
+            out = torch.addcmul(fixed, soft, avg)
     any_known = (w.flatten(1).amax(1) > 0).view(-1, 1, 1, 1)
     return torch.where(any_known, out, torch.zeros_like(out))
 
