@@ -52,8 +52,9 @@ def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) 
         filled = conf * vals[lvl] + (1 - conf) * up
     out = torch.where(w >= 1, x, filled)
     if relax_iters > 0:
-        # Jacobi sweeps (each unknown pixel ← the mean of its 4 neighbours), by slicing: ~15×
+        # Jacobi sweeps (each unknown pixel ← the mean of its 4 neighbours), by slicing: ~20×
         # faster on CPU than the equivalent depthwise conv2d, the same sums up to float rounding
+        # (benchmarks/bench_engine.py --only anchor)
         hard = (w >= 1).to(out)
         soft, fixed = 1 - hard, hard * x
         for _ in range(relax_iters):
