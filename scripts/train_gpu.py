@@ -35,6 +35,14 @@ T0 = time.time()
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _block_optional() -> None:
+    """Hide optional packages this script never uses (peft, transformers, timm), so that a
+    machine's own, possibly mismatched, versions cannot break diffusers' or open_clip's imports:
+    with ``sys.modules[name] = None`` both ``find_spec`` and ``import`` report them as absent."""
+    for name in ("peft", "transformers", "timm"):
+        sys.modules.setdefault(name, None)
+
+
 def _bare_package() -> None:
     """Import geot2e's model and training modules without the package ``__init__`` files,
     which pull in the geo stack (rasterio, pyproj, xarray) that this machine may not have."""
@@ -148,8 +156,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
     a = p.parse_args(argv)
+    _block_optional()
     _bare_package()
-    from safetensors.torch import save_file
 
     from geot2e.models.text2earth import make_scheduler
     from geot2e.train.captions import caption_tile
@@ -212,6 +220,11 @@ def main(argv=None) -> int:
     log["val"].append({"step": 0, "loss": best["loss"], "t": time.time() - T0})
     print(f"start: {log['device']}, {workers} workers, val loss {best['loss']:.4f} ({time.time() - T0:.0f} s)",
           flush=True)
+    def save(b: dict) -> None:
+        _save_weights(model, plist, b["weights"], out)
+        (out / "log.json").write_text(json.dumps({**log, "best_step": b["step"], "best_val": b["loss"]},
+                                                 indent=1, default=str))
+
     gen = torch.Generator(device=dev).manual_seed(a.seed)
     save_reserve = 25.0
     t_start = time.time()
@@ -259,6 +272,7 @@ def main(argv=None) -> int:
                 print(f"step {step}: val {v:.4f} (best {best['loss']:.4f} at {best['step']})", flush=True)
                 if v < best["loss"]:
                     best = {"loss": v, "step": step, "weights": [t.clone() for t in ema]}
+                    save(best)  # so that a run killed at its time limit still hands back its best
                 next_val = time.time() + a.val_every
     except Exception as e:  # noqa: BLE001 - keep what was learned; the log says what broke
         log["error"] = f"{type(e).__name__}: {e}"
@@ -271,8 +285,22 @@ def main(argv=None) -> int:
             best = {"loss": v, "step": step, "weights": [t.clone() for t in ema]}
     log.update(steps=step, tiles64=seen, data_wait_s=wait, train_seconds=time.time() - t_start, best_step=best["step"],
                best_val=best["loss"])
+    save(best)
+    log["seconds"] = time.time() - T0
+    (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
+    print(f"saved EMA weights of step {best['step']} (val {best['loss']:.4f}) after {step} steps; "
+          f"{log['seconds']:.0f} s", flush=True)
+    return 0
+
+
+def _save_weights(model, plist, weights, out: Path) -> None:
+    """Write ``weights`` (aligned with ``plist``) as float16 shards; the live parameters are
+    restored afterwards, so this can run in the middle of training."""
+    from safetensors.torch import save_file
+
+    live = [q.detach().clone() for q in plist]
     with torch.no_grad():
-        torch._foreach_copy_(plist, best["weights"])
+        torch._foreach_copy_(plist, weights)
     for comp in ("unet", "text_encoder", "resolution"):
         sd = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in getattr(model, comp).state_dict().items()}
         shards, cur, size = [], {}, 0
@@ -285,12 +313,11 @@ def main(argv=None) -> int:
             size += nb
         shards.append(cur)
         for i, sh in enumerate(shards):
-            save_file(sh, str(out / f"{comp}.{i}.safetensors"), metadata={"format": "pt", "component": comp})
-    log["seconds"] = time.time() - T0
-    (out / "log.json").write_text(json.dumps(log, indent=1, default=str))
-    print(f"saved EMA weights of step {best['step']} (val {best['loss']:.4f}) after {step} steps; "
-          f"{log['seconds']:.0f} s", flush=True)
-    return 0
+            tmp = out / f".{comp}.{i}.safetensors.part"
+            save_file(sh, str(tmp), metadata={"format": "pt", "component": comp})
+            os.replace(tmp, out / f"{comp}.{i}.safetensors")
+    with torch.no_grad():
+        torch._foreach_copy_(plist, live)
 
 
 if __name__ == "__main__":
