@@ -43,7 +43,7 @@ harmonize : bool or str, default True (``"lowpass"`` for remove_clouds)
     smooth interpolation of the known pixels (the mean of a harmonic and a Telea fill) and
     only the finer detail from the model — right for reconstruction, the default of
     remove_clouds (held-out Landsat, v2: colour error 0.098 → 0.029 and +2.4 dB, texture
-    unchanged; v4 with the blended anchor: 0.027; docs/model_card.md).
+    unchanged; v5 with the blended anchor: 0.026; docs/model_card.md).
     False / ``"none"``: the decoder's output as it is.
 radiometry : geot2e.geo.Radiometry, optional
     Value scaling to use instead of fitting one on the valid unmasked pixels.
