@@ -1,5 +1,5 @@
-"""scripts/make_gpu_pack.py, train_gpu.py, merge_gpu_weights.py: training the denoiser on a
-machine without the raster stack (a lent GPU), from a self-contained pack."""
+"""scripts/make_gpu_pack.py, train_gpu.py, train_gpu_decoder.py, merge_gpu_weights.py: training the
+denoiser or the decoder on a machine without the raster stack (a lent GPU), from a self-contained pack."""
 from __future__ import annotations
 
 import json
@@ -88,3 +88,31 @@ def test_merge_refuses_a_folder_without_shards(pack, tmp_path):
     base, _, _ = pack
     with pytest.raises(SystemExit, match="no unet.N.safetensors"):
         load_script("merge_gpu_weights").main([str(tmp_path), str(base), str(tmp_path / "x")])
+
+
+def test_train_gpu_decoder_snapshots_merge_with_the_encoder_and_denoiser_kept(pack, tmp_path):
+    base, _, out = pack
+    run = tmp_path / "dec"
+    code = ("import sys\n"
+            "for name in ('rasterio', 'rioxarray', 'pyproj', 'xarray', 'geopandas', 'shapely', 'dask', 'zarr'):\n"
+            "    sys.modules[name] = None\n"
+            f"sys.argv = ['train_gpu_decoder.py', {str(base)!r}, {str(out)!r}, {str(run)!r}, '--device', 'cpu',\n"
+            "            '--workers', '0', '--batch', '2', '--max-steps', '4', '--snapshots', '2', '--disc-start', '2',\n"
+            "            '--lr', '1e-3', '--warmup', '1', '--ema', '0.5']\n"
+            f"import runpy; runpy.run_path({str(ROOT / 'scripts' / 'train_gpu_decoder.py')!r}, run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = json.loads((run / "log.json").read_text())
+    assert [s["step"] for s in log["snapshots"]] == [2, 4] and "error" not in log
+    dest = tmp_path / "merged"
+    tool = load_script("merge_gpu_weights")
+    assert tool.main([str(run), str(base), str(dest), "--decoder", str(run / "decoder.1.safetensors")]) == 0
+    m0, m1 = from_pretrained(base), from_pretrained(dest)
+    a, b = m0.vae.state_dict(), m1.vae.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.allclose(a[k], b[k], atol=1e-3) for k in a if k.startswith("decoder."))
+    a, b = m0.unet.state_dict(), m1.unet.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a)                 # the denoiser is untouched
+    with pytest.raises(SystemExit, match="not a train_gpu_decoder.py snapshot"):
+        tool.main([str(run), str(base), str(tmp_path / "x"), "--decoder", str(base / "unet.safetensors")])
