@@ -95,6 +95,33 @@ class Batches(torch.utils.data.IterableDataset):
             yield b
 
 
+def setup(a):
+    """Device (TF32 and cuDNN autotuning on CUDA), the pack's metadata, a ``TileDataset`` over
+    its sources, and the number of DataLoader workers; creates ``a.out``."""
+    from geot2e.train.captions import caption_tile
+    from geot2e.train.dataset import TileDataset
+
+    pack = Path(a.pack)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    meta = json.loads((pack / "pack.json").read_text())
+    sources = load_sources(pack, meta)
+    cap = None if meta.get("caption_scale", True) else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
+    ds = TileDataset(sources, size=meta["tile"], gsd_max=meta["gsd_max"], bands=3, seed=a.seed, caption_fn=cap)
+    workers = a.workers if a.workers is not None else max(1, min(15, (os.cpu_count() or 2) - 1))
+    return dev, meta, ds, workers
+
+
+def make_loader(ds, batch: int, sizes, mask_weights: dict, seed: int, workers: int, dev: torch.device):
+    return torch.utils.data.DataLoader(Batches(ds, batch, sizes, mask_weights, seed), batch_size=None,
+                                       num_workers=workers, pin_memory=dev.type == "cuda",
+                                       prefetch_factor=6 if workers else None, persistent_workers=bool(workers))
+
+
 def build_model(base: Path, pack: Path, dev: torch.device):
     from safetensors.torch import load_file
 
@@ -160,28 +187,13 @@ def main(argv=None) -> int:
     _bare_package()
 
     from geot2e.models.text2earth import make_scheduler
-    from geot2e.train.captions import caption_tile
-    from geot2e.train.dataset import TileDataset
     from geot2e.train.loop import _masks
 
     base, pack, out = Path(a.base), Path(a.pack), Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(a.device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    meta = json.loads((pack / "pack.json").read_text())
-    sources = load_sources(pack, meta)
-    cap = None if meta.get("caption_scale", True) else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
-    ds = TileDataset(sources, size=meta["tile"], gsd_max=meta["gsd_max"], bands=3, seed=a.seed, caption_fn=cap)
+    dev, meta, ds, workers = setup(a)
     k = (1.0 - a.full) / 0.65
     mask_weights = {"clouds": 0.35 * k, "brush": 0.075 * k, "rectangle": 0.075 * k, "edge": 0.15 * k, "full": a.full}
-    workers = a.workers if a.workers is not None else max(1, min(15, (os.cpu_count() or 2) - 1))
-    loader = torch.utils.data.DataLoader(Batches(ds, a.batch, [int(s) for s in a.sizes.split(",")], mask_weights,
-                                                 a.seed), batch_size=None, num_workers=workers,
-                                         pin_memory=dev.type == "cuda", prefetch_factor=6 if workers else None,
-                                         persistent_workers=bool(workers))
+    loader = make_loader(ds, a.batch, [int(s) for s in a.sizes.split(",")], mask_weights, a.seed, workers, dev)
     model = build_model(base, pack, dev)
     model.autocast_dtype = torch.bfloat16
     _cached_tokenizer(model.text_encoder)

@@ -9,7 +9,9 @@ of the truth's Laplacian energy on held-out reconstructions, and their samples s
 that). The encoder is frozen, so the latent space, and the denoiser trained on it, stay valid.
 The stage is the package's decoder stage (``geot2e.train.loop.train_decoder``): its
 reconstruction loss (L1 + MSE + gradient L1, optionally the Laplacian-energy term) and, from
-``--disc-start``, a hinge PatchGAN critic with the adaptive weight, on tiles drawn by the
+``--disc-start``, a hinge PatchGAN critic with the adaptive weight (the critic trains alone for
+``--critic-warmup`` steps before that: on CPU a fresh critic joining at once took a trained
+decoder from 20.3 to 18.6 dB and its texture from 0.81 to 0.60 in 200 steps), on tiles drawn by the
 package's ``TileDataset`` in DataLoader workers; bf16 autocast, an EMA of the decoder.
 
 Which snapshot is best is a texture-against-fidelity choice that the held-out protocol makes
@@ -90,12 +92,16 @@ def main(argv=None) -> int:
     p.add_argument("--decoder-layers", type=int, default=None, help="resnet layers per block of the new decoder")
     p.add_argument("--batch", type=int, default=128, help="tiles per step")
     p.add_argument("--size", type=int, default=64, help="tile side in pixels")
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--adv", type=float, default=1.5, help="adversarial weight (0: reconstruction only)")
     p.add_argument("--disc-start", type=int, default=None,
-                   help="steps before the critic joins (default: 0 when fine-tuning, 1000 for a new decoder)")
+                   help="step from which the adversarial term trains the decoder (default: 300 when "
+                        "fine-tuning, 1000 for a new decoder)")
+    p.add_argument("--critic-warmup", type=int, default=300,
+                   help="steps the critic trains alone before --disc-start (a fresh critic's first "
+                        "gradients only damage a trained decoder)")
     p.add_argument("--tex", type=float, default=0.0, help="weight of the Laplacian-energy term")
     p.add_argument("--grad-weight", type=float, default=0.5, help="weight of the gradient L1 term")
     p.add_argument("--snapshots", type=int, default=3, help="EMA decoders written, evenly over the budget")
@@ -109,30 +115,16 @@ def main(argv=None) -> int:
     tg._bare_package()
     from safetensors.torch import save_file
 
-    from geot2e.train.captions import caption_tile
-    from geot2e.train.dataset import TileDataset
-    from geot2e.train.gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
+    from geot2e.train.gan import PatchDiscriminator, adversarial_term, critic_step
     from geot2e.train.loop import _hf_energy_loss, _rec_loss
 
     base, pack, out = Path(a.base), Path(a.pack), Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(a.device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    meta = json.loads((pack / "pack.json").read_text())
-    sources = tg.load_sources(pack, meta)
-    cap = None if meta.get("caption_scale", True) else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
-    ds = TileDataset(sources, size=meta["tile"], gsd_max=meta["gsd_max"], bands=3, seed=a.seed, caption_fn=cap)
-    workers = a.workers if a.workers is not None else max(1, min(15, (os.cpu_count() or 2) - 1))
-    # the denoiser's batches without the masks' cost: a single "full" mask kind is the cheapest
-    loader = torch.utils.data.DataLoader(tg.Batches(ds, a.batch, [a.size], {"full": 1.0}, a.seed), batch_size=None,
-                                         num_workers=workers, pin_memory=dev.type == "cuda",
-                                         prefetch_factor=6 if workers else None, persistent_workers=bool(workers))
+    dev, meta, ds, workers = tg.setup(a)
+    # the denoiser's batches; the decoder ignores the masks ("full" is the cheapest kind to draw)
+    loader = tg.make_loader(ds, a.batch, [a.size], {"full": 1.0}, a.seed, workers, dev)
     vae, cfg = build_vae(base, pack, dev, a.new_decoder, a.decoder_layers)
     fresh = bool(a.new_decoder or a.decoder_layers)
-    disc_start = a.disc_start if a.disc_start is not None else (1000 if fresh else 0)
+    disc_start = a.disc_start if a.disc_start is not None else (1000 if fresh else 300)
     plist = [q for q in vae.parameters() if q.requires_grad]
     names = [n for n, q in vae.named_parameters() if q.requires_grad]
     opt = torch.optim.AdamW(plist, lr=a.lr, betas=(0.5, 0.9), weight_decay=0.0,
@@ -225,17 +217,11 @@ def main(argv=None) -> int:
             if a.tex > 0:
                 loss = loss + a.tex * _hf_energy_loss(rec, x)
             adv_w = 0.0
-            if a.adv > 0 and step >= disc_start:
-                with amp:
-                    d_loss = hinge_d_loss(disc(x).float(), disc(rec.detach()).float())
-                dopt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                dopt.step()
-                with amp:
-                    adv = -disc(rec).float().mean()
-                w = adaptive_weight(loss, adv, last) * a.adv
-                adv_w = float(w)
-                loss = loss + w * adv
+            if a.adv > 0 and step >= disc_start - a.critic_warmup:   # the critic learns first, alone
+                critic_step(disc, dopt, x, rec, amp)
+                if step >= disc_start:
+                    term, adv_w = adversarial_term(disc, rec, loss, last, a.adv, amp)
+                    loss = loss + term
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(plist, 1.0)

@@ -31,6 +31,21 @@ def pack(tmp_path_factory):
     return base, cfg, out
 
 
+def _run_without_geo_stack(script: str, args, cwd) -> None:
+    """Run scripts/SCRIPT on CPU in a fresh interpreter where the geo libraries cannot be
+    imported (the GPU machine has torch, diffusers and open_clip but none of them)."""
+    argv = [str(x) for x in args] + ["--device", "cpu", "--workers", "0", "--batch", "2", "--lr", "1e-3",
+                                     "--warmup", "1", "--ema", "0.5"]
+    code = ("import sys\n"
+            "for name in ('rasterio', 'rioxarray', 'pyproj', 'xarray', 'geopandas', 'shapely', 'dask', 'zarr'):\n"
+            "    sys.modules[name] = None   # import fails, find_spec says: not installed\n"
+            f"sys.argv = [{script!r}] + {argv!r}\n"
+            f"import runpy; runpy.run_path({str(ROOT / 'scripts' / script)!r}, run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, cwd=str(cwd))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
 def test_pack_holds_the_sources_exactly_and_the_encoder_only(pack):
     base, cfg, out = pack
     from safetensors.torch import load_file
@@ -58,17 +73,8 @@ def test_pack_holds_the_sources_exactly_and_the_encoder_only(pack):
 def test_train_gpu_runs_without_the_raster_stack_and_merges_back(pack, tmp_path):
     base, _, out = pack
     run = tmp_path / "run"
-    # the GPU machine has torch, diffusers and open_clip but none of the geo libraries: block them
-    code = ("import sys\n"
-            "for name in ('rasterio', 'rioxarray', 'pyproj', 'xarray', 'geopandas', 'shapely', 'dask', 'zarr'):\n"
-            "    sys.modules[name] = None   # import fails, find_spec says: not installed\n"
-            f"sys.argv = ['train_gpu.py', {str(base)!r}, {str(out)!r}, {str(run)!r}, '--device', 'cpu',\n"
-            "            '--workers', '0', '--batch', '2', '--sizes', '64', '--max-steps', '3', '--val-every', '0',\n"
-            "            '--lr', '1e-3', '--warmup', '1', '--ema', '0.5']\n"
-            f"import runpy; runpy.run_path({str(ROOT / 'scripts' / 'train_gpu.py')!r}, run_name='__main__')\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, cwd=str(tmp_path))
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    _run_without_geo_stack("train_gpu.py", [base, out, run, "--sizes", "64", "--max-steps", "3", "--val-every", "0"],
+                           tmp_path)
     log = json.loads((run / "log.json").read_text())
     assert log["steps"] == 3 and "error" not in log
     assert len(log["val"]) >= 2 and all(np.isfinite(v["loss"]) for v in log["val"])
@@ -93,16 +99,8 @@ def test_merge_refuses_a_folder_without_shards(pack, tmp_path):
 def test_train_gpu_decoder_snapshots_merge_with_the_encoder_and_denoiser_kept(pack, tmp_path):
     base, _, out = pack
     run = tmp_path / "dec"
-    code = ("import sys\n"
-            "for name in ('rasterio', 'rioxarray', 'pyproj', 'xarray', 'geopandas', 'shapely', 'dask', 'zarr'):\n"
-            "    sys.modules[name] = None\n"
-            f"sys.argv = ['train_gpu_decoder.py', {str(base)!r}, {str(out)!r}, {str(run)!r}, '--device', 'cpu',\n"
-            "            '--workers', '0', '--batch', '2', '--max-steps', '4', '--snapshots', '2', '--disc-start', '2',\n"
-            "            '--lr', '1e-3', '--warmup', '1', '--ema', '0.5']\n"
-            f"import runpy; runpy.run_path({str(ROOT / 'scripts' / 'train_gpu_decoder.py')!r}, run_name='__main__')\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, cwd=str(tmp_path))
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    _run_without_geo_stack("train_gpu_decoder.py", [base, out, run, "--max-steps", "4", "--snapshots", "2",
+                                                    "--disc-start", "2", "--critic-warmup", "1"], tmp_path)
     log = json.loads((run / "log.json").read_text())
     assert [s["step"] for s in log["snapshots"]] == [2, 4] and "error" not in log
     dest = tmp_path / "merged"

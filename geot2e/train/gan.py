@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["PatchDiscriminator", "hinge_d_loss", "adaptive_weight"]
+__all__ = ["PatchDiscriminator", "hinge_d_loss", "adaptive_weight", "critic_step", "adversarial_term"]
 
 
 class PatchDiscriminator(nn.Module):
@@ -44,3 +44,23 @@ def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last: torch.
     g_rec = torch.autograd.grad(rec_loss, last, retain_graph=True)[0]
     g_adv = torch.autograd.grad(adv_loss, last, retain_graph=True)[0]
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, cap).detach()
+
+
+def critic_step(disc: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, ctx) -> float:
+    """One hinge update of the critic on real tiles against (detached) reconstructions."""
+    with ctx:
+        d_loss = hinge_d_loss(disc(real).float(), disc(fake.detach()).float())
+    opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt.step()
+    return float(d_loss.detach())
+
+
+def adversarial_term(disc: nn.Module, fake: torch.Tensor, rec_loss: torch.Tensor, last: torch.Tensor,
+                     weight: float, ctx) -> tuple[torch.Tensor, float]:
+    """The generator's adversarial loss scaled by ``weight`` × the adaptive weight; returns the
+    term to add to ``rec_loss`` and the scale used."""
+    with ctx:
+        adv = -disc(fake).float().mean()
+    w = adaptive_weight(rec_loss, adv, last) * weight
+    return w * adv, float(w)

@@ -395,7 +395,7 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
     ``cfg.ema_decay > 0`` the exported decoder is an EMA of the generator's weights, which damps
     the adversarial oscillation.
     """
-    from .gan import PatchDiscriminator, adaptive_weight, hinge_d_loss
+    from .gan import PatchDiscriminator, adversarial_term, critic_step
 
     model.vae.requires_grad_(False)
     model.vae.decoder.requires_grad_(True)
@@ -421,15 +421,9 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
         calls[0] += 1
         if cfg.adv_weight <= 0 or calls[0] <= cfg.disc_start:
             return rec_loss
-        with ctx:                                       # critic step on real vs. reconstructed tiles
-            d_loss = hinge_d_loss(disc(x).float(), disc(rec.detach()).float())
-        dopt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        dopt.step()
-        with ctx:
-            adv = -disc(rec).float().mean()
-        w = adaptive_weight(rec_loss, adv, last) * cfg.adv_weight
-        return rec_loss + w * adv
+        critic_step(disc, dopt, x, rec, ctx)            # critic step on real vs. reconstructed tiles
+        term, _ = adversarial_term(disc, rec, rec_loss, last, cfg.adv_weight, ctx)
+        return rec_loss + term
 
     stage_dir = Path(out_dir) / "decoder"
     if resume and (stage_dir / "state.json").is_file():
