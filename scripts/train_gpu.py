@@ -116,6 +116,17 @@ def setup(a):
     return dev, meta, ds, workers
 
 
+def step_and_ema(opt, loss: torch.Tensor, plist, ema, step: int, decay: float) -> None:
+    """One optimizer step (gradients clipped to norm 1) and the EMA update (decay warmed up
+    as (1 + step) / (10 + step) until it reaches ``decay``)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(plist, 1.0)
+    opt.step()
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(ema, [q.detach().float() for q in plist], 1 - d)
+
+
 def make_loader(ds, batch: int, sizes, mask_weights: dict, seed: int, workers: int, dev: torch.device):
     return torch.utils.data.DataLoader(Batches(ds, batch, sizes, mask_weights, seed), batch_size=None,
                                        num_workers=workers, pin_memory=dev.type == "cuda",
@@ -261,12 +272,7 @@ def main(argv=None) -> int:
             m = b["mask"].to(dev, non_blocking=True)
             loss = model.training_loss(x, m, b["gsd"], b["caption"], p_text=a.p_text, p_res=a.p_res,
                                        scheduler=sched, generator=gen, masked_weight=2.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(plist, 1.0)
-            opt.step()
-            d = min(a.ema, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema, [q.detach().float() for q in plist], 1 - d)
+            step_and_ema(opt, loss, plist, ema, step, a.ema)
             step += 1
             seen += x.shape[0] * (x.shape[-1] / 64) ** 2
             if step % 50 == 0:

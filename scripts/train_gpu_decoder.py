@@ -222,12 +222,7 @@ def main(argv=None) -> int:
                 if step >= disc_start:
                     term, adv_w = adversarial_term(disc, rec, loss, last, a.adv, amp)
                     loss = loss + term
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(plist, 1.0)
-            opt.step()
-            d = min(a.ema, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema, [q.detach().float() for q in plist], 1 - d)
+            tg.step_and_ema(opt, loss, plist, ema, step, a.ema)
             step += 1
             if step % 50 == 0:
                 log["train"].append({"step": step, "loss": float(loss.detach()), "adv_weight": adv_w, "lr": lr,
