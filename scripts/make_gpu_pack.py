@@ -90,6 +90,18 @@ def write_site(path: Path) -> int:
     return n
 
 
+def extract_critic(state: Path, dest: Path) -> int:
+    """Write the PatchGAN critic saved in a decoder stage's checkpoint (``aux.critic.*``) as a
+    plain safetensors file."""
+    from safetensors.torch import load_file, save_file
+
+    sd = {k[len("aux.critic."):]: v for k, v in load_file(str(state)).items() if k.startswith("aux.critic.")}
+    if not sd:
+        raise SystemExit(f"{state} holds no critic (aux.critic.*): pass a decoder stage's state.safetensors")
+    save_file(sd, str(dest), metadata={"format": "pt", "component": "critic"})
+    return len(sd)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("base", help="model folder (its VAE encoder goes into the pack)")
@@ -98,6 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--val-crops", type=int, default=48, help="held-out 128-px crops for validation (2 tiles each)")
     p.add_argument("--val-scene", default=None,
                    help="raster to draw the validation crops from (default: held-out 224/077, fetched)")
+    p.add_argument("--critic", default=None, metavar="STATE",
+                   help="a decoder stage's state.safetensors: its PatchGAN critic goes into the pack, so that "
+                        "train_gpu_decoder.py fine-tunes the decoder against the critic it was trained with")
     p.add_argument("--site", action="store_true",
                    help="also write site.tar.xz: " + ", ".join(SITE_PACKAGES) + " from this installation")
     a = p.parse_args(argv)
@@ -130,6 +145,8 @@ def main(argv=None) -> int:
     vae = load_file(str(Path(a.base) / "vae.safetensors"))
     enc = {k: v for k, v in vae.items() if k.startswith(("encoder.", "quant_conv."))}
     save_file(enc, str(out / "vae_encoder.safetensors"), metadata={"format": "pt", "component": "vae.encoder"})
+    if a.critic:
+        print(f"critic.safetensors: {extract_critic(Path(a.critic), out / 'critic.safetensors')} tensors")
     meta["base_config"] = json.loads((Path(a.base) / "config.json").read_text())
     (out / "pack.json").write_text(json.dumps(meta, indent=1))
     if a.site:

@@ -100,9 +100,12 @@ def main(argv=None) -> int:
     p.add_argument("--disc-start", type=int, default=None,
                    help="step from which the adversarial term trains the decoder (default: 300 when "
                         "fine-tuning, 1000 for a new decoder)")
-    p.add_argument("--critic-warmup", type=int, default=300,
+    p.add_argument("--critic", default=None, metavar="FILE",
+                   help="critic weights to start from (default: the pack's critic.safetensors when fine-tuning)")
+    p.add_argument("--critic-warmup", type=int, default=None,
                    help="steps before --disc-start in which only the critic trains, the decoder frozen "
-                        "(a fresh critic's first gradients only damage a trained decoder)")
+                        "(a fresh critic's first gradients only damage a trained decoder); default 300, "
+                        "0 with a trained critic")
     p.add_argument("--tex", type=float, default=0.0, help="weight of the Laplacian-energy term")
     p.add_argument("--grad-weight", type=float, default=0.5, help="weight of the gradient L1 term")
     p.add_argument("--snapshots", type=int, default=3, help="EMA decoders written, evenly over the budget")
@@ -125,13 +128,25 @@ def main(argv=None) -> int:
     loader = tg.make_loader(ds, a.batch, [a.size], {"full": 1.0}, a.seed, workers, dev)
     vae, cfg = build_vae(base, pack, dev, a.new_decoder, a.decoder_layers)
     fresh = bool(a.new_decoder or a.decoder_layers)
-    disc_start = a.disc_start if a.disc_start is not None else (1000 if fresh else a.critic_warmup)
+
     plist = [q for q in vae.parameters() if q.requires_grad]
     names = [n for n, q in vae.named_parameters() if q.requires_grad]
     opt = torch.optim.AdamW(plist, lr=a.lr, betas=(0.5, 0.9), weight_decay=0.0,
                             **({"fused": True} if dev.type == "cuda" else {}))
     torch.manual_seed(a.seed + 7)
     disc = PatchDiscriminator(cfg.bands).to(dev)
+    critic = Path(a.critic) if a.critic else (pack / "critic.safetensors" if not fresh else None)
+    if critic is not None and critic.is_file():
+        from safetensors.torch import load_file
+
+        disc.load_state_dict({k: v.float() for k, v in load_file(str(critic)).items()}, strict=True)
+    elif a.critic:
+        raise SystemExit(f"{critic}: no such critic file")
+    else:
+        critic = None
+    if a.critic_warmup is None:
+        a.critic_warmup = 0 if critic is not None else 300
+    disc_start = a.disc_start if a.disc_start is not None else (1000 if fresh else a.critic_warmup)
     dopt = torch.optim.AdamW(disc.parameters(), lr=a.lr, betas=(0.5, 0.9), weight_decay=0.0)
     ema = [q.detach().clone().float() for q in plist]
     last = vae.decoder.conv_out.weight
@@ -174,6 +189,7 @@ def main(argv=None) -> int:
 
     log: dict = {"args": vars(a), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                  "torch": torch.__version__, "workers": workers, "disc_start": disc_start,
+                 "critic": str(critic) if critic is not None else None, "critic_warmup": a.critic_warmup,
                  "decoder_block_out_channels": cfg.vae.decoder_block_out_channels,
                  "decoder_layers_per_block": cfg.vae.decoder_layers_per_block,
                  "decoder_parameters": sum(q.numel() for q in plist), "val": [], "train": [], "snapshots": []}

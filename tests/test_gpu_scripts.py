@@ -114,3 +114,29 @@ def test_train_gpu_decoder_snapshots_merge_with_the_encoder_and_denoiser_kept(pa
     assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a)                 # the denoiser is untouched
     with pytest.raises(SystemExit, match="not a train_gpu_decoder.py snapshot"):
         tool.main([str(run), str(base), str(tmp_path / "x"), "--decoder", str(base / "unet.safetensors")])
+
+
+def test_decoder_run_starts_from_the_critic_a_decoder_stage_saved(pack, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from geot2e.train.gan import PatchDiscriminator
+
+    base, _, out = pack
+    torch.manual_seed(5)
+    disc = PatchDiscriminator(3)
+    state = tmp_path / "state.safetensors"          # the layout of a decoder stage's checkpoint
+    save_file({f"aux.critic.{k}": v for k, v in disc.state_dict().items()} | {"param.x": torch.zeros(1)}, str(state))
+    own = tmp_path / "pack"
+    shutil.copytree(out, own)
+    tool = load_script("make_gpu_pack")
+    assert tool.extract_critic(state, own / "critic.safetensors") == len(disc.state_dict())
+    got = load_file(str(own / "critic.safetensors"))
+    assert all(torch.equal(got[k], v) for k, v in disc.state_dict().items())
+    with pytest.raises(SystemExit, match="holds no critic"):
+        tool.extract_critic(base / "unet.safetensors", tmp_path / "x.safetensors")
+    run = tmp_path / "dec"
+    _run_without_geo_stack("train_gpu_decoder.py", [base, own, run, "--max-steps", "2", "--snapshots", "1"], tmp_path)
+    log = json.loads((run / "log.json").read_text())
+    assert log["critic"].endswith("critic.safetensors") and log["critic_warmup"] == 0 and log["disc_start"] == 0
