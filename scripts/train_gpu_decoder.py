@@ -131,7 +131,7 @@ def main(argv=None) -> int:
 
     plist = [q for q in vae.parameters() if q.requires_grad]
     names = [n for n, q in vae.named_parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(plist, lr=a.lr, betas=(0.5, 0.9), weight_decay=0.0,
+    opt = torch.optim.AdamW(plist, lr=a.lr, betas=(0.9, 0.99), weight_decay=0.0,   # as train_decoder's
                             **({"fused": True} if dev.type == "cuda" else {}))
     torch.manual_seed(a.seed + 7)
     disc = PatchDiscriminator(cfg.bands).to(dev)
