@@ -228,19 +228,20 @@ def main(argv=None) -> int:
             wait += time.time() - tw
             with torch.no_grad(), amp:
                 z = vae.encode(x).latent_dist.mean
-            with amp:
+            # while the critic warms up the decoder stays as it is: no graph through it, no update
+            critic_alone = a.adv > 0 and disc_start - a.critic_warmup <= step < disc_start
+            with torch.set_grad_enabled(not critic_alone), amp:
                 rec = vae.decode(z).sample.float()
             loss = _rec_loss(rec, x, a.grad_weight)
             if a.tex > 0:
                 loss = loss + a.tex * _hf_energy_loss(rec, x)
             adv_w = 0.0
-            critic_alone = a.adv > 0 and disc_start - a.critic_warmup <= step < disc_start
             if a.adv > 0 and step >= disc_start - a.critic_warmup:
                 critic_step(disc, dopt, x, rec, amp)
                 if step >= disc_start:
                     term, adv_w = adversarial_term(disc, rec, loss, last, a.adv, amp)
                     loss = loss + term
-            if not critic_alone:   # while the critic warms up the decoder stays as it is
+            if not critic_alone:
                 tg.step_and_ema(opt, loss, plist, ema, step, a.ema)
             step += 1
             if step % 50 == 0:
