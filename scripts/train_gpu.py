@@ -111,7 +111,8 @@ def setup(a):
     meta = json.loads((pack / "pack.json").read_text())
     sources = load_sources(pack, meta)
     cap = None if meta.get("caption_scale", True) else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
-    ds = TileDataset(sources, size=meta["tile"], gsd_max=meta["gsd_max"], bands=3, seed=a.seed, caption_fn=cap)
+    ds = TileDataset(sources, size=meta["tile"], gsd_max=meta["gsd_max"], bands=3, seed=a.seed, caption_fn=cap,
+                     class_balance=getattr(a, "class_balance", 0.0))
     workers = a.workers if a.workers is not None else max(1, min(15, (os.cpu_count() or 2) - 1))
     return dev, meta, ds, workers
 
@@ -191,6 +192,11 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--val-every", type=float, default=45.0, help="seconds between validations")
     p.add_argument("--seed", type=int, default=23)
+    p.add_argument("--save-last", action="store_true",
+                   help="hand back the last EMA weights, not those of the lowest validation loss (when the "
+                        "training distribution differs on purpose from the validation tiles)")
+    p.add_argument("--class-balance", type=float, default=0.0,
+                   help="rebalance content classes (TileDataset class_balance): 0 as the data come, 1 equal")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
     a = p.parse_args(argv)
@@ -299,7 +305,7 @@ def main(argv=None) -> int:
         v = val_loss()
         log["val"].append({"step": step, "loss": v, "t": time.time() - T0})
         print(f"final step {step}: val {v:.4f}", flush=True)
-        if v < best["loss"]:
+        if v < best["loss"] or a.save_last:
             best = {"loss": v, "step": step, "weights": [t.clone() for t in ema]}
     log.update(steps=step, tiles64=seen, data_wait_s=wait, train_seconds=time.time() - t_start, best_step=best["step"],
                best_val=best["loss"])

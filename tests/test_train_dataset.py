@@ -145,3 +145,44 @@ def test_weights_pick_sources(landsat_src, data_dir):
     # only the 5 m raster yields GSD < 30 m; it has 3/4 of the weight (log-uniform GSD 5-100 m)
     assert 15 <= fine <= 55
     assert math.isclose(rgbn.gsd, 5.0, rel_tol=0.01)
+
+
+def _class_shares(ds, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    got = [ds.sample(rng)["caption"] for _ in range(n)]
+    return {c: got.count(c) / n for c in set(got)}
+
+
+def test_class_balance_evens_out_content_classes(landsat_src, data_dir):
+    from geot2e.train.captions import measure_content
+
+    rgbn = load_raster_source(data_dir / "rgbn_5m_crop.tif", nir_band=3)
+
+    def make(beta):  # the "caption" is the tile's dominant content class
+        return TileDataset([landsat_src, rgbn], size=SIZE, gsd_max=100.0, seed=0, class_balance=beta,
+                           caption_fn=lambda rgb, nir, g: measure_content(rgb, nir).dominant())
+
+    plain, half, full = _class_shares(make(0.0)), _class_shares(make(0.5)), _class_shares(make(1.0))
+    major = max(plain, key=plain.get)
+    minor = min(plain, key=plain.get)
+    assert len(plain) >= 3 and plain[major] > 0.4
+    # the majority class gives way step by step, the rarest gains
+    assert full[major] < half[major] - 0.05 < plain[major] - 0.1
+    assert full.get(minor, 0) > 2 * plain[minor]
+    # at beta = 1 the classes the data hold come out about equally often
+    assert max(full.values()) < 2.5 * min(full.values())
+
+
+def test_class_balance_off_keeps_the_stream_and_rejects_bad_values(landsat_src):
+    from geot2e.errors import ParameterError
+
+    a = TileDataset([landsat_src], size=SIZE, gsd_max=100.0, seed=0)
+    b = TileDataset([landsat_src], size=SIZE, gsd_max=100.0, seed=0, class_balance=0.0)
+    ra, rb = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(5):
+        sa, sb = a.sample(ra), b.sample(rb)
+        assert torch.equal(sa["image"], sb["image"]) and sa["caption"] == sb["caption"]
+    assert b.class_counts == {}
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ParameterError, match="class_balance"):
+            TileDataset([landsat_src], size=SIZE, class_balance=bad)

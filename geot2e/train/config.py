@@ -51,6 +51,9 @@ class TrainConfig:
     denoiser: StageConfig | None = None
     finetune: StageConfig | None = None   # progressive 2nd stage on a quality-filtered subset
     finetune_min_texture: float = 0.04     # quality filter: keep tiles with at least this texture
+    # rebalance content classes in the raster tiles (TileDataset class_balance): 0 = as the data
+    # come, 1 = water / vegetation / bare soil / built-up equally often
+    class_balance: float = 0.0
     decoder: StageConfig | None = None    # decoder-only fine-tune (encoder frozen) with a PatchGAN term
     # automatic captions name the scale ("field/landscape/regional scale") from the GSD. False leaves
     # the GSD to the resolution embedding alone: with scale words the text carries it, and the model
@@ -163,7 +166,8 @@ def build_training_data(cfg: TrainConfig, *, bands: int, seed: int, min_texture:
     if sources:
         caption_fn = None if cfg.caption_scale else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
         parts.append(TileDataset(sources, size=cfg.tile, gsd_max=cfg.gsd_max, bands=bands, seed=seed,
-                                 min_texture=min_texture, caption_table=_caption_table(cfg), caption_fn=caption_fn))
+                                 min_texture=min_texture, caption_table=_caption_table(cfg), caption_fn=caption_fn,
+                                 class_balance=cfg.class_balance))
         weights.append(sum(s.weight for s in rasters) if rasters else 1.0)
     if not gits:
         return parts[0]

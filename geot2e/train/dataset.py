@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .captions import caption_tile
+from .captions import caption_tile, measure_content
 
 __all__ = ["RasterSource", "TileDataset", "load_raster_source"]
 
@@ -90,6 +90,13 @@ class TileDataset(torch.utils.data.IterableDataset):
     window_stretch : probability of scaling by the window's own percentiles instead of the
         scene's (the engine scales by the whole input, which may be a small crop).
     caption_fn : callable(rgb01, nir01, gsd) -> str; defaults to the automatic captioner.
+    class_balance : 0 (default) samples windows as the data come. β > 0 rebalances the content
+        classes (the dominant one of water / vegetation / bare soil / built-up, by the captioner's
+        rules): a candidate window of class c is kept with probability ``(n_min / n_c) ** β``,
+        where ``n_c`` counts the candidates of class c seen so far and ``n_min`` the rarest class
+        seen. β = 1 draws every class present equally often, β = 0.5 in proportion to the square
+        root of its frequency. Rare classes (bare soil, built-up in the default scene) then carry
+        enough captions for their prompts to be learnt; the window stream still follows ``seed``.
     caption_table : optional :class:`~geot2e.train.caption_table.CaptionTable` (footprint → text).
         A window whose footprint (in the source's CRS) intersects one of its geometries takes
         that geometry's caption (the largest overlap wins); other windows fall back to
@@ -98,8 +105,15 @@ class TileDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, sources: Sequence[RasterSource], *, size: int = 64, gsd_max: float = 500.0,
                  bands: int = 3, window_stretch: float = 0.5, seed: int = 0, caption_fn=None,
-                 min_texture: float | None = None, caption_table=None):
+                 min_texture: float | None = None, caption_table=None, class_balance: float = 0.0):
         super().__init__()
+        if not (0.0 <= float(class_balance) <= 1.0):
+            from ..errors import ParameterError
+
+            raise ParameterError(f"class_balance={class_balance!r} must lie in [0, 1] (0 = as the data come, "
+                                 "1 = every content class equally often).")
+        self.class_balance = float(class_balance)
+        self.class_counts: dict[str, int] = {}  # candidates seen per content class (class_balance > 0)
         self.sources = list(sources)
         self.size, self.gsd_max, self.bands = int(size), float(gsd_max), int(bands)
         self.window_stretch = float(window_stretch)
@@ -119,7 +133,9 @@ class TileDataset(torch.utils.data.IterableDataset):
 
     def sample(self, rng: np.random.Generator, size: int | None = None) -> dict:
         out_size = self.size if size is None else int(size)
-        for _ in range(100):
+        attempts = rejected = 0
+        while attempts < 100:
+            attempts += 1
             src = self.sources[rng.choice(len(self.sources), p=self.p)]
             _, H, W = src.data.shape
             max_factor = min(self.gsd_max / src.gsd, min(H, W) / out_size)
@@ -146,6 +162,12 @@ class TileDataset(torch.utils.data.IterableDataset):
                 gy, gx = np.gradient(bright)
                 if float(np.hypot(gx, gy).mean()) < self.min_texture:
                     continue  # quality filter of the fine-tuning stage: skip featureless windows
+            if self.class_balance > 0 and rejected < 10_000:
+                nir0 = scaled[src.nir_band] if src.nir_band is not None else None
+                if not self._keep(measure_content(scaled[list(src.rgb_bands)], nir0).dominant(), rng):
+                    rejected += 1
+                    attempts -= 1  # a rebalancing rejection is not a failed (nodata) attempt
+                    continue
             k = int(rng.integers(0, 4))
             scaled = np.rot90(scaled, k, axes=(1, 2))
             if rng.random() < 0.5:
@@ -162,6 +184,13 @@ class TileDataset(torch.utils.data.IterableDataset):
             img = scaled[: self.bands] if src.data.shape[0] >= self.bands else scaled
             return {"image": torch.from_numpy(img * 2 - 1), "gsd": float(gsd), "caption": caption}
         raise RuntimeError("could not find a nodata-free window; check the sources' nodata and sizes")
+
+    def _keep(self, cls: str, rng: np.random.Generator) -> bool:
+        """Count a candidate of content class ``cls``; keep it with probability (n_min / n_cls) ** β."""
+        n = self.class_counts
+        n[cls] = n.get(cls, 0) + 1
+        p = (min(n.values()) / n[cls]) ** self.class_balance
+        return bool(rng.random() < p)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
