@@ -186,3 +186,20 @@ def test_class_balance_off_keeps_the_stream_and_rejects_bad_values(landsat_src):
     for bad in (-0.1, 1.5):
         with pytest.raises(ParameterError, match="class_balance"):
             TileDataset([landsat_src], size=SIZE, class_balance=bad)
+
+
+def test_stretch_word_marks_exactly_the_windows_stretched_by_their_own_percentiles(landsat_src):
+    """With ``stretch_word`` the automatic caption says when a window was scaled by its own
+    percentiles; the pixels and the other captions stay as without it."""
+    word = "contrast stretched"
+    for p in (0.0, 1.0):
+        plain = TileDataset([landsat_src], size=SIZE, gsd_max=100.0, seed=0, window_stretch=p)
+        marked = TileDataset([landsat_src], size=SIZE, gsd_max=100.0, seed=0, window_stretch=p, stretch_word=word)
+        ra, rb = np.random.default_rng(5), np.random.default_rng(5)
+        for _ in range(6):
+            a, b = plain.sample(ra), marked.sample(rb)
+            assert torch.equal(a["image"], b["image"])
+            assert b["caption"] == (f"{a['caption']}, {word}" if p == 1.0 else a["caption"])
+    mixed = TileDataset([landsat_src], size=SIZE, gsd_max=100.0, seed=0, stretch_word=word)
+    caps = [mixed.sample(np.random.default_rng(i))["caption"] for i in range(40)]
+    assert 5 < sum(c.endswith(word) for c in caps) < 35     # about half of the windows (window_stretch 0.5)

@@ -89,6 +89,10 @@ class TileDataset(torch.utils.data.IterableDataset):
     gsd_max : largest target GSD in metres (log-uniform between native and this).
     window_stretch : probability of scaling by the window's own percentiles instead of the
         scene's (the engine scales by the whole input, which may be a small crop).
+    stretch_word : optional words appended to the automatic caption of windows scaled by their
+        own percentiles (e.g. ``"contrast stretched"``), so that the look of a stretched window
+        (vegetation next to water turns cyan-green) is tied to those words and not to the
+        content words. None (default) captions both scalings alike.
     caption_fn : callable(rgb01, nir01, gsd) -> str; defaults to the automatic captioner.
     class_balance : 0 (default) samples windows as the data come. β > 0 rebalances the content
         classes (the dominant one of water / vegetation / bare soil / built-up, by the captioner's
@@ -105,7 +109,8 @@ class TileDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, sources: Sequence[RasterSource], *, size: int = 64, gsd_max: float = 500.0,
                  bands: int = 3, window_stretch: float = 0.5, seed: int = 0, caption_fn=None,
-                 min_texture: float | None = None, caption_table=None, class_balance: float = 0.0):
+                 min_texture: float | None = None, caption_table=None, class_balance: float = 0.0,
+                 stretch_word: str | None = None):
         super().__init__()
         if not (0.0 <= float(class_balance) <= 1.0):
             from ..errors import ParameterError
@@ -113,6 +118,7 @@ class TileDataset(torch.utils.data.IterableDataset):
             raise ParameterError(f"class_balance={class_balance!r} must lie in [0, 1] (0 = as the data come, "
                                  "1 = every content class equally often).")
         self.class_balance = float(class_balance)
+        self.stretch_word = stretch_word or None
         self.class_counts: dict[str, int] = {}  # candidates seen per content class (class_balance > 0)
         self.sources = list(sources)
         self.size, self.gsd_max, self.bands = int(size), float(gsd_max), int(bands)
@@ -150,7 +156,8 @@ class TileDataset(torch.utils.data.IterableDataset):
             if n != out_size:
                 win = F.interpolate(win[None], size=(out_size, out_size), mode="area")[0]
             win = win.numpy()
-            if rng.random() < self.window_stretch:
+            stretched = rng.random() < self.window_stretch
+            if stretched:
                 lo = np.percentile(win, 0.5, axis=(1, 2))
                 hi = np.percentile(win, 99.5, axis=(1, 2))
             else:
@@ -181,6 +188,8 @@ class TileDataset(torch.utils.data.IterableDataset):
                 caption = self.caption_table.caption_for_window(src.transform, src.crs, y, x, n, n)
             if caption is None:
                 caption = self.caption_fn(rgb, nir, gsd)
+                if stretched and self.stretch_word:
+                    caption = f"{caption}, {self.stretch_word}"
             img = scaled[: self.bands] if src.data.shape[0] >= self.bands else scaled
             return {"image": torch.from_numpy(img * 2 - 1), "gsd": float(gsd), "caption": caption}
         raise RuntimeError("could not find a nodata-free window; check the sources' nodata and sizes")
