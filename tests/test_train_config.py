@@ -84,16 +84,18 @@ def test_caption_scale_switch(scale):
     assert not any("scale" in c for c in caps) or scale
 
 
-def test_class_balance_reaches_the_dataset(tmp_path):
-    """``class_balance`` in a config rebalances the raster tiles; out of [0, 1] it is refused."""
+def test_class_balance_and_stretch_word_reach_the_dataset(tmp_path):
+    """``class_balance`` and ``stretch_word`` in a config reach the raster tiles; a balance out
+    of [0, 1] is refused."""
     from geot2e.train.config import build_training_data
 
     cfg = load_train_config(ROOT / "configs" / "tiny_test.yaml")
     assert cfg.class_balance == 0.0
     for s in cfg.sources:
         s.path = str(ROOT / s.path)
-    cfg.class_balance = 0.5
-    assert build_training_data(cfg, bands=3, seed=0).class_balance == 0.5
+    cfg.class_balance, cfg.stretch_word = 0.5, "contrast stretched"
+    ds = build_training_data(cfg, bands=3, seed=0)
+    assert ds.class_balance == 0.5 and ds.stretch_word == "contrast stretched"
     cfg.class_balance = 2.0
     with pytest.raises(ParameterError, match="class_balance"):
         build_training_data(cfg, bands=3, seed=0)

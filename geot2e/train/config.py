@@ -54,6 +54,9 @@ class TrainConfig:
     # rebalance content classes in the raster tiles (TileDataset class_balance): 0 = as the data
     # come, 1 = water / vegetation / bare soil / built-up equally often
     class_balance: float = 0.0
+    # words appended to the automatic captions of windows scaled by their own percentiles
+    # (TileDataset stretch_word), e.g. "contrast stretched"; None captions both scalings alike
+    stretch_word: str | None = None
     decoder: StageConfig | None = None    # decoder-only fine-tune (encoder frozen) with a PatchGAN term
     # automatic captions name the scale ("field/landscape/regional scale") from the GSD. False leaves
     # the GSD to the resolution embedding alone: with scale words the text carries it, and the model
@@ -167,7 +170,7 @@ def build_training_data(cfg: TrainConfig, *, bands: int, seed: int, min_texture:
         caption_fn = None if cfg.caption_scale else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
         parts.append(TileDataset(sources, size=cfg.tile, gsd_max=cfg.gsd_max, bands=bands, seed=seed,
                                  min_texture=min_texture, caption_table=_caption_table(cfg), caption_fn=caption_fn,
-                                 class_balance=cfg.class_balance))
+                                 class_balance=cfg.class_balance, stretch_word=cfg.stretch_word))
         weights.append(sum(s.weight for s in rasters) if rasters else 1.0)
     if not gits:
         return parts[0]
