@@ -112,7 +112,8 @@ def setup(a):
     sources = load_sources(pack, meta)
     cap = None if meta.get("caption_scale", True) else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
     ds = TileDataset(sources, size=meta["tile"], gsd_max=meta["gsd_max"], bands=3, seed=a.seed, caption_fn=cap,
-                     class_balance=getattr(a, "class_balance", 0.0), stretch_word=getattr(a, "stretch_word", None))
+                     class_balance=getattr(a, "class_balance", 0.0), stretch_word=getattr(a, "stretch_word", None),
+                     window_stretch=getattr(a, "window_stretch", 0.5))
     workers = a.workers if a.workers is not None else max(1, min(15, (os.cpu_count() or 2) - 1))
     return dev, meta, ds, workers
 
@@ -197,6 +198,8 @@ def main(argv=None) -> int:
                         "training distribution differs on purpose from the validation tiles)")
     p.add_argument("--stretch-word", default=None,
                    help="append these words to the captions of windows scaled by their own percentiles")
+    p.add_argument("--window-stretch", type=float, default=0.5,
+                   help="share of windows scaled by their own percentiles instead of the scene's")
     p.add_argument("--class-balance", type=float, default=0.0,
                    help="rebalance content classes (TileDataset class_balance): 0 as the data come, 1 equal")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

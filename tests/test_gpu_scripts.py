@@ -90,15 +90,15 @@ def test_train_gpu_runs_without_the_raster_stack_and_merges_back(pack, tmp_path)
     assert changed == any(not torch.allclose(a[k], b[k], atol=1e-3) for k in a)
 
 
-def test_train_gpu_class_balance_and_save_last(pack, tmp_path):
-    """``--class-balance`` reaches the tile stream and ``--save-last`` hands back the last EMA
-    weights even when an earlier validation was lower."""
+def test_train_gpu_class_balance_window_stretch_and_save_last(pack, tmp_path):
+    """``--class-balance`` and ``--window-stretch`` reach the tile stream and ``--save-last``
+    hands back the last EMA weights even when an earlier validation was lower."""
     base, _, out = pack
     run = tmp_path / "run"
     _run_without_geo_stack("train_gpu.py", [base, out, run, "--sizes", "64", "--max-steps", "2", "--val-every", "0",
-                                            "--class-balance", "1", "--save-last"], tmp_path)
+                                            "--class-balance", "1", "--window-stretch", "0", "--save-last"], tmp_path)
     log = json.loads((run / "log.json").read_text())
-    assert "error" not in log and log["args"]["class_balance"] == 1.0
+    assert "error" not in log and log["args"]["class_balance"] == 1.0 and log["args"]["window_stretch"] == 0.0
     assert log["best_step"] == log["steps"] == 2
     assert log["best_val"] == log["val"][-1]["loss"]
 

@@ -84,18 +84,21 @@ def test_caption_scale_switch(scale):
     assert not any("scale" in c for c in caps) or scale
 
 
-def test_class_balance_and_stretch_word_reach_the_dataset(tmp_path):
-    """``class_balance`` and ``stretch_word`` in a config reach the raster tiles; a balance out
-    of [0, 1] is refused."""
+def test_class_balance_stretch_word_and_window_stretch_reach_the_dataset(tmp_path):
+    """``class_balance``, ``stretch_word`` and ``window_stretch`` in a config reach the raster
+    tiles; values out of [0, 1] are refused."""
     from geot2e.train.config import build_training_data
 
     cfg = load_train_config(ROOT / "configs" / "tiny_test.yaml")
-    assert cfg.class_balance == 0.0
+    assert cfg.class_balance == 0.0 and cfg.window_stretch == 0.5
     for s in cfg.sources:
         s.path = str(ROOT / s.path)
-    cfg.class_balance, cfg.stretch_word = 0.5, "contrast stretched"
+    cfg.class_balance, cfg.stretch_word, cfg.window_stretch = 0.5, "contrast stretched", 0.0
     ds = build_training_data(cfg, bands=3, seed=0)
-    assert ds.class_balance == 0.5 and ds.stretch_word == "contrast stretched"
-    cfg.class_balance = 2.0
+    assert ds.class_balance == 0.5 and ds.stretch_word == "contrast stretched" and ds.window_stretch == 0.0
+    cfg.window_stretch = 1.2
+    with pytest.raises(ParameterError, match="window_stretch"):
+        build_training_data(cfg, bands=3, seed=0)
+    cfg.window_stretch, cfg.class_balance = 0.5, 2.0
     with pytest.raises(ParameterError, match="class_balance"):
         build_training_data(cfg, bands=3, seed=0)

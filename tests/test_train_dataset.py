@@ -186,6 +186,8 @@ def test_class_balance_off_keeps_the_stream_and_rejects_bad_values(landsat_src):
     for bad in (-0.1, 1.5):
         with pytest.raises(ParameterError, match="class_balance"):
             TileDataset([landsat_src], size=SIZE, class_balance=bad)
+        with pytest.raises(ParameterError, match="window_stretch"):
+            TileDataset([landsat_src], size=SIZE, window_stretch=bad)
 
 
 def test_stretch_word_marks_exactly_the_windows_stretched_by_their_own_percentiles(landsat_src):

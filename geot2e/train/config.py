@@ -57,6 +57,9 @@ class TrainConfig:
     # words appended to the automatic captions of windows scaled by their own percentiles
     # (TileDataset stretch_word), e.g. "contrast stretched"; None captions both scalings alike
     stretch_word: str | None = None
+    # share of windows scaled by their own percentiles rather than the scene's (TileDataset
+    # window_stretch); in "vegetation" windows that scaling is where cyan-green comes from
+    window_stretch: float = 0.5
     decoder: StageConfig | None = None    # decoder-only fine-tune (encoder frozen) with a PatchGAN term
     # automatic captions name the scale ("field/landscape/regional scale") from the GSD. False leaves
     # the GSD to the resolution embedding alone: with scale words the text carries it, and the model
@@ -170,7 +173,8 @@ def build_training_data(cfg: TrainConfig, *, bands: int, seed: int, min_texture:
         caption_fn = None if cfg.caption_scale else (lambda rgb, nir, g: caption_tile(rgb, nir, gsd=None))
         parts.append(TileDataset(sources, size=cfg.tile, gsd_max=cfg.gsd_max, bands=bands, seed=seed,
                                  min_texture=min_texture, caption_table=_caption_table(cfg), caption_fn=caption_fn,
-                                 class_balance=cfg.class_balance, stretch_word=cfg.stretch_word))
+                                 class_balance=cfg.class_balance, stretch_word=cfg.stretch_word,
+                                 window_stretch=cfg.window_stretch))
         weights.append(sum(s.weight for s in rasters) if rasters else 1.0)
     if not gits:
         return parts[0]

@@ -122,6 +122,11 @@ class TileDataset(torch.utils.data.IterableDataset):
         self.class_counts: dict[str, int] = {}  # candidates seen per content class (class_balance > 0)
         self.sources = list(sources)
         self.size, self.gsd_max, self.bands = int(size), float(gsd_max), int(bands)
+        if isinstance(window_stretch, bool) or not 0 <= float(window_stretch) <= 1:
+            from ..errors import ParameterError
+
+            raise ParameterError(f"window_stretch={window_stretch!r} must lie in [0, 1] (the share of windows scaled "
+                                 "by their own percentiles; 0 = all by the scene's).")
         self.window_stretch = float(window_stretch)
         self.seed = int(seed)
         self.min_texture = min_texture
