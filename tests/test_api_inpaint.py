@@ -188,13 +188,32 @@ def test_remove_clouds_fills_the_mask(crop, tiny_model):
 def test_guidance_interval_default_and_provenance(crop, tiny_model):
     mask = _box(crop, 40, 72, 40, 72)
     m = mask.values
-    half = remove_clouds(crop, mask, prompt="a forest", model=tiny_model, **FAST)
+    half = remove_clouds(crop, mask, prompt="a forest", model=tiny_model, guidance=3.0, **FAST)
     assert half.attrs["geot2e_guidance_interval"] == 0.5      # remove_clouds guides the noisier half
-    full = remove_clouds(crop, mask, prompt="a forest", model=tiny_model, guidance_interval=1.0, **FAST)
+    full = remove_clouds(crop, mask, prompt="a forest", model=tiny_model, guidance=3.0, guidance_interval=1.0,
+                         **FAST)
     assert full.attrs["geot2e_guidance_interval"] == 1.0
     assert inpaint(crop, mask, model=tiny_model, **FAST).attrs["geot2e_guidance_interval"] == 1.0
     assert np.array_equal(half.values[:, ~m], crop.values[:, ~m])
     assert not np.array_equal(half.values[:, m], full.values[:, m])   # the unguided late steps differ
+
+
+def test_remove_clouds_sampler_follows_samples(crop, tiny_model, monkeypatch):
+    """One sample is drawn for realism (unguided, 40 steps), the mean of K for accuracy
+    (ω = 3 on the noisier half, 25 steps); explicit values win; inpaint keeps ω = 3, 25 steps."""
+    import geot2e.engine.raster as raster
+
+    seen = []
+    monkeypatch.setattr(raster, "synthesize", lambda da, runs, *, opts, **kw: seen.append(opts) or da)
+    mask = _box(crop, 40, 72, 40, 72)
+    remove_clouds(crop, mask, model=tiny_model)
+    remove_clouds(crop, mask, model=tiny_model, samples=4)
+    remove_clouds(crop, mask, model=tiny_model, samples=4, guidance=1.5)
+    remove_clouds(crop, mask, model=tiny_model, steps=10)
+    inpaint(crop, mask, model=tiny_model)
+    assert [(o.guidance, o.steps, o.samples) for o in seen] == [(0.0, 40, 1), (3.0, 25, 4), (1.5, 25, 4),
+                                                                 (0.0, 10, 1), (3.0, 25, 1)]
+    assert [o.guidance_interval for o in seen] == [0.5] * 4 + [1.0]
 
 
 def test_harmonize_modes_through_the_api(crop, tiny_model):

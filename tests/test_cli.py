@@ -261,6 +261,12 @@ def test_remove_clouds_from_a_landsat_qa_band(capsys, tmp_path, crop_tif, fake_r
     expected = (qa & ((1 << 1) | (1 << 2) | (1 << 3) | (1 << 4))) != 0
     np.testing.assert_array_equal(fake_remove_clouds["mask"].values, expected)
     np.testing.assert_array_equal(geot2e.io.open_raster(tmp_path / "o.tif").synthesized.values, expected)
+    # no --guidance/--steps: the sampler is remove_clouds' own choice (by --samples)
+    assert "guidance" not in fake_remove_clouds["opts"] and "steps" not in fake_remove_clouds["opts"]
+    code, _, err = run(capsys, "remove-clouds", crop_tif, tmp_path / "o2.tif", "--qa", tmp_path / "qa.tif",
+                       "--qa-kind", "landsat_qa_pixel", "--no-progress", "--guidance", "2", "--steps", "7")
+    assert code == 0, err
+    assert fake_remove_clouds["opts"]["guidance"] == 2.0 and fake_remove_clouds["opts"]["steps"] == 7
 
 
 def test_qa_band_on_a_coarser_grid_is_resampled_nearest(capsys, tmp_path, crop_tif, fake_remove_clouds):

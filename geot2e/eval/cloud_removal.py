@@ -50,8 +50,8 @@ class CloudRemovalConfig:
     n_crops: int = 32
     size: int = 128
     k: int = 4
-    steps: int = 25
-    guidance: float = 3.0
+    steps: int | None = None       # None: remove_clouds' default for one sample / for the mean of K
+    guidance: float | None = None  # (geot2e.sampling.CLOUD_SAMPLERS)
     seed: int = 0
     coverage: tuple[float, float] = (0.15, 0.40)
     methods: tuple[str, ...] = ("geot2e_1", "geot2e_k", "vae", "biharmonic", "telea", "mean")
@@ -155,8 +155,13 @@ def run_cloud_removal(model=None, crops: Sequence[xr.DataArray] | None = None, *
 def _result(cfg, methods, rows, seconds, route, use_engine, crops, coverages, model) -> dict:
     summary = {m: summarize(rows[m]) for m in methods}
     labels = {m: METHOD_LABELS[m].format(k=cfg.k) for m in methods}
+    from ..sampling import cloud_sampler
+
     cfgd = asdict(cfg)
     cfgd["methods"] = list(methods)
+    cfgd["samplers"] = {m: dict(zip(("guidance", "steps"), cloud_sampler(1 if m == "geot2e_1" else cfg.k,
+                                                                         cfg.guidance, cfg.steps)))
+                        for m in ("geot2e_1", "geot2e_k") if m in methods}
     return {"config": cfgd, "route": route if model is not None else None, "engine": bool(use_engine),
             "n_crops": len(crops), "coverage_mean": float(np.mean(coverages)) if coverages else None,
             "windows": [list(c.attrs.get("eval_window", ())) for c in crops],

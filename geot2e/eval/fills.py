@@ -84,8 +84,8 @@ def engine_available() -> bool:
     return True
 
 
-def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1, steps: int = 25,
-                guidance: float = 3.0, seed: int = 0, prompt: str = "", use_engine: bool | None = None
+def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1, steps: int | None = None,
+                guidance: float | None = None, seed: int = 0, prompt: str = "", use_engine: bool | None = None
                 ) -> tuple[np.ndarray, str]:
     """Fill with geot2e: one sample, or the per-pixel mean of ``samples`` samples.
 
@@ -94,10 +94,16 @@ def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1
     ``model.inpaint`` directly on the crop scaled by the known pixels' robust range, and
     composites the known pixels back (labelled ``"direct model.inpaint"``).
 
+    ``steps`` and ``guidance`` left as None take remove_clouds' defaults for ``samples``
+    (:func:`geot2e.sampling.cloud_sampler`).
+
     Returns
     -------
     (values, route) : float64 (band, y, x) in the crop's units, and which route was used.
     """
+    from ..sampling import cloud_sampler
+
+    guidance, steps = cloud_sampler(samples, guidance, steps)
     values = np.asarray(crop.values)
     h, w = values.shape[-2:]
     if use_engine is None:
