@@ -59,7 +59,7 @@ def cloud_section(res: dict) -> str:
 
 
 def samplers(c: dict) -> str:
-    """'one sample ω=0, 40 steps; mean of 4 ω=3, 25 steps' from a cloud-removal config."""
+    """'one sample ω=0, 60 steps; mean of 4 ω=3, 25 steps' from a cloud-removal config."""
     names = {"geot2e_1": "one sample", "geot2e_k": f"mean of {c['k']}"}
     if "samplers" not in c:  # results written before the samplers were recorded
         return f"ω={c['guidance']:g}, {c['steps']} steps"

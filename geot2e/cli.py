@@ -212,7 +212,7 @@ def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str |
                    help="share of the steps, noisiest first, that use guidance, in [0, 1] (default: 0.5 for "
                         "remove-clouds, 1 otherwise)")
     g.add_argument("--steps", type=int, default=None,
-                   help=f"denoising steps (default: {d.get('steps', 25)}; remove-clouds: 40 for one sample, 25 for a "
+                   help=f"denoising steps (default: {d.get('steps', 25)}; remove-clouds: 60 for one sample, 25 for a "
                         "mean of --samples)")
     g.add_argument("--seed", type=int, default=d.get("seed", 0),
                    help="seed: the same seed gives the same pixels for any chunking (default: %(default)s)")

@@ -199,7 +199,7 @@ def test_guidance_interval_default_and_provenance(crop, tiny_model):
 
 
 def test_remove_clouds_sampler_follows_samples(crop, tiny_model, monkeypatch):
-    """One sample is drawn for realism (unguided, 40 steps), the mean of K for accuracy
+    """One sample is drawn for realism (unguided, 60 steps), the mean of K for accuracy
     (ω = 3 on the noisier half, 25 steps); explicit values win; inpaint keeps ω = 3, 25 steps."""
     import geot2e.engine.raster as raster
 
@@ -211,7 +211,7 @@ def test_remove_clouds_sampler_follows_samples(crop, tiny_model, monkeypatch):
     remove_clouds(crop, mask, model=tiny_model, samples=4, guidance=1.5)
     remove_clouds(crop, mask, model=tiny_model, steps=10)
     inpaint(crop, mask, model=tiny_model)
-    assert [(o.guidance, o.steps, o.samples) for o in seen] == [(0.0, 40, 1), (3.0, 25, 4), (1.5, 25, 4),
+    assert [(o.guidance, o.steps, o.samples) for o in seen] == [(0.0, 60, 1), (3.0, 25, 4), (1.5, 25, 4),
                                                                  (0.0, 10, 1), (3.0, 25, 1)]
     assert [o.guidance_interval for o in seen] == [0.5] * 4 + [1.0]
 

@@ -120,7 +120,7 @@ def test_cloud_removal_protocol_end_to_end(tiny_model, crops):
                                           "geot2e_k": {"guidance": 1.0, "steps": 2}}
     # left as None, each geot2e method runs remove_clouds' own sampler, and the record says which
     own = run_cloud_removal(tiny_model, crops[:1], config=CloudRemovalConfig(size=32, k=2, methods=("geot2e_1",)))
-    assert own["config"]["samplers"] == {"geot2e_1": {"guidance": 0.0, "steps": 40}}
+    assert own["config"]["samplers"] == {"geot2e_1": {"guidance": 0.0, "steps": 60}}
 
 
 def test_cloud_removal_without_a_model_runs_the_baselines(crops):
