@@ -63,7 +63,7 @@ def samplers(c: dict) -> str:
     names = {"geot2e_1": "one sample", "geot2e_k": f"mean of {c['k']}"}
     if "samplers" not in c:  # results written before the samplers were recorded
         return f"ω={c['guidance']:g}, {c['steps']} steps"
-    return "; ".join(f"{names[m]} ω={v['guidance']:g}, {v['steps']} steps" for m, v in c.get("samplers", {}).items())
+    return "; ".join(f"{names[m]} ω={v['guidance']:g}, {v['steps']} steps" for m, v in c["samplers"].items())
 
 
 def header(out: dict) -> str:
