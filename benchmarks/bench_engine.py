@@ -12,7 +12,7 @@ seams      UNet work (latent pixels x UNet passes) and time of the checkerboard 
 seam_quality  seam ratio (|gradient| across tile borders / inside tiles) of the checkerboard
            vs independent non-overlapping tiles (target <= 1.25)
 area       time with 5 % of the scene masked / 100 % masked (target <= 0.15)
-cloud_options  remove_clouds with its defaults vs all steps guided and vs the boundary mode
+cloud_options  remove_clouds at ω = 3 with its defaults vs all steps guided and vs the boundary mode
            (run it with --model default: the tiny model makes the UNet cheap)
 memory     peak RSS of Zarr-to-Zarr processing, big mosaic / small mosaic (target <= 1.3),
            each in a fresh subprocess
