@@ -289,3 +289,71 @@ def test_threaded_scheduler_is_used_by_default(crop, tmp_path):
         out = gio.to_cog(crop.chunk({"y": 128, "x": 128}), tmp_path / "t.tif", blocksize=128)
     np.testing.assert_array_equal(gio.open_raster(out).values, crop.values)
     assert isinstance(gio.open_raster(out, chunks=128).data, dsa.Array)
+
+
+# --------------------------------------------------------------------------- what a GIS sees (issue 20)
+RGBN = Path(__file__).resolve().parent / "data" / "rgbn_5m_crop.tif"
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_uint8_rgb_flags_band_is_not_alpha_for_gdal(tmp_path, nodata):
+    """A uint8 RGB image with its synthesized band: GDAL must not read the 0/1 flags as
+    alpha (a GIS would show only the filled pixels); its dataset mask marks every valid pixel."""
+    rgb = gio.open_raster(RGBN, bands=[1, 2, 3]).load()
+    rgb = rgb.assign_coords(band=["red", "green", "blue"])
+    if nodata is not None:
+        rgb = rgb.rio.write_nodata(nodata)
+        rgb[:, :4, :] = 0  # a strip of nodata pixels, which the mask must show
+    syn = np.zeros(rgb.shape[1:], bool)
+    syn[40:80, 100:160] = True
+    out = gio.to_cog(rgb.assign_coords(synthesized=(("y", "x"), syn)), tmp_path / "rgb.tif", blocksize=128)
+    _cog_ok(out)
+    from rasterio.enums import ColorInterp, MaskFlags
+
+    with rasterio.open(out) as src:
+        assert src.count == 4
+        assert src.colorinterp[:3] == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        assert src.colorinterp[3] != ColorInterp.alpha
+        assert all(MaskFlags.alpha not in f for f in src.mask_flag_enums)
+        dmask = src.dataset_mask()
+        np.testing.assert_array_equal(src.read(4), syn.astype(np.uint8))
+    valid = np.ones(syn.shape, bool) if nodata is None else (rgb.values != nodata).any(0)
+    np.testing.assert_array_equal(dmask != 0, valid)  # original pixels are not transparent
+    back = gio.open_raster(out)
+    np.testing.assert_array_equal(back.values, rgb.values)
+    np.testing.assert_array_equal(back["synthesized"].values, syn)
+
+
+def test_band_colour_interpretation_follows_band_names(crop, tmp_path):
+    from rasterio.enums import ColorInterp
+
+    out = gio.to_cog(crop.isel(band=[2, 1, 0]).assign_coords(band=["blue", "green", "red"]), tmp_path / "bgr.tif")
+    with rasterio.open(out) as src:
+        assert src.colorinterp == (ColorInterp.blue, ColorInterp.green, ColorInterp.red)
+
+
+def test_cog_round_trip_keeps_the_exact_geotransform(crop, tmp_path):
+    """The source's geotransform is written bit for bit: read back, the coordinates align
+    exactly with the array's (join="exact"), also for a crop and for a grid whose pixel size
+    is not a round number (as geot2e.generate makes)."""
+    from affine import Affine
+
+    back = gio.open_raster(gio.to_cog(crop, tmp_path / "full.tif"))
+    xr.align(back, crop, join="exact")
+    part = crop.isel(y=slice(37, 301), x=slice(11, 250))
+    back = gio.open_raster(gio.to_cog(part, tmp_path / "part.tif"))
+    xr.align(back, part, join="exact")
+    # the same pixels in a GeoTIFF whose pixel size is not a round number (10.000731 m), as
+    # a resampled or generated raster has: rebuilt from coordinates, its origin moved
+    t = Affine(10.000731, 0.0, 737145.3, 0.0, -10.000731, -2785695.7)
+    profile = dict(driver="GTiff", width=crop.sizes["x"], height=crop.sizes["y"], count=3, dtype="uint16",
+                   crs=crop.rio.crs, transform=t, nodata=0)
+    with rasterio.open(tmp_path / "odd_src.tif", "w", **profile) as dst:
+        dst.write(crop.values)
+    odd = gio.open_raster(tmp_path / "odd_src.tif").load()
+    back = gio.open_raster(gio.to_cog(odd, tmp_path / "odd.tif"))
+    xr.align(back, odd, join="exact")
+    assert (back - odd).shape == odd.shape  # arithmetic keeps every column
+    np.testing.assert_array_equal((back - odd).values, 0)
+    with rasterio.open(tmp_path / "odd.tif") as src:
+        assert src.transform == t  # bit for bit

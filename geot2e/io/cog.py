@@ -17,7 +17,17 @@ COG layout written by :func:`to_cog`
 - optional band N+1, description ``synthesized``, band tag ``GEOT2E_ROLE=synthesized``:
   1 where a pixel was synthesized by the model, 0 where it is original data (same dtype
   as the raster, since a GeoTIFF has one dtype); the dataset tag
-  ``GEOT2E_SYNTHESIZED_BAND`` holds its 1-based index;
+  ``GEOT2E_SYNTHESIZED_BAND`` holds its 1-based index. So that no reader takes it for
+  transparency, its colour interpretation is ``undefined`` (TIFF extra sample
+  "unspecified", never alpha, also on a uint8 RGB image), and when the raster has a nodata
+  value the COG carries a GDAL internal mask (valid = any data band is not nodata): GDAL,
+  QGIS and rasterio's ``dataset_mask()`` then read the valid pixels from that mask, not
+  from the flags band;
+- colour interpretation of the data bands from their names: red, green, blue, nir,
+  swir/swir1/swir2, pan, coastal, rededge; other bands keep GDAL's default (a 3-band
+  uint8 image is RGB), except that a data band is never alpha;
+- the geotransform of the source, bit for bit (see :func:`geot2e.io.raster.exact_transform`),
+  so ``xr.align(open_raster(path), da, join="exact")`` holds;
 - dataset tag ``GEOT2E_PROVENANCE``: a JSON object with the ``geot2e_*`` provenance
   attrs (see :mod:`geot2e.io.provenance`);
 - other ``tags``, and the plain scalar attrs of the array (str/number, e.g. tags read
@@ -43,7 +53,7 @@ from geot2e.errors import (
 )
 from geot2e.io._paths import check_output_path, remove_quietly
 from geot2e.io.provenance import PROVENANCE_TAG, PREFIX, encode_provenance, provenance_from_attrs
-from geot2e.io.raster import SYNTHESIZED_NAME, SYNTHESIZED_TAG
+from geot2e.io.raster import SYNTHESIZED_NAME, SYNTHESIZED_TAG, exact_transform
 
 __all__ = ["to_cog", "COMPRESSIONS", "RESAMPLINGS"]
 
@@ -146,6 +156,29 @@ def _band_descriptions(da: xr.DataArray) -> list[str | None]:
     return [None] * nb
 
 
+_COLOR_NAMES = {
+    "red": "red", "green": "green", "blue": "blue", "nir": "nir", "swir": "swir", "swir1": "swir",
+    "swir2": "swir", "pan": "pan", "coastal": "coastal", "rededge": "rededge",
+}
+
+
+def _colorinterp(gdal_default: tuple, descriptions: list[str | None], with_flags: bool) -> list:
+    """GDAL colour interpretation of every band: data bands named after a colour or spectral
+    role get it, others keep GDAL's default; the flags band is ``undefined`` (never alpha)."""
+    from rasterio.enums import ColorInterp
+
+    out = list(gdal_default)
+    for i, desc in enumerate(descriptions):
+        name = _COLOR_NAMES.get(str(desc).lower()) if desc else None
+        if name is not None:
+            out[i] = ColorInterp[name]
+        elif out[i] == ColorInterp.alpha:  # a data band is never transparency
+            out[i] = ColorInterp.undefined
+    if with_flags:
+        out[-1] = ColorInterp.undefined
+    return out
+
+
 def _synthesized_map(da: xr.DataArray, synthesized: Any):
     """The (y, x) synthesized map to write as an extra band, or None."""
     if synthesized is None:
@@ -211,19 +244,24 @@ class _WindowWriter:
     """dask ``store`` target: writes each block into a window of a GeoTIFF on disk.
 
     Opens the file for each block (under the store lock), so it works with threads and
-    with ``dask.distributed`` workers on the same filesystem.
+    with ``dask.distributed`` workers on the same filesystem. ``mask=True``: the blocks are
+    (1, h, w) uint8 valid-data masks written into the GDAL internal mask.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, mask: bool = False):
         self.path = path
+        self.mask = mask
 
     def __setitem__(self, key, value):
         import rasterio
         from rasterio.windows import Window
 
         bands, ys, xs = key
-        indexes = list(range(bands.start + 1, bands.stop + 1))
         with rasterio.open(self.path, "r+") as dst:
+            if self.mask:
+                dst.write_mask(np.asarray(value)[0], window=Window.from_slices(ys, xs))
+                return
+            indexes = list(range(bands.start + 1, bands.stop + 1))
             dst.write(value, indexes=indexes, window=Window.from_slices(ys, xs))
 
 
@@ -306,6 +344,7 @@ def to_cog(
     DimensionError, EmptyRasterError, GridMismatchError, ParameterError
         Bad input or options. All these are checked before anything is computed.
     """
+    import dask
     import dask.array as dsa
     import rasterio
     import rasterio.shutil
@@ -332,7 +371,7 @@ def to_cog(
     scale = da.attrs.get("scale_factor", 1.0)
     offset = da.attrs.get("add_offset", 0.0)
     crs = da.rio.crs
-    transform = da.rio.transform(recalc=True)
+    transform = exact_transform(da)
     nb, ny, nx = da.shape
 
     data = da.data
@@ -342,6 +381,10 @@ def to_cog(
     if data.dtype != dtype:
         data = data.astype(dtype)
     count = nb
+    valid = None
+    if syn is not None and nodata is not None:  # GDAL internal mask: keeps the flags band from being read as one
+        valid = (dsa.isnan(data) if isinstance(nodata, float) and math.isnan(nodata) else data == nodata)
+        valid = (~valid.all(axis=0, keepdims=True)).astype(np.uint8) * np.uint8(255)
     if syn is not None:
         if not isinstance(syn, dsa.Array):
             syn = dsa.from_array(np.asarray(syn), chunks=data.chunks[1:])
@@ -361,6 +404,8 @@ def to_cog(
             transform=transform, nodata=nodata, tiled=True, blockxsize=blocksize,
             blockysize=blocksize, compress="deflate", zlevel=1, bigtiff="IF_SAFER",
         )
+        if syn is not None:
+            profile["alpha"] = "UNSPECIFIED"  # the extra flags band is never alpha
         with rasterio.open(tmp_tiff, "w", **profile) as dst:
             for i, desc in enumerate(descriptions, start=1):
                 if desc:
@@ -368,17 +413,22 @@ def to_cog(
             dst.update_tags(**gdal_tags)
             if syn is not None:
                 dst.update_tags(count, **{ROLE_TAG: SYNTHESIZED_NAME})
+            dst.colorinterp = _colorinterp(dst.colorinterp, descriptions[:nb], syn is not None)
             if (scale, offset) != (1.0, 0.0):
                 dst.scales = [float(scale)] * nb + [1.0] * (count - nb)
                 dst.offsets = [float(offset)] * nb + [0.0] * (count - nb)
-        store = dsa.store(data, _WindowWriter(str(tmp_tiff)), lock=_write_lock(), compute=False)
+        if valid is None:
+            store = dsa.store(data, _WindowWriter(str(tmp_tiff)), lock=_write_lock(), compute=False)
+        else:
+            store = dsa.store([data, valid], [_WindowWriter(str(tmp_tiff)), _WindowWriter(str(tmp_tiff), mask=True)],
+                              lock=_write_lock(), compute=False)
         if progress:
             from dask.diagnostics import ProgressBar
 
             with ProgressBar():
-                store.compute()
+                dask.compute(store)
         else:
-            store.compute()
+            dask.compute(store)
         options = dict(
             COMPRESS=comp.upper(), BLOCKSIZE=blocksize, RESAMPLING=res.upper(), BIGTIFF="IF_SAFER",
             OVERVIEWS="NONE" if ovr == 0 else "AUTO",

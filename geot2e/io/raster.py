@@ -11,13 +11,47 @@ import xarray as xr
 from geot2e.errors import DimensionError, OutputPathError, ParameterError
 from geot2e.io.provenance import PROVENANCE_TAG, decode_provenance
 
-__all__ = ["open_raster", "is_zarr_store", "SYNTHESIZED_TAG", "SYNTHESIZED_NAME"]
+__all__ = ["open_raster", "is_zarr_store", "exact_transform", "SYNTHESIZED_TAG", "SYNTHESIZED_NAME"]
 
 #: Dataset tag written by :func:`geot2e.io.to_cog` naming the 1-based band that holds
 #: the synthesized-pixel map.
 SYNTHESIZED_TAG = "GEOT2E_SYNTHESIZED_BAND"
 #: Band description and coordinate name of the synthesized-pixel map.
 SYNTHESIZED_NAME = "synthesized"
+
+
+def exact_transform(da: xr.DataArray):
+    """The affine transform of ``da``'s pixel grid, bit-exact where the source recorded one.
+
+    ``da.rio.transform()`` rebuilds the origin from the coordinates (``x[0] - res / 2``),
+    which can differ from the source's geotransform in the last bits; written into a file
+    and read back, the coordinates then no longer align exactly with the array's
+    (``xr.align(..., join="exact")`` fails). When the grid mapping coordinate carries a
+    ``GeoTransform`` (rioxarray keeps the source's there) with the same pixel size and
+    rotation, and ``da``'s coordinates lie on that grid (within 1e-6 pixel, e.g. after
+    ``isel``), that transform is used, shifted by the whole number of pixels of the crop.
+    Otherwise the transform is rebuilt from the coordinates.
+    """
+    from affine import Affine
+
+    recalc = da.rio.transform(recalc=True)
+    try:
+        gt = da.coords[da.rio.grid_mapping].attrs["GeoTransform"]
+        cached = Affine.from_gdal(*(float(v) for v in str(gt).split()))
+    except (KeyError, TypeError, ValueError):
+        return recalc
+    scale = max(abs(cached.a), abs(cached.b), abs(cached.d), abs(cached.e))
+    if scale == 0 or any(abs(u - v) > 1e-9 * scale for u, v in zip(
+            (cached.a, cached.b, cached.d, cached.e), (recalc.a, recalc.b, recalc.d, recalc.e))):
+        return recalc
+    try:
+        col, row = ~cached * (recalc.c, recalc.f)
+    except Exception:  # noqa: BLE001 - a degenerate cached transform: use the coordinates
+        return recalc
+    kx, ky = round(col), round(row)
+    if abs(col - kx) > 1e-6 or abs(row - ky) > 1e-6:
+        return recalc
+    return cached if (kx, ky) == (0, 0) else cached * Affine.translation(kx, ky)
 
 
 def is_zarr_store(path: str | os.PathLike) -> bool:
