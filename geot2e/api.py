@@ -502,7 +502,9 @@ def process_zarr(src_store, dst_store, mask, prompt: str = "", *, operation: str
     funcs = {"inpaint": inpaint, "remove_clouds": remove_clouds}
     if operation not in funcs:
         raise ParameterError(f"operation must be one of {sorted(funcs)}, got {operation!r}.")
-    src = src_store if isinstance(src_store, xr.DataArray) else open_zarr(src_store)
+    if not isinstance(src_store, xr.DataArray):
+        _check_complete_source(src_store)
+    src = src_store if isinstance(src_store, xr.DataArray) else open_zarr(src_store, check_complete=False)
     if not hasattr(src.data, "dask"):
         src = src.chunk({"y": 512, "x": 512})
     _check_zarr_destination(dst_store, src, overwrite=overwrite)
@@ -513,6 +515,20 @@ def process_zarr(src_store, dst_store, mask, prompt: str = "", *, operation: str
     else:
         result = remove_clouds(src, mask, prompt=prompt, **kw)
     return write_to_zarr(result, dst_store, overwrite=overwrite, scheduler=scheduler)
+
+
+def _check_complete_source(src_store) -> None:
+    """An unfinished store (its ledger lists only some blocks) is refused as input: its missing
+    blocks would be read as nodata and processed as if they were data."""
+    from pathlib import Path
+
+    from .errors import IncompleteStoreError
+    from .io.zarr_store import _incomplete_message, store_progress
+
+    p = Path(os.fspath(src_store)).expanduser()
+    progress = store_progress(p)
+    if progress is not None and progress[0] < progress[1]:
+        raise IncompleteStoreError(_incomplete_message(p, progress) + " It cannot be used as input until then.")
 
 
 def _check_zarr_destination(dst_store, src, *, overwrite: bool) -> None:

@@ -26,6 +26,12 @@ __all__ = [
     "GSDRangeWarning",
     "NoOverlapWarning",
     "PromptTruncatedWarning",
+    "IncompleteStoreError",
+    "IncompleteStoreWarning",
+    "MaskValueError",
+    "MaskValueWarning",
+    "SizeLimitError",
+    "DeviceError",
 ]
 
 
@@ -107,3 +113,28 @@ class NoOverlapWarning(Geot2eWarning):
 
 class PromptTruncatedWarning(Geot2eWarning):
     """A prompt was longer than the text encoder's context and was truncated."""
+
+
+class IncompleteStoreError(Geot2eError, ValueError):
+    """A Zarr store given as input is unfinished: its ledger lists blocks never written."""
+
+
+class IncompleteStoreWarning(Geot2eWarning):
+    """An unfinished Zarr store was opened: blocks its ledger does not list hold nodata."""
+
+
+class MaskValueError(ParameterError):
+    """A numeric mask holds NaN: whether those pixels are to be synthesized is ambiguous."""
+
+
+class MaskValueWarning(Geot2eWarning):
+    """A numeric mask holds values other than 0 and 1 (read as: nonzero = synthesize)."""
+
+
+class SizeLimitError(ParameterError):
+    """A size-like option (steps, samples, pixels to add or generate) is beyond its upper bound,
+    or the run would need more memory than allowed."""
+
+
+class DeviceError(Geot2eError, ValueError):
+    """The ``device=`` string names no device torch knows, or one this machine does not have."""

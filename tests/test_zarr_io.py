@@ -256,3 +256,91 @@ def test_ledger_keys_and_zarr_tools_accept_the_ledger(scene, tmp_path):
         list(zarr.open_group(store, mode="r").members())
     with pytest.raises(OutputPathError):
         gio.mark_done(tmp_path, (0, 0))  # not a store
+
+
+# --------------------------------------------------------------------------- other readers (issue 20)
+def test_store_opens_in_plain_xarray_and_rioxarray(scene, tmp_path):
+    """Without geot2e: xr.open_zarr(decode_coords="all") + rioxarray give the CRS, the exact
+    transform and nodata, and the stored dtype (uint16 stays uint16: no float with NaN)."""
+    syn = xr.zeros_like(scene.isel(band=0, drop=True), dtype=bool)
+    syn[10:50, 20:90] = True
+    store = gio.create_zarr_like(scene.assign_coords(synthesized=syn), tmp_path / "plain.zarr", chunks=128)
+    gio.write_zarr_region(scene.assign_coords(synthesized=syn), store, {"y": slice(None), "x": slice(None)})
+    ds = xr.open_zarr(store, decode_coords="all", consolidated=False)
+    da = ds["data"]
+    assert da.dtype == np.uint16
+    assert da.rio.crs == scene.rio.crs
+    assert da.rio.transform() == scene.rio.transform()
+    assert da.rio.nodata == 0
+    xr.align(da, scene, join="exact")
+    np.testing.assert_array_equal(da.values, scene.values)
+    np.testing.assert_array_equal(ds["synthesized"].values, syn.values)
+    # and geot2e's own reader gives the same
+    back = gio.open_zarr(store)
+    assert back.dtype == np.uint16 and back.rio.nodata == 0 and back.rio.crs == scene.rio.crs
+    xr.align(back, scene, join="exact")
+
+
+def test_zarr_round_trip_of_a_non_round_grid_aligns_exactly(scene, tmp_path):
+    from affine import Affine
+
+    t = Affine(10.000731, 0.0, 737145.3, 0.0, -10.000731, -2785695.7)
+    profile = dict(driver="GTiff", width=scene.sizes["x"], height=scene.sizes["y"], count=3, dtype="uint16",
+                   crs=scene.rio.crs, transform=t, nodata=0)
+    with rasterio.open(tmp_path / "odd.tif", "w", **profile) as dst:
+        dst.write(scene.values)
+    odd = gio.open_raster(tmp_path / "odd.tif").load()
+    store = gio.create_zarr_like(odd, tmp_path / "odd.zarr", chunks=128)
+    gio.write_zarr_region(odd, store, {"y": slice(None), "x": slice(None)})
+    for back in (gio.open_zarr(store), xr.open_zarr(store, decode_coords="all", consolidated=False)["data"]):
+        xr.align(back, odd, join="exact")
+        assert back.rio.transform() == t
+    # and on to a COG: still the source's grid, bit for bit
+    cog = gio.open_raster(gio.to_cog(gio.open_zarr(store), tmp_path / "odd_cog.tif"))
+    xr.align(cog, odd, join="exact")
+
+
+def test_gdal_zarr_driver_reads_the_store_or_says_why_not(scene, tmp_path):
+    """GDAL's own Zarr driver: read the store where the installed GDAL supports Zarr v3's
+    final codecs; otherwise skip, naming the GDAL version."""
+    store = gio.create_zarr_like(scene, tmp_path / "g.zarr", chunks=128)
+    gio.write_zarr_region(scene, store, {"y": slice(None), "x": slice(None)})
+    try:
+        with rasterio.open(f'ZARR:"{store}":/data') as src:
+            values = src.read()
+    except rasterio.errors.RasterioIOError as e:
+        if "Unsupported codec" in str(e):
+            pytest.skip(f"GDAL {rasterio.__gdal_version__} does not read Zarr v3 final-spec codecs: {e}")
+        raise
+    np.testing.assert_array_equal(values, scene.values)
+
+
+def test_unfinished_store_warns_when_opened_and_is_refused_as_input(scene, tmp_path):
+    """A store whose ledger lists only some blocks (a killed job) reads as nodata where blocks are
+    missing: opening it warns, process_zarr refuses it, and both say how to resume."""
+    import warnings
+
+    import geot2e.api
+    from geot2e.errors import IncompleteStoreError, IncompleteStoreWarning
+
+    store = gio.create_zarr_like(scene, tmp_path / "half.zarr", chunks=128)  # 3 x 3 blocks
+    for i, j in [(0, 0), (0, 1), (0, 2), (1, 0)]:
+        block = scene.isel(y=slice(128 * i, 128 * (i + 1)), x=slice(128 * j, 128 * (j + 1)))
+        gio.write_zarr_region(block, store, "auto", done_key=(i, j))
+    from geot2e.io.zarr_store import store_progress
+
+    assert store_progress(store) == (4, 9)
+    for opener in (gio.open_zarr, gio.open_raster):
+        with pytest.warns(IncompleteStoreWarning, match=r"4 of 9 blocks.*Resume"):
+            opener(store)
+    mask = np.zeros(scene.shape[1:], bool)
+    mask[:10, :10] = True
+    with pytest.raises(IncompleteStoreError, match=r"4 of 9 blocks.*process_zarr"):
+        geot2e.api.process_zarr(store, tmp_path / "out.zarr", mask, "x")
+    assert not (tmp_path / "out.zarr").exists()
+    for i, j in [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]:  # the resumed job finishes it
+        block = scene.isel(y=slice(128 * i, 128 * (i + 1)), x=slice(128 * j, 128 * (j + 1)))
+        gio.write_zarr_region(block, store, "auto", done_key=(i, j))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IncompleteStoreWarning)
+        np.testing.assert_array_equal(gio.open_raster(store).values, scene.values)

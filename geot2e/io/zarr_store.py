@@ -6,12 +6,34 @@ Layout of a store written by geot2e (a directory)::
       zarr.json                group attrs: "geot2e-store" (format, variable, dims), crs_wkt,
                                transform (a, b, c, d, e, f of the affine), nodata and
                                the geot2e_* provenance attrs
-      <variable>/              the raster, dims (band, y, x) or (y, x); fill_value = nodata
-      band/ y/ x/ spatial_ref/ coordinates (spatial_ref carries the CRS, rioxarray style)
+      <variable>/              the raster, dims (band, y, x) or (y, x), in its own dtype;
+                               Zarr fill_value = nodata; CF attribute grid_mapping =
+                               "spatial_ref"; the nodata value as the attribute "nodata"
+                               (rioxarray reads it), not as CF "_FillValue" -- except NaN
+      band/ y/ x/ spatial_ref/ coordinates (spatial_ref carries the CRS as crs_wkt and the
+                               exact GeoTransform, rioxarray style)
+
+Readable without geot2e: ``xr.open_zarr(store, decode_coords="all")["data"]`` has
+``.rio.crs``, ``.rio.transform()`` and ``.rio.nodata``, and keeps the stored dtype (a
+uint8 raster stays uint8: since no integer nodata is written as ``_FillValue``, xarray's
+CF decoding has nothing to mask, so it does not turn the array into float with NaN). A
+float raster whose nodata is NaN keeps ``_FillValue = NaN``, which decodes to the same
+values. Stores written by older versions (``_FillValue`` = nodata) are still read by
+:func:`open_zarr` as they were written.
       synthesized/             optional bool (y, x) coordinate
       .geot2e_done/            tile-completion ledger, an (empty) Zarr subgroup holding one
         <key>                  empty file per finished tile, created only after that
-                               tile's region write returned
+                               tile's region write returned; its attribute "blocks" holds
+                               the store's chunk grid (rows, columns of chunks)
+
+Unfinished stores: when the ledger lists some blocks of the chunk grid (keys ``"i_j"``,
+as :func:`geot2e.process_zarr` writes them) but not all, the store is unfinished (a killed
+or failed job): the missing blocks read as nodata. :func:`open_zarr` (and
+:func:`geot2e.io.open_raster`) then warns with :class:`IncompleteStoreWarning`, and
+:func:`geot2e.process_zarr` refuses it as input (:class:`IncompleteStoreError`). Resume the
+job that wrote it (the same call: finished blocks are skipped). A store whose ledger is empty
+(written in one call, e.g. by :func:`build_zarr_mosaic`, or by region writes without
+``done_key``) is not judged.
 """
 from __future__ import annotations
 
@@ -28,12 +50,13 @@ import xarray as xr
 from geot2e.errors import (
     DimensionError,
     GridMismatchError,
+    IncompleteStoreWarning,
     OutputPathError,
     ParameterError,
     ZarrStoreMismatchError,
 )
 from geot2e.io._paths import check_output_path
-from geot2e.io.ledger import ensure_ledger
+from geot2e.io.ledger import LEDGER_DIR, done_keys, ensure_ledger
 from geot2e.io.provenance import provenance_from_attrs
 
 __all__ = [
@@ -45,6 +68,7 @@ __all__ = [
     "check_zarr_matches",
     "to_zarr_dataset",
     "read_store_attrs",
+    "store_progress",
 ]
 
 #: Group attribute describing the store layout (not a ``geot2e_`` provenance key).
@@ -137,22 +161,28 @@ def to_zarr_dataset(da: xr.DataArray, *, attrs: Mapping[str, Any] | None = None)
     Returns the Dataset and the name of its data variable. Group attrs hold the CRS
     (WKT) and transform; the variable keeps ``_FillValue`` = nodata and its attrs.
     """
+    from geot2e.io.raster import exact_transform
+
     dims = _spatial_dims(da)
     name = _variable_name(da)
     crs = da.rio.crs
-    transform = da.rio.transform(recalc=True)
+    transform = exact_transform(da)
     nodata = da.rio.nodata
     var = da.copy(deep=False)
     var.name = name
     var.encoding = {}
     var.attrs = _clean_attrs(da.attrs)
+    var.attrs.pop("nodata", None)
     if nodata is not None:
-        var.attrs["_FillValue"] = nodata
+        if isinstance(nodata, float) and math.isnan(nodata):
+            var.attrs["_FillValue"] = nodata  # decodes to the same values
+        else:  # CF decoding would turn the raster into float with NaN: rioxarray reads "nodata"
+            var.attrs["nodata"] = nodata.item() if isinstance(nodata, np.generic) else nodata
     if crs is not None:
         var = var.rio.write_crs(crs)
         var = var.rio.write_transform(transform)
-        var.encoding = {"grid_mapping": "spatial_ref"}
-        var.attrs.pop("grid_mapping", None)
+        var.encoding = {}
+        var.attrs["grid_mapping"] = "spatial_ref"  # CF: plain xarray + rioxarray find the CRS
     ds = var.to_dataset(name=name)
     for coord in list(ds.coords):
         ds[coord].encoding = {}
@@ -178,7 +208,7 @@ def _encoding(ds: xr.Dataset, name: str, chunks: Mapping[str, int]) -> dict[str,
             continue
         if set(var.dims) & {"y", "x"} and var.ndim >= 2:
             enc[vname] = {"chunks": tuple(chunks[d] for d in var.dims)}
-    nodata = ds[name].attrs.get("_FillValue")
+    nodata = ds[name].attrs.get("_FillValue", ds[name].attrs.get("nodata"))
     if nodata is not None:
         enc[name]["fill_value"] = np.asarray(nodata, dtype=ds[name].dtype).item()
     return enc
@@ -295,11 +325,42 @@ def create_zarr_like(
         consolidated=False,
         encoding=_encoding(ds, name, chunk_map),
     )
-    ensure_ledger(dest)
+    ledger = ensure_ledger(dest)
+    blocks = [-(-int(da.sizes[d]) // chunk_map[d]) for d in ("y", "x")]
+    meta = json.loads((ledger / "zarr.json").read_text(encoding="utf-8"))
+    meta.setdefault("attributes", {})["blocks"] = blocks
+    tmp = ledger / f".zarr.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(tmp, ledger / "zarr.json")
     return dest
 
 
-def open_zarr(store: str | os.PathLike, *, chunks: Any = "zarr") -> xr.DataArray:
+def store_progress(store: str | os.PathLike) -> tuple[int, int] | None:
+    """``(blocks done, blocks in the chunk grid)`` of a store its ledger tracks, else None.
+
+    None for stores whose ledger lists no block of the chunk grid (written in one call, by
+    region writes without ``done_key``, or by a version that did not record the grid).
+    """
+    p = Path(os.fspath(store)).expanduser()
+    try:
+        meta = json.loads((p / LEDGER_DIR / "zarr.json").read_text(encoding="utf-8"))
+        ny, nx = (int(v) for v in meta.get("attributes", {})["blocks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    grid = {f"{i}_{j}" for i in range(ny) for j in range(nx)}
+    done = len(grid & done_keys(p))
+    return (done, ny * nx) if done else None
+
+
+def _incomplete_message(p: Path, progress: tuple[int, int]) -> str:
+    done, total = progress
+    return (f"the Zarr store {p} is unfinished: its ledger lists {done} of {total} blocks as written, "
+            "so the other blocks read as nodata (or zeros), not as data. Resume the job that wrote it "
+            "(run the same geot2e.process_zarr call again: finished blocks are skipped), or write to a "
+            "new store with overwrite=True.")
+
+
+def open_zarr(store: str | os.PathLike, *, chunks: Any = "zarr", check_complete: bool = True) -> xr.DataArray:
     """Open a geot2e Zarr store as a CRS-aware DataArray.
 
     Parameters
@@ -309,6 +370,9 @@ def open_zarr(store: str | os.PathLike, *, chunks: Any = "zarr") -> xr.DataArray
     chunks : "zarr", None, "auto", int or dict, default "zarr"
         ``"zarr"``: dask array on the store's own chunks; ``None``: lazily-read
         numpy-backed array; anything else: dask chunks as in :func:`xarray.open_zarr`.
+    check_complete : bool, default True
+        Warn (:class:`~geot2e.errors.IncompleteStoreWarning`) when the store's ledger says
+        it is unfinished (see the module docstring).
 
     Returns
     -------
@@ -316,8 +380,14 @@ def open_zarr(store: str | os.PathLike, *, chunks: Any = "zarr") -> xr.DataArray
         Values in the stored dtype (no masking); ``rio.crs``, ``rio.transform()``,
         ``rio.nodata`` and ``geot2e_*`` provenance attrs as written.
     """
+    import warnings
+
     p = Path(os.fspath(store)).expanduser()
     group_attrs = _zarr_json(p).get("attributes", {})
+    if check_complete:
+        progress = store_progress(p)
+        if progress is not None and progress[0] < progress[1]:
+            warnings.warn(_incomplete_message(p, progress), IncompleteStoreWarning, stacklevel=2)
     ds = xr.open_zarr(
         p,
         chunks={} if chunks == "zarr" else chunks,
@@ -345,7 +415,9 @@ def open_zarr(store: str | os.PathLike, *, chunks: Any = "zarr") -> xr.DataArray
         da.attrs["long_name"] = tuple(da.attrs["long_name"])
     if da.rio.crs is None and group_attrs.get("crs_wkt"):
         da = da.rio.write_crs(group_attrs["crs_wkt"])
-    nodata = da.attrs.get("_FillValue", group_attrs.get("nodata"))
+    nodata = da.attrs.pop("nodata", None)
+    if nodata is None:
+        nodata = da.attrs.get("_FillValue", group_attrs.get("nodata"))
     if nodata is not None:
         da = da.rio.write_nodata(float("nan") if nodata == "nan" else nodata, encoded=False)
     return da
@@ -380,7 +452,7 @@ def check_zarr_matches(store: str | os.PathLike, da: xr.DataArray) -> None:
 
     _spatial_dims(da)
     p = Path(os.fspath(store)).expanduser()
-    stored = open_zarr(p, chunks=None)
+    stored = open_zarr(p, chunks=None, check_complete=False)
     problems = []
     if stored.dims != da.dims:
         problems.append(f"dims {stored.dims} in the store vs {da.dims}")
@@ -491,7 +563,7 @@ def write_zarr_region(
     import zarr
 
     p = Path(os.fspath(store)).expanduser()
-    stored = open_zarr(p, chunks=None)
+    stored = open_zarr(p, chunks=None, check_complete=False)
     name = stored.name
     if da_block.dims != stored.dims:
         raise GridMismatchError(f"block dims {da_block.dims} differ from the store's {stored.dims}.")
