@@ -17,8 +17,8 @@ guidance_interval : float, default 1.0 (0.5 for remove_clouds)
     detail: for remove_clouds, guiding the first half kept the fill's texture 0.69 of the
     truth's instead of 0.59 for 0.2 dB (v4, validation crops; docs/model_card.md). It acts
     only where guidance does: in remove_clouds by default the mean of K.
-steps : int, default 25 (remove_clouds: by ``samples``, see below)
-    Denoising steps.
+steps : int, optional (remove_clouds: by ``samples``, see below)
+    Denoising steps; default: the model's (25; 50 for official Text2Earth models).
 seed : int, default 0
     Seed of the tile noise: the same seed gives the same result for any chunking.
 samples : int, default 1
@@ -41,9 +41,12 @@ device : str, default "auto"
     Torch device ("cuda", "cpu", ...).
 progress : bool, optional
     Show a progress bar (default: for numpy-backed inputs).
-scheduler : str, default "ddim"
-    "ddim", "dpmsolver++", "euler" or "ddpm".
-harmonize : bool or str, default True (``"lowpass"`` for remove_clouds)
+scheduler : str, default "auto"
+    "auto" (the model's: "ddim"; an official Text2Earth folder's own scheduler), "ddim",
+    "dpmsolver++", "euler" or "ddpm".
+harmonize : bool or str, default "auto" (``"lowpass"`` for remove_clouds)
+    "auto": True for geot2e's models, False for official Text2Earth models (their pipelines
+    do not harmonise; known pixels are still composited back bit for bit).
     How the fill's colour is made to agree with the known pixels. True / ``"boundary"``:
     the colour mismatch on the known ring around the mask is spread inward (keeps a
     prompt's new colours; the default of inpaint, outpaint and generate).
@@ -79,7 +82,7 @@ from .sampling import CLOUD_SAMPLERS, cloud_sampler
 
 __all__ = ["remove_clouds", "inpaint", "outpaint", "generate", "process_zarr", "cloud_sampler", "CLOUD_SAMPLERS"]
 
-_SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
+_SCHEDULERS = ("auto", "ddim", "dpmsolver++", "euler", "ddpm")
 
 
 
@@ -95,7 +98,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
             or not 0 <= guidance_interval <= 1):
         raise ParameterError(f"guidance_interval must be a number in [0, 1] (the share of the steps, noisiest "
                              f"first, that use guidance), got {guidance_interval!r}.")
-    for name, v, lo in (("steps", steps, 1), ("samples", samples, 1), ("seed", seed, 0)):
+    for name, v, lo in (("steps", 1 if steps is None else steps, 1), ("samples", samples, 1), ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
             raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}.")
     if scheduler not in _SCHEDULERS:
@@ -104,11 +107,14 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         raise ParameterError(f"gsd must be a positive number of metres per pixel, got {gsd!r}.")
     from .models.fill import harmonize_mode
 
-    harmonize = harmonize_mode(harmonize)  # validated before loading a model
+    harmonize_mode(True if harmonize == "auto" else harmonize)  # validated before loading a model
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
                                 or threads < 1):
         raise ParameterError(f"threads must be an integer >= 1 (torch CPU threads per tile) or None, got {threads!r}.")
     m = model if isinstance(model, Text2Earth) else load_model(model, device=device)
+    from .models.defaults import resolve_sampling  # None/"auto": the model's own (official: 50 steps, folder's)
+
+    steps, scheduler, harmonize = resolve_sampling(m, steps=steps, scheduler=scheduler, harmonize=harmonize)
     if threads is None:
         import torch
 
@@ -218,13 +224,13 @@ def _mask_runs(mask, da, prompt) -> tuple[list[tuple[xr.DataArray, str]], Any]:
                                  f"leading dims of the raster ({leading}).")
         m = mask.transpose(*extra, ydim, xdim)
         if m.dtype != bool:
-            m = m.fillna(0) != 0 if np.issubdtype(m.dtype, np.floating) else m != 0
+            m = m.copy(data=_binary_mask(m.data))
         return [(m, prompt)], prompt
     if isinstance(mask, np.ndarray):
         if mask.shape != (da.sizes[ydim], da.sizes[xdim]):
             raise DimensionError(f"a numpy mask must have the raster's (y, x) shape "
                                  f"{(da.sizes[ydim], da.sizes[xdim])}, got {mask.shape}.")
-        m = xr.DataArray(mask.astype(bool), dims=(ydim, xdim))
+        m = xr.DataArray(_binary_mask(mask), dims=(ydim, xdim))
         return [(m, prompt)], prompt
     if isinstance(mask, (str, os.PathLike)) or _is_vector(mask):
         gdf = read_vector(mask)
@@ -237,6 +243,42 @@ def _mask_runs(mask, da, prompt) -> tuple[list[tuple[xr.DataArray, str]], Any]:
         return [(m, prompt)], prompt
     raise ParameterError(f"cannot use a {type(mask).__name__} as a mask; give a bool DataArray on the raster's "
                          "grid, geometries (GeoDataFrame, GeoSeries, shapely) or a vector file path.")
+
+
+def _binary_mask(values):
+    """The one rule for non-bool masks (numpy or DataArray, numpy- or dask-backed alike):
+    nonzero = synthesize. NaN is a :class:`MaskValueError` (is a NaN pixel to be synthesized or
+    not? say it with ``fillna``); values other than 0 and 1 warn (:class:`MaskValueWarning`)
+    and count as True. A dask mask is summarised eagerly for this check (one small reduction)."""
+    from .errors import MaskValueError, MaskValueWarning
+
+    dtype = np.dtype(values.dtype)
+    if dtype == bool:
+        return values
+    if dtype.kind not in "iuf":
+        raise ParameterError(f"a mask must be bool or numeric (0 = keep, 1 = synthesize), got dtype {dtype}.")
+    lazy = hasattr(values, "dask")
+    arr = values if lazy else np.asarray(values)
+    nan = arr != arr if dtype.kind == "f" else None
+    other = (arr != 0) & (arr != 1)
+    if nan is not None:
+        other = other & ~nan
+    counts = [other.sum()] + ([nan.sum()] if nan is not None else [])
+    if lazy:
+        import dask
+
+        counts = list(dask.compute(*counts))
+    n_other, n_nan = int(counts[0]), int(counts[1]) if nan is not None else 0
+    if n_nan:
+        raise MaskValueError(
+            f"the mask holds {n_nan} NaN value(s): whether those pixels are to be synthesized is ambiguous. "
+            "Decide explicitly, e.g. mask.fillna(0) (keep them) or mask.fillna(1) (synthesize them), or pass a "
+            "bool mask.")
+    if n_other:
+        warnings.warn(f"the mask holds {n_other} value(s) other than 0 and 1; they count as True (nonzero = "
+                      "synthesize). Pass a bool mask (e.g. mask > 0.5) to say what you mean.",
+                      MaskValueWarning, stacklevel=4)
+    return arr != 0
 
 
 def _check_not_a_column(prompt: str, gdf) -> None:
@@ -287,11 +329,52 @@ def _strip_spatial_coords(da: xr.DataArray) -> xr.DataArray:
     return da.drop_vars(drop) if drop else da
 
 
+def _previous_steps(da: xr.DataArray):
+    """What earlier geot2e calls left on ``da``: ``(da without them, synthesized map or None,
+    provenance of every earlier step, oldest first)``. ``da`` itself is not changed."""
+    from .io.provenance import provenance_from_attrs
+
+    prior = da.coords["synthesized"] if "synthesized" in da.coords else None
+    prov = provenance_from_attrs(da.attrs)
+    history = [dict(h) for h in (prov.pop("geot2e_history", None) or []) if isinstance(h, dict)]
+    if prov.get("geot2e_operation") and (not history or history[-1] != prov):
+        history.append(prov)
+    clean = _strip_spatial_coords(da).copy(deep=False)
+    clean.attrs = {k: v for k, v in da.attrs.items() if not str(k).startswith("geot2e_")}
+    return clean, prior, history
+
+
+def _chain(result: xr.DataArray, prior, history: list, pads: dict | None = None) -> xr.DataArray:
+    """Accumulate across chained calls: a pixel synthesized by an earlier call stays marked
+    ``synthesized``, and ``attrs["geot2e_history"]`` lists the provenance of every step (the
+    latest last; the latest step's keys also stay at the top level)."""
+    if prior is not None:
+        syn = result["synthesized"]
+        data = prior.astype(bool).data
+        if pads:  # outpaint: the earlier map sits inside the grown canvas
+            pad = ((pads["top"], pads["bottom"]), (pads["left"], pads["right"]))
+            if hasattr(data, "dask"):
+                import dask.array as dsa
+
+                data = dsa.pad(data, pad, mode="constant", constant_values=False)
+            else:
+                data = np.pad(np.asarray(data), pad, mode="constant", constant_values=False)
+        prev = xr.DataArray(data, dims=prior.dims)
+        merged = syn.variable | prev.variable
+        result = result.assign_coords(synthesized=(merged.dims, merged.data, dict(syn.attrs)))
+        result = result.transpose(*result.dims)
+    if history:
+        from .io.provenance import provenance_from_attrs
+
+        result.attrs["geot2e_history"] = [*history, provenance_from_attrs(result.attrs)]
+    return result
+
+
 # --------------------------------------------------------------------------- public functions
 def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidance: float = 3.0,
-            guidance_interval: float = 1.0, steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256,
+            guidance_interval: float = 1.0, steps: int | None = None, seed: int = 0, samples: int = 1, tile: int = 256,
             overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-            scheduler: str = "ddim", harmonize: bool | str = True, radiometry=None,
+            scheduler: str = "auto", harmonize: bool | str = "auto", radiometry=None,
             threads: int | None = None) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
 
@@ -304,7 +387,11 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
     mask : bool DataArray, geometries or vector file path
         True = synthesize. A DataArray must be on ``da``'s grid (GridMismatchError
         otherwise); geometries in any CRS are rasterized with
-        :func:`geot2e.geometry_mask` (all touched pixels).
+        :func:`geot2e.geometry_mask` (all touched pixels). A numeric mask, numpy array
+        or DataArray alike, follows one rule: nonzero = synthesize; NaN raises
+        :class:`~geot2e.errors.MaskValueError` (decide with ``mask.fillna(0)`` or
+        ``fillna(1)``); values other than 0 and 1 warn
+        (:class:`~geot2e.errors.MaskValueWarning`) and count as True.
     prompt : str
         Text for the masked area; or the name of a column of the GeoDataFrame given as
         ``mask``: each polygon is then filled with its own prompt (one run per distinct
@@ -319,7 +406,9 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
         Same CRS, transform, dims, coords, dtype, nodata and attrs as ``da``; pixels
         outside the mask bit-identical to ``da``; a ``synthesized`` bool (y, x)
         coordinate; ``geot2e_*`` provenance attrs; an ``uncertainty`` coordinate when
-        ``samples > 1``.
+        ``samples > 1``. Chained calls accumulate: pixels an earlier call synthesized
+        (the input's own ``synthesized`` coordinate, also after a COG or Zarr round trip)
+        stay marked, and ``attrs["geot2e_history"]`` lists the provenance of every step.
 
     Raises
     ------
@@ -337,18 +426,18 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
     _check_raster(da, m)
-    da = _strip_spatial_coords(da)
+    da, prior, history = _previous_steps(da)
     g = _gsd_for(da, gsd, m)
     runs, prompt_attr = _mask_runs(mask, da, prompt)
     _warn_long_prompts(m, [p for _, p in runs], da.data)
-    return synthesize(da, runs, model=m, gsd=g, opts=opts, operation="inpaint", radiometry=radiometry,
-                      prompt_attr=prompt_attr)
+    return _chain(synthesize(da, runs, model=m, gsd=g, opts=opts, operation="inpaint", radiometry=radiometry,
+                             prompt_attr=prompt_attr), prior, history)
 
 
 def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", guidance: float | None = None,
                   guidance_interval: float = 0.5, steps: int | None = None, seed: int = 0, samples: int = 1, tile: int = 256,
                   overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-                  scheduler: str = "ddim", harmonize: bool | str = "lowpass", radiometry=None,
+                  scheduler: str = "auto", harmonize: bool | str = "lowpass", radiometry=None,
                   threads: int | None = None) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
 
@@ -369,20 +458,20 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", 
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
     _check_raster(da, m)
-    da = _strip_spatial_coords(da)
+    da, prior, history = _previous_steps(da)
     g = _gsd_for(da, gsd, m)
     runs, prompt_attr = _mask_runs(mask, da, prompt)
     _warn_long_prompts(m, [p for _, p in runs], da.data)
-    return synthesize(da, runs, model=m, gsd=g, opts=opts, operation="remove_clouds", radiometry=radiometry,
-                      allow_empty=True, prompt_attr=prompt_attr)
+    return _chain(synthesize(da, runs, model=m, gsd=g, opts=opts, operation="remove_clouds",
+                             radiometry=radiometry, allow_empty=True, prompt_attr=prompt_attr), prior, history)
 
 
 def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
              prompt: str = "", model="default", guidance: float = 3.0, guidance_interval: float = 1.0,
-             steps: int = 25, seed: int = 0,
+             steps: int | None = None, seed: int = 0,
              samples: int = 1, tile: int = 256, overlap: int = 32, gsd: float | None = None,
-             device: str = "auto", progress: bool | None = None, scheduler: str = "ddim",
-             harmonize: bool | str = True, radiometry=None, threads: int | None = None) -> xr.DataArray:
+             device: str = "auto", progress: bool | None = None, scheduler: str = "auto",
+             harmonize: bool | str = "auto", radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Extend a raster beyond its edges by ``left``/``right``/``top``/``bottom`` pixels.
 
     The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
@@ -408,22 +497,23 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
     _check_raster(da, m)
-    da = _strip_spatial_coords(da)
+    da, prior, history = _previous_steps(da)
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
     g = _gsd_for(da, gsd, m)
     _warn_long_prompts(m, prompt, da.data)
     canvas, mask = grow_canvas(da, **{k: int(v) for k, v in pads.items()})
-    return synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="outpaint",
-                      radiometry=radiometry, prompt_attr=prompt,
-                      extra_attrs={"outpaint_pixels": [int(left), int(right), int(top), int(bottom)]})
+    result = synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="outpaint",
+                        radiometry=radiometry, prompt_attr=prompt,
+                        extra_attrs={"outpaint_pixels": [int(left), int(right), int(top), int(bottom)]})
+    return _chain(result, prior, history, pads={k: int(v) for k, v in pads.items()})
 
 
 def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=None, gsd: float | None = None,
              shape: tuple[int, int] | None = None, model="default", guidance: float = 3.0,
-             guidance_interval: float = 1.0, steps: int = 25,
+             guidance_interval: float = 1.0, steps: int | None = None,
              seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32, device: str = "auto",
-             progress: bool | None = None, scheduler: str = "ddim", harmonize: bool | str = True,
+             progress: bool | None = None, scheduler: str = "auto", harmonize: bool | str = "auto",
              radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Generate a new georeferenced scene from text.
 
@@ -438,9 +528,13 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
         Extent in ``crs`` units (with ``crs`` and ``gsd`` or ``shape``).
     crs : CRS-like, optional
     gsd : float, optional
-        Ground sample distance in metres per pixel: sets the pixel size from ``bounds``
-        (the grid is adjusted so that the ground GSD at the centre matches) and is what
-        the model is told. With ``like``, overrides the GSD the model is told.
+        Ground sample distance in metres per pixel, and what the model is told. With
+        ``bounds``: the pixel size in CRS units is chosen so that ``geot2e.gsd`` of the
+        result is exactly ``gsd`` along each axis (measured on the ground at the grid's
+        centre, so in UTM it differs from ``gsd`` by the projection's scale factor); the
+        grid starts at the top-left corner of ``bounds`` and has as many whole pixels as
+        needed to cover them: it overshoots ``right`` and ``bottom`` by less than one pixel,
+        never falls short. With ``like``, overrides the GSD the model is told.
     shape : (height, width), optional
         Pixel size of the canvas (with ``bounds``, instead of ``gsd``).
 

@@ -63,7 +63,33 @@ def grow_canvas(da: xr.DataArray, *, left: int, right: int, top: int, bottom: in
     return canvas, xr.DataArray(mask, dims=(ydim, xdim), coords={ydim: canvas[ydim], xdim: canvas[xdim]})
 
 
-def _grid_for_bounds(bounds, crs, gsd, shape):
+#: Largest canvas :func:`blank_canvas` builds in memory from ``bounds=`` (pixels); larger scenes
+#: are generated tile by tile with ``like=`` a dask-backed template.
+MAX_CANVAS_PIXELS = 50_000_000
+
+
+def _check_canvas_size(hgt: int, wid: int, nb: int) -> None:
+    """Refuse a canvas too large to build in memory, before any array is allocated."""
+    if hgt * wid > MAX_CANVAS_PIXELS:
+        from ..errors import SizeLimitError
+
+        gib = hgt * wid * (nb * 4 + 1) * 3 / 2**30  # float32 canvas, mask, result and the engine's copies
+        raise SizeLimitError(
+            f"the canvas would be {hgt} x {wid} pixels (about {gib:.3g} GiB in memory; the limit is "
+            f"{MAX_CANVAS_PIXELS:,} pixels): check gsd= (metres per pixel) and bounds=, or generate it tile by "
+            "tile with like= a dask-backed template (e.g. a Zarr store from geot2e.io.create_zarr_like).")
+
+
+def _grid_for_bounds(bounds, crs, gsd, shape, nb: int = 3):
+    """Transform and (height, width) of a north-up grid over ``bounds``.
+
+    With ``gsd``: the pixel size in CRS units is chosen so that the ground sample distance at
+    the grid's centre is exactly ``gsd`` along each axis (:func:`geot2e.geo.gsd_from_transform`);
+    the grid starts at the bounds' top-left corner and has as many whole pixels as needed to
+    cover them, so it overshoots ``right`` and ``bottom`` by less than one pixel.
+    """
+    import math
+
     from rasterio.transform import from_bounds, from_origin
 
     from ..geo import gsd_from_transform
@@ -72,24 +98,49 @@ def _grid_for_bounds(bounds, crs, gsd, shape):
         left, bottom, right, top = (float(v) for v in bounds)
     except (TypeError, ValueError) as e:
         raise ParameterError(f"bounds must be (left, bottom, right, top), got {bounds!r}.") from e
+    if not all(map(math.isfinite, (left, bottom, right, top))):
+        raise ParameterError(f"bounds must be finite numbers, got {bounds!r}.")
     if not (right > left and top > bottom):
         raise ParameterError(f"bounds {bounds!r} are empty: need right > left and top > bottom.")
     if shape is not None:
-        hgt, wid = (int(v) for v in shape)
+        try:
+            hgt, wid = (int(v) for v in shape)
+        except (TypeError, ValueError) as e:
+            raise ParameterError(f"shape must be (height, width), got {shape!r}.") from e
         if hgt < 1 or wid < 1:
             raise ParameterError(f"shape must be (height, width) >= 1, got {shape!r}.")
+        _check_canvas_size(hgt, wid, nb)
         return from_bounds(left, bottom, right, top, wid, hgt), (hgt, wid)
     if gsd is None:
         raise ParameterError("generate with bounds= needs gsd= (metres per pixel) or shape=(height, width).")
-    sx = sy = float(gsd)
-    for _ in range(3):  # pixel size in CRS units whose ground length at the centre is gsd
-        wid = max(1, int(round((right - left) / sx)))
-        hgt = max(1, int(round((top - bottom) / sy)))
+    gsd = float(gsd)
+
+    def cover(sx, sy):
+        # whole pixels covering the bounds (a relative 1e-9 of slack absorbs rounding)
+        wid = max(1, math.ceil((right - left) / sx - 1e-9))
+        hgt = max(1, math.ceil((top - bottom) / sy - 1e-9))
+        _check_canvas_size(hgt, wid, nb)  # before any array is built
+        return hgt, wid
+
+    sx = sy = gsd
+    hgt, wid = cover(sx, sy)
+    for _ in range(8):  # pixel size in CRS units whose ground length at the grid's centre is gsd
         gx, gy = gsd_from_transform(from_origin(left, top, sx, sy), crs, (hgt, wid), per_axis=True)
         sx, sy = sx * gsd / gx, sy * gsd / gy
-    wid = max(1, int(round((right - left) / sx)))
-    hgt = max(1, int(round((top - bottom) / sy)))
+        new = cover(sx, sy)
+        if new == (hgt, wid) and abs(gx - gsd) <= 1e-12 * gsd and abs(gy - gsd) <= 1e-12 * gsd:
+            break
+        hgt, wid = new
     return from_origin(left, top, sx, sy), (hgt, wid)
+
+
+def _grid_coords(transform, hgt: int, wid: int):
+    """Pixel-centre coordinates exactly as rioxarray computes them from a file's transform, so
+    a written and re-read canvas aligns with ``join="exact"``."""
+    t = transform * Affine.translation(0.5, 0.5)
+    xs, _ = t * (np.arange(wid), np.zeros(wid))
+    _, ys = t * (np.zeros(hgt), np.arange(hgt))
+    return ys, xs
 
 
 def blank_canvas(model, *, like=None, bounds=None, crs=None, gsd=None, shape=None):
@@ -154,12 +205,8 @@ def blank_canvas(model, *, like=None, bounds=None, crs=None, gsd=None, shape=Non
     from ..geo.gsd import to_pyproj_crs
 
     pcrs = to_pyproj_crs(crs)
-    transform, (h, w) = _grid_for_bounds(bounds, pcrs, gsd, shape)
-    ys = transform.f + transform.e * (np.arange(h) + 0.5)
-    xs = transform.c + transform.a * (np.arange(w) + 0.5)
-    if h * w > 50_000_000:
-        raise ParameterError(f"the canvas would be {h} x {w} pixels; generate tiles of it with like= a dask-backed "
-                             "template (e.g. a Zarr store from geot2e.io.create_zarr_like) instead.")
+    transform, (h, w) = _grid_for_bounds(bounds, pcrs, gsd, shape, nb)
+    ys, xs = _grid_coords(transform, h, w)
     canvas = xr.DataArray(np.zeros((nb, h, w), np.float32), dims=("band", "y", "x"),
                           coords={"band": np.arange(1, nb + 1), "y": ys, "x": xs},
                           attrs={"long_name": tuple(model.config.band_names)})
