@@ -17,8 +17,8 @@ guidance_interval : float, default 1.0 (0.5 for remove_clouds)
     detail: for remove_clouds, guiding the first half kept the fill's texture 0.69 of the
     truth's instead of 0.59 for 0.2 dB (v4, validation crops; docs/model_card.md). It acts
     only where guidance does: in remove_clouds by default the mean of K.
-steps : int, default 25 (remove_clouds: by ``samples``, see below)
-    Denoising steps.
+steps : int, optional (remove_clouds: by ``samples``, see below)
+    Denoising steps; default: the model's (25; 50 for official Text2Earth models).
 seed : int, default 0
     Seed of the tile noise: the same seed gives the same result for any chunking.
 samples : int, default 1
@@ -41,9 +41,12 @@ device : str, default "auto"
     Torch device ("cuda", "cpu", ...).
 progress : bool, optional
     Show a progress bar (default: for numpy-backed inputs).
-scheduler : str, default "ddim"
-    "ddim", "dpmsolver++", "euler" or "ddpm".
-harmonize : bool or str, default True (``"lowpass"`` for remove_clouds)
+scheduler : str, default "auto"
+    "auto" (the model's: "ddim"; an official Text2Earth folder's own scheduler), "ddim",
+    "dpmsolver++", "euler" or "ddpm".
+harmonize : bool or str, default "auto" (``"lowpass"`` for remove_clouds)
+    "auto": True for geot2e's models, False for official Text2Earth models (their pipelines
+    do not harmonise; known pixels are still composited back bit for bit).
     How the fill's colour is made to agree with the known pixels. True / ``"boundary"``:
     the colour mismatch on the known ring around the mask is spread inward (keeps a
     prompt's new colours; the default of inpaint, outpaint and generate).
@@ -79,7 +82,7 @@ from .sampling import CLOUD_SAMPLERS, cloud_sampler
 
 __all__ = ["remove_clouds", "inpaint", "outpaint", "generate", "process_zarr", "cloud_sampler", "CLOUD_SAMPLERS"]
 
-_SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
+_SCHEDULERS = ("auto", "ddim", "dpmsolver++", "euler", "ddpm")
 
 
 
@@ -95,7 +98,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
             or not 0 <= guidance_interval <= 1):
         raise ParameterError(f"guidance_interval must be a number in [0, 1] (the share of the steps, noisiest "
                              f"first, that use guidance), got {guidance_interval!r}.")
-    for name, v, lo in (("steps", steps, 1), ("samples", samples, 1), ("seed", seed, 0)):
+    for name, v, lo in (("steps", 1 if steps is None else steps, 1), ("samples", samples, 1), ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
             raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}.")
     if scheduler not in _SCHEDULERS:
@@ -104,11 +107,14 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         raise ParameterError(f"gsd must be a positive number of metres per pixel, got {gsd!r}.")
     from .models.fill import harmonize_mode
 
-    harmonize = harmonize_mode(harmonize)  # validated before loading a model
+    harmonize_mode(True if harmonize == "auto" else harmonize)  # validated before loading a model
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
                                 or threads < 1):
         raise ParameterError(f"threads must be an integer >= 1 (torch CPU threads per tile) or None, got {threads!r}.")
     m = model if isinstance(model, Text2Earth) else load_model(model, device=device)
+    from .models.defaults import resolve_sampling  # None/"auto": the model's own (official: 50 steps, folder's)
+
+    steps, scheduler, harmonize = resolve_sampling(m, steps=steps, scheduler=scheduler, harmonize=harmonize)
     if threads is None:
         import torch
 
@@ -366,9 +372,9 @@ def _chain(result: xr.DataArray, prior, history: list, pads: dict | None = None)
 
 # --------------------------------------------------------------------------- public functions
 def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidance: float = 3.0,
-            guidance_interval: float = 1.0, steps: int = 25, seed: int = 0, samples: int = 1, tile: int = 256,
+            guidance_interval: float = 1.0, steps: int | None = None, seed: int = 0, samples: int = 1, tile: int = 256,
             overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-            scheduler: str = "ddim", harmonize: bool | str = True, radiometry=None,
+            scheduler: str = "auto", harmonize: bool | str = "auto", radiometry=None,
             threads: int | None = None) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
 
@@ -431,7 +437,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
 def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", guidance: float | None = None,
                   guidance_interval: float = 0.5, steps: int | None = None, seed: int = 0, samples: int = 1, tile: int = 256,
                   overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-                  scheduler: str = "ddim", harmonize: bool | str = "lowpass", radiometry=None,
+                  scheduler: str = "auto", harmonize: bool | str = "lowpass", radiometry=None,
                   threads: int | None = None) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
 
@@ -462,10 +468,10 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", 
 
 def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
              prompt: str = "", model="default", guidance: float = 3.0, guidance_interval: float = 1.0,
-             steps: int = 25, seed: int = 0,
+             steps: int | None = None, seed: int = 0,
              samples: int = 1, tile: int = 256, overlap: int = 32, gsd: float | None = None,
-             device: str = "auto", progress: bool | None = None, scheduler: str = "ddim",
-             harmonize: bool | str = True, radiometry=None, threads: int | None = None) -> xr.DataArray:
+             device: str = "auto", progress: bool | None = None, scheduler: str = "auto",
+             harmonize: bool | str = "auto", radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Extend a raster beyond its edges by ``left``/``right``/``top``/``bottom`` pixels.
 
     The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
@@ -505,9 +511,9 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
 
 def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=None, gsd: float | None = None,
              shape: tuple[int, int] | None = None, model="default", guidance: float = 3.0,
-             guidance_interval: float = 1.0, steps: int = 25,
+             guidance_interval: float = 1.0, steps: int | None = None,
              seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32, device: str = "auto",
-             progress: bool | None = None, scheduler: str = "ddim", harmonize: bool | str = True,
+             progress: bool | None = None, scheduler: str = "auto", harmonize: bool | str = "auto",
              radiometry=None, threads: int | None = None) -> xr.DataArray:
     """Generate a new georeferenced scene from text.
 

@@ -7,7 +7,7 @@ from affine import Affine
 
 from ..errors import BandCountError, DimensionError, MissingCRSError, ParameterError
 from .execute import _is_dask
-from .raster import raster_dims
+from .raster import fixed_scaling, raster_dims
 
 __all__ = ["grow_canvas", "blank_canvas"]
 
@@ -168,9 +168,9 @@ def blank_canvas(model, *, like=None, bounds=None, crs=None, gsd=None, shape=Non
             shape3 = like.shape
             dtype = like.dtype
             coords = {k: c for k, c in like.coords.items()}
-            rad = None
+            rad = fixed_scaling(model, dtype, like.rio.nodata)  # official models: uint8 as 0-255
             try:
-                rad = Radiometry.fit(like)
+                rad = rad or Radiometry.fit(like)
             except Exception:  # no valid pixel: fall back to the unit scaling
                 rad = Radiometry(lo=unit.lo, hi=unit.hi, dtype=str(dtype), nodata=like.rio.nodata)
             attrs = {k: v for k, v in like.attrs.items() if not str(k).startswith("geot2e_")}

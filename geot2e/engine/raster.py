@@ -17,7 +17,7 @@ from .execute import _is_dask, plan, run_eager, run_lazy
 from .grid import TileGrid
 from .tiles import Job, ModelRef
 
-__all__ = ["Options", "synthesize", "raster_dims"]
+__all__ = ["Options", "synthesize", "raster_dims", "fixed_scaling"]
 
 
 @dataclass(frozen=True)
@@ -127,10 +127,11 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
         return cur if lazy else np.asarray(cur)
 
     # value scalings of every slice first: a slice without valid context fails before any tile runs
+    fixed = fixed_scaling(model, da.dtype, nodata)
     rads = []
     for li in lead_index:
-        if radiometry is not None:
-            rads.append(radiometry)
+        if radiometry is not None or fixed is not None:
+            rads.append(radiometry if radiometry is not None else fixed)
             continue
         has_work = any(plans[li, r][0] or plans[li, r][1] for r in range(len(masks)))
         cur = slice_data(li)
@@ -211,6 +212,16 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
     result.attrs = {**da.attrs, **prov}
     result.encoding = dict(da.encoding)
     return result
+
+
+def fixed_scaling(model, dtype, nodata):
+    """The fixed 0-255 scaling (:meth:`Radiometry.full_range`) for a uint8 raster when the model
+    asks for it (official Text2Earth models: ``fixed_uint8_range``), else None (fit percentiles)."""
+    if getattr(model, "fixed_uint8_range", False) and np.dtype(dtype) == np.uint8:
+        from ..geo import Radiometry
+
+        return Radiometry.full_range(model.bands, nodata=nodata)
+    return None
 
 
 def _fit_radiometry(cur, umask, nodata):

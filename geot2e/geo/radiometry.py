@@ -189,6 +189,21 @@ class Radiometry:
         return cls(lo=tuple(lo), hi=tuple(hi), dtype=str(dtype), nodata=nd, low=float(low),
                    high=float(high), n_pixels=int(vals.shape[1]), stride=int(stride))
 
+    @classmethod
+    def full_range(cls, bands: int, *, dtype="uint8", nodata=None) -> "Radiometry":
+        """The fixed scaling of 8-bit imagery: 0 -> -1, 255 -> +1 (``x / 127.5 - 1``).
+
+        This is what the official Text2Earth pipelines do with their 8-bit RGB images
+        (pixels / 255, then × 2 − 1); back, ``(y + 1) × 127.5`` rounded, clipped to 0..255.
+        Only for ``uint8`` (other dtypes have no fixed display range; fit percentiles).
+        """
+        if np.dtype(dtype) != np.uint8:
+            raise ParameterError(f"the fixed 0-255 scaling is for uint8 rasters, got {np.dtype(dtype)}; "
+                                 "use Radiometry.fit for other dtypes.")
+        nd = None if nodata is None else (float("nan") if _is_nan(nodata) else float(nodata))
+        return cls(lo=(0.0,) * int(bands), hi=(255.0,) * int(bands), dtype="uint8", nodata=nd, low=0.0,
+                   high=100.0, n_pixels=0, stride=1, method="fixed 0-255")
+
     # ------------------------------------------------------------------ mapping
     @property
     def bands(self) -> int:
