@@ -86,10 +86,18 @@ def write_tokenizer(d: Path, *, pad: str = "!", model_max_length: int = CTX) -> 
     return d
 
 
-def write_folder(root: Path, *, kind: str = "inpainting", text: str = "hf", pad: str = "!",
+def write_folder(root: Path, *, kind: str = "inpainting", text: str | None = None, pad: str = "!",
                  scheduler: dict | None = None, unet_kw: dict | None = None, seed: int = 0) -> Path:
-    """A tiny official folder of ``kind`` ("inpainting": 9-channel UNet, "text2image": 4-channel)."""
+    """A tiny official folder of ``kind`` ("inpainting": 9-channel UNet, "text2image": 4-channel).
+
+    ``text``: "hf" (CLIPTextModel weights, as diffusers folders ship them; the default when
+    ``transformers`` is installed) or "open_clip" (OpenCLIP naming)."""
+    import importlib.util
+
     from safetensors.torch import save_file
+
+    if text is None:
+        text = "hf" if importlib.util.find_spec("transformers") is not None else "open_clip"
 
     torch.manual_seed(seed)
     root.mkdir(parents=True, exist_ok=True)
