@@ -79,7 +79,10 @@ def write_tokenizer(d: Path, *, pad: str = "!", model_max_length: int = CTX) -> 
     (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                "pad_token": pad}
-    (d / "special_tokens_map.json").write_text(json.dumps(special))
+    # transformers writes special_tokens_map.json entries as AddedToken dicts
+    (d / "special_tokens_map.json").write_text(json.dumps({k: {"content": v, "lstrip": False, "normalized": False,
+                                                               "rstrip": False, "single_word": False}
+                                                           for k, v in special.items()}))
     (d / "tokenizer_config.json").write_text(json.dumps({**special, "model_max_length": model_max_length,
                                                          "do_lower_case": True,
                                                          "tokenizer_class": "CLIPTokenizer"}))
