@@ -82,6 +82,12 @@ from .sampling import CLOUD_SAMPLERS, cloud_sampler
 
 __all__ = ["remove_clouds", "inpaint", "outpaint", "generate", "process_zarr", "cloud_sampler", "CLOUD_SAMPLERS"]
 
+#: Upper bounds of the size-like options, checked before a model is loaded or an array is built.
+MAX_STEPS = 1000               # the models' training timesteps: more steps only repeat timesteps
+MAX_SAMPLES = 64               # the K samples of a tile run as one batch
+MAX_OUTPAINT_PIXELS = 65_536   # pixels added on one side
+MAX_EAGER_PIXELS = 50_000_000  # height x width of a numpy-backed (in-memory) outpaint canvas
+
 _SCHEDULERS = ("auto", "ddim", "dpmsolver++", "euler", "ddpm")
 
 
@@ -101,6 +107,8 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
     for name, v, lo in (("steps", 1 if steps is None else steps, 1), ("samples", samples, 1), ("seed", seed, 0)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
             raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}.")
+    _check_upper_bounds(steps=steps, samples=samples, tile=tile, overlap=overlap)
+    _check_device(device)
     if scheduler not in _SCHEDULERS:
         raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {_SCHEDULERS}.")
     if gsd is not None and (not isinstance(gsd, numbers.Real) or not math.isfinite(gsd) or gsd <= 0):
@@ -112,6 +120,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
                                 or threads < 1):
         raise ParameterError(f"threads must be an integer >= 1 (torch CPU threads per tile) or None, got {threads!r}.")
     m = model if isinstance(model, Text2Earth) else load_model(model, device=device)
+    _check_finite_weights(m)
     from .models.defaults import resolve_sampling  # None/"auto": the model's own (official: 50 steps, folder's)
 
     steps, scheduler, harmonize = resolve_sampling(m, steps=steps, scheduler=scheduler, harmonize=harmonize)
@@ -129,6 +138,117 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
                    harmonize=harmonize,
                    progress=progress, threads=int(threads))
     return m, opts
+
+
+def _check_upper_bounds(*, steps, samples, tile, overlap) -> None:
+    """Size-like options have upper bounds; the message gives the memory a value would need."""
+    from .errors import SizeLimitError
+
+    if steps is not None and steps > MAX_STEPS:
+        raise SizeLimitError(f"steps={steps} is more than {MAX_STEPS}, the number of timesteps the model was "
+                             "trained on (more steps only repeat timesteps and cost time); 25-60 steps are "
+                             f"typical: use at most steps={MAX_STEPS}.")
+    if samples > MAX_SAMPLES:
+        ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (tile, overlap))
+        window = int(tile) + 2 * int(overlap) if ok else 320
+        # the K images of one window, guided and unguided, as float32; activations come on top
+        gib = samples * 2 * 4 * window * window * 4 / 2**30
+        raise SizeLimitError(f"samples={samples} is more than {MAX_SAMPLES}: the samples of a tile run as one "
+                             f"batch, needing more than {gib:.3g} GiB for {window} x {window} windows. Use "
+                             f"samples <= {MAX_SAMPLES}; for more, run several calls with different seeds and "
+                             "average their results.")
+
+
+def _check_outpaint_canvas(da, pads) -> None:
+    """A numpy-backed outpaint builds its grown canvas in memory: bound it before allocating."""
+    from .engine.raster import raster_dims
+    from .errors import SizeLimitError
+
+    if hasattr(da.data, "dask"):
+        return  # lazy: the canvas is padded chunk by chunk
+    _, _, ydim, xdim = raster_dims(da)
+    h = int(da.sizes[ydim]) + int(pads["top"]) + int(pads["bottom"])
+    w = int(da.sizes[xdim]) + int(pads["left"]) + int(pads["right"])
+    if h * w > MAX_EAGER_PIXELS:
+        nbytes = h * w * (da.size // max(1, da.sizes[ydim] * da.sizes[xdim])) * da.dtype.itemsize
+        raise SizeLimitError(f"the grown raster would be {h} x {w} pixels ({nbytes / 2**30:.3g} GiB per copy, "
+                             f"several copies in memory; the in-memory limit is {MAX_EAGER_PIXELS:,} pixels): "
+                             "pass a dask-backed raster (da.chunk({'y': 1024, 'x': 1024}), or "
+                             "geot2e.io.open_raster(path, chunks=1024)) and write the result with "
+                             "geot2e.io.to_cog or to Zarr, or add fewer pixels per call.")
+
+
+def _check_device(device) -> None:
+    """``device=``: a torch device string this machine has (a typo or a missing GPU is a
+    :class:`~geot2e.errors.DeviceError` before any model is loaded)."""
+    import torch
+
+    from .errors import DeviceError
+
+    if isinstance(device, torch.device) or (isinstance(device, str) and device == "auto"):
+        return
+    hint = "use device='auto' (the best available), 'cpu', 'cuda', 'cuda:1' or 'mps'"
+    if not isinstance(device, str):
+        raise DeviceError(f"device must be a string, got {type(device).__name__}; {hint}.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"device={device!r} is not a torch device; {hint}.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device={device!r} but CUDA is not available on this machine (no GPU, or a torch "
+                              "built without CUDA); use device='cpu' or device='auto'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"device={device!r} but MPS (Apple GPU) is not available here; use device='cpu' or "
+                              "device='auto'.")
+    elif dev.type != "cpu":
+        raise DeviceError(f"device={device!r} is not supported; {hint}.")
+
+
+def _check_finite_weights(model) -> None:
+    """Weights holding NaN or infinity (a diverged training run, a broken conversion) would fill every
+    tile with NaN: refuse them, once per loaded model, with a :class:`~geot2e.errors.CheckpointError`."""
+    if getattr(model, "_geot2e_finite_checked", False):
+        return
+    import torch
+
+    from .errors import CheckpointError
+
+    bad = total = 0
+    with torch.no_grad():
+        for param in model.parameters():
+            total += 1
+            if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+                bad += 1
+    if bad:
+        src = getattr(model, "source", None) or getattr(model, "model_id", "the model")
+        raise CheckpointError(f"{src}: {bad} of {total} weight tensors hold NaN or infinite values (a diverged "
+                              "training run or a broken conversion); use another checkpoint, e.g. an earlier "
+                              "one of the run, or 'default'.")
+    try:
+        model._geot2e_finite_checked = True
+    except AttributeError:  # pragma: no cover - checked on every call then
+        pass
+
+
+def _check_radiometry(radiometry, model) -> None:
+    """``radiometry=``: a :class:`geot2e.geo.Radiometry` with one (lo, hi) per model band (or one
+    for all)."""
+    if radiometry is None:
+        return
+    from .geo import Radiometry
+
+    if not isinstance(radiometry, Radiometry):
+        raise ParameterError(f"radiometry must be a geot2e.geo.Radiometry (e.g. Radiometry.fit(da), or "
+                             f"Radiometry(lo=[...], hi=[...], dtype='uint16')), got {type(radiometry).__name__}.")
+    if len(radiometry.lo) not in (1, model.bands):
+        raise BandCountError(f"radiometry has {len(radiometry.lo)} band(s) but the model has {model.bands} "
+                             f"({', '.join(model.config.band_names)}); give one lo/hi per band, or one for all.")
 
 
 def _check_raster(da, model) -> None:
@@ -426,6 +546,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
     _check_raster(da, m)
+    _check_radiometry(radiometry, m)
     da, prior, history = _previous_steps(da)
     g = _gsd_for(da, gsd, m)
     runs, prompt_attr = _mask_runs(mask, da, prompt)
@@ -458,6 +579,7 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", 
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
     _check_raster(da, m)
+    _check_radiometry(radiometry, m)
     da, prior, history = _previous_steps(da)
     g = _gsd_for(da, gsd, m)
     runs, prompt_attr = _mask_runs(mask, da, prompt)
@@ -491,17 +613,25 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
     for k, v in pads.items():
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
             raise ParameterError(f"{k} must be a whole number of pixels >= 0, got {v!r}.")
+        if v > MAX_OUTPAINT_PIXELS:
+            from .errors import SizeLimitError
+
+            raise SizeLimitError(f"{k}={v} pixels is more than {MAX_OUTPAINT_PIXELS:,} on one side; grow the scene in "
+                                 "steps (each outpaint call adds a ring), or generate the far area with "
+                                 "geot2e.generate(bounds=..., crs=..., gsd=...) on a dask-backed template.")
     if not any(pads.values()):
         raise ParameterError("outpaint needs at least one of left, right, top, bottom > 0 (pixels to add).")
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
     _check_raster(da, m)
+    _check_radiometry(radiometry, m)
     da, prior, history = _previous_steps(da)
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
     g = _gsd_for(da, gsd, m)
     _warn_long_prompts(m, prompt, da.data)
+    _check_outpaint_canvas(da, pads)
     canvas, mask = grow_canvas(da, **{k: int(v) for k, v in pads.items()})
     result = synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="outpaint",
                         radiometry=radiometry, prompt_attr=prompt,
@@ -553,6 +683,7 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
+    _check_radiometry(radiometry, m)
     canvas, mask, rad = blank_canvas(m, like=like, bounds=bounds, crs=crs, gsd=gsd, shape=shape)
     if radiometry is not None:
         rad = radiometry

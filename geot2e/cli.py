@@ -13,8 +13,14 @@ code  meaning
 3     bad input (missing or unreadable file, wrong grid, empty mask, bad option
       value, output exists): every :class:`geot2e.errors.Geot2eError`
 4     model or checkpoint error (missing, corrupt or mismatched checkpoint)
-130   interrupted (Ctrl-C)
+130   interrupted (Ctrl-C, SIGINT)
+143   terminated (SIGTERM, as sent by ``timeout``, ``kill`` and job schedulers)
 ====  =====================================================================
+
+An interrupted or terminated run cleans up like a failed one: no output file and no
+temporary is left (a resumable Zarr store keeps its finished blocks). Options that only
+the writer uses (``--compress``, ``--blocksize``, the input's dtype) and OUTPUT itself are
+checked before the model runs; OUTPUT may not be one of the input files.
 
 Errors are printed as one line, ``geot2e: error: <message>``; ``--debug`` adds the
 traceback. Warnings are printed as ``geot2e: warning: <message>``.
@@ -35,6 +41,7 @@ from typing import Any, Sequence
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_INPUT", "EXIT_MODEL"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_TERMINATED = 143
 
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".kml", ".gml",
                    ".sqlite", ".gdb", ".zip"}
@@ -170,7 +177,8 @@ quick start:
   geot2e remove-clouds tests/data/landsat_224078_rgb_crop.tif filled.tif \\
       --mask examples/data/clouds_224078.gpkg
 
-exit codes: 0 ok, 1 unexpected error, 2 usage, 3 bad input, 4 model/checkpoint error
+exit codes: 0 ok, 1 unexpected error, 2 usage, 3 bad input, 4 model/checkpoint error,
+            130 interrupted, 143 terminated (SIGTERM)
 """
 
 
@@ -380,6 +388,45 @@ class _InputError(Exception):
     """Bad input found by the CLI itself (exit code 3)."""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that every cleanup path runs (exit 143)."""
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return pa.resolve() == pb.resolve()
+
+
+def _check_not_an_input(args) -> None:
+    """OUTPUT may not be a file the command reads (as gdal_translate refuses), --overwrite or not:
+    the input would be replaced by a result computed from it, or deleted on failure."""
+    out = getattr(args, "output", None)
+    if out is None or "://" in str(out):
+        return
+    for opt in ("input", "like", "mask", "qa"):
+        src = getattr(args, opt, None)
+        if src and "://" not in str(src) and _same_file(out, src):
+            name = "INPUT" if opt == "input" else f"--{opt}"
+            raise UsageError(f"OUTPUT {out} is the same file as {name}; write the result to another path "
+                             "(the input is never replaced, --overwrite or not)")
+
+
+def _check_writable(args, dtype) -> None:
+    """The writer's options and the result's dtype, checked before the model runs."""
+    if _is_zarr(args.output):
+        if args.blocksize < 16:
+            raise UsageError(f"--blocksize must be at least 16 pixels, got {args.blocksize}")
+        return
+    from .io.cog import check_cog_options
+
+    check_cog_options(compress=args.compress, blocksize=args.blocksize, dtype=dtype)
+
+
 def _check_output(path: str, overwrite: bool, samples: int = 1) -> Path:
     """Check OUTPUT (and its uncertainty companion when samples > 1) before any work.
     An existing Zarr store is resumed (finished blocks skipped)."""
@@ -563,8 +610,10 @@ def cmd_remove_clouds(args) -> int:
     if not args.mask and not args.qa:
         raise UsageError("remove-clouds needs a cloud mask: --mask PATH and/or --qa PATH "
                          "(see 'geot2e remove-clouds --help')")
+    _check_not_an_input(args)
     out = _check_output(args.output, args.overwrite, args.samples)
     da = _open(args)
+    _check_writable(args, da.dtype)
     masks = []
     if args.mask:
         masks.append(_mask_from(args.mask, da, buffer=args.buffer, name="mask"))
@@ -584,8 +633,10 @@ def cmd_remove_clouds(args) -> int:
 def cmd_inpaint(args) -> int:
     import geot2e
 
+    _check_not_an_input(args)
     out = _check_output(args.output, args.overwrite, args.samples)
     da = _open(args)
+    _check_writable(args, da.dtype)
     prompt = args.prompt
     if args.prompt_column:
         if args.buffer:
@@ -618,8 +669,10 @@ def cmd_outpaint(args) -> int:
         sides = {s: args.all for s in sides}
     if not any(sides.values()):
         raise UsageError("outpaint needs pixels to add: --left/--right/--top/--bottom N or --all N")
+    _check_not_an_input(args)
     out = _check_output(args.output, args.overwrite, args.samples)
     da = _open(args)
+    _check_writable(args, da.dtype)
     result = geot2e.outpaint(da, prompt=args.prompt, **sides, **_opts(args))
     _write(result, out, args)
     print(_summary(result, out))
@@ -637,12 +690,14 @@ def cmd_generate(args) -> int:
         raise UsageError("--bounds needs --crs (the CRS of the bounds)")
     if args.bounds is not None and args.gsd is None and args.shape is None:
         raise UsageError("--bounds needs --gsd (metres per pixel) or --shape HEIGHT WIDTH")
+    _check_not_an_input(args)
     out = _check_output(args.output, args.overwrite, args.samples)
     like = None
     if args.like is not None:
         from .io import open_raster
 
         like = open_raster(_require(args.like, "--like raster"))
+    _check_writable(args, like.dtype if like is not None else "float32")
     opts = _opts(args)
     gsd = opts.pop("gsd")
     result = geot2e.generate(args.prompt, like=like, bounds=tuple(args.bounds) if args.bounds else None,
@@ -843,6 +898,8 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_INPUT
     if isinstance(exc, OSError):  # missing/unreadable files (rasterio, pyogrio, ...)
         return EXIT_INPUT
+    if isinstance(exc, _Terminated):
+        return EXIT_TERMINATED
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     return EXIT_ERROR
@@ -852,6 +909,8 @@ def _message(exc: BaseException, code: int) -> str:
     text = _one_line(exc) or type(exc).__name__
     if code == EXIT_INTERRUPTED:
         return "interrupted"
+    if code == EXIT_TERMINATED:
+        return "terminated (SIGTERM); no output was written"
     if code == EXIT_ERROR:
         hint = " (out of memory: process lazily with --chunks 1024)" if isinstance(exc, MemoryError) else ""
         return (f"unexpected {type(exc).__name__}: {text}{hint}; rerun with --debug for the traceback "
@@ -860,10 +919,36 @@ def _message(exc: BaseException, code: int) -> str:
     return text.replace("pass overwrite=True", "pass --overwrite")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises :class:`_Terminated` in the main thread, so the same
+    cleanup runs as for Ctrl-C (temporaries removed, nothing half-written left)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``geot2e`` command line; returns the exit code (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    with _sigterm_as_interrupt():
+        return _main(argv, debug)
+
+
+def _main(argv: list, debug: bool) -> int:
     try:
         parser = build_parser()
         try:

@@ -169,6 +169,33 @@ class Env:
         (p / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
         return p
 
+    def _make_mask_tif(self, d):
+        p = d / "mask.tif"
+        m = self.mask.astype("uint8").rio.write_crs(self.crs)
+        m.attrs = {}
+        m.rio.to_raster(p)
+        return p
+
+    def _make_nan_model(self, d):
+        """A model folder whose weights are all NaN (a diverged training run)."""
+        from safetensors.torch import load_file, save_file
+
+        p = d / "nan_model"
+        shutil.copytree(self.model, p)
+        for f in p.glob("*.safetensors"):
+            tensors = {k: (v * float("nan") if v.is_floating_point() else v) for k, v in load_file(f).items()}
+            save_file(tensors, f)
+        return p
+
+    def _make_half_zarr(self, d):
+        """A store a killed job left: its ledger lists 1 of its 4 blocks."""
+        import geot2e.io as gio
+
+        p = d / "half.zarr"
+        gio.create_zarr_like(self.da, p, chunks=32)
+        gio.write_zarr_region(self.da.isel(y=slice(0, 32), x=slice(0, 32)), p, "auto", done_key=(0, 0))
+        return p
+
     def _make_src_zarr(self, d):
         import geot2e.io as gio
 
@@ -333,6 +360,36 @@ def _bad_grid_store(env):
 
 def _long_prompt_lazy(env):
     return {"da": env.da.chunk({"y": 32, "x": 32}), "mask": env.mask, "prompt": "a river through farmland " * 20}
+
+
+def _nan_mask(env, kind):
+    m = np.asarray(env.mask, dtype="float32").copy()
+    m[0, 0] = np.nan
+    if kind == "numpy":
+        return {"da": env.da, "mask": m}
+    return {"da": env.da, "mask": env.mask.copy(data=m)}
+
+
+def _halves_mask(env):
+    m = np.asarray(env.mask, dtype="float32").copy()
+    m[0:2, 0:2] = 0.5
+    return {"da": env.da, "mask": m}
+
+
+def _halves_count_as_true(env, result, da, mask, **_):
+    """Documented: nonzero counts as True (the 0.5 pixels are synthesized); pixels outside bit-identical."""
+    m = np.asarray(mask) != 0
+    assert np.array_equal(result["synthesized"].values, m)
+    assert np.array_equal(result.values[:, ~m], da.values[:, ~m])
+
+
+def _no_cuda():
+    return mock.patch("torch.cuda.is_available", lambda: False)
+
+
+def _cuda_missing(env, da, mask):
+    with _no_cuda():
+        return _api().inpaint(da, mask, "x", **env.kw(device="cuda"))
 
 
 CASES: list[Case] = [
@@ -516,6 +573,85 @@ CASES: list[Case] = [
     Case("generate_bounds_no_crs", "generate from bounds without a CRS", "generate('x', bounds=..., gsd=30)",
          lambda env: {}, lambda env: _api().generate("a lake", bounds=(0, 0, 1920, 1920), gsd=30.0, **env.kw()),
          E.MissingCRSError, r"crs="),
+    # upper bounds (issue 20): refused before a model is loaded or an array is built
+    Case("steps_too_many", "steps beyond the model's timesteps (10**6 would run for hours)",
+         "inpaint(..., steps=10**6)", lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(steps=10**6)),
+         E.SizeLimitError, r"at most steps=1000"),
+    Case("samples_too_many", "samples=10**6 (terabytes per tile batch)", "inpaint(..., samples=10**6)",
+         lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(samples=10**6)),
+         E.SizeLimitError, r"GiB.*samples <= 64.*average"),
+    Case("outpaint_too_far", "outpaint by 10**9 pixels", "outpaint(da, right=10**9)",
+         lambda env: {"da": env.da}, lambda env, da: _api().outpaint(da, right=10**9, **env.kw()),
+         E.SizeLimitError, r"in steps|generate"),
+    Case("outpaint_canvas_too_big", "outpaint growing a numpy raster beyond memory (60 000 px each way)",
+         "outpaint(da, right=60000, bottom=60000)", lambda env: {"da": env.da},
+         lambda env, da: _api().outpaint(da, right=60000, bottom=60000, **env.kw()),
+         E.SizeLimitError, r"GiB.*dask-backed.*chunk"),
+    Case("generate_gsd_tiny", "generate with gsd=1e-7 m (10**19 pixels)", "generate('x', bounds=..., gsd=1e-7)",
+         lambda env: {}, lambda env: _api().generate("a lake", bounds=(737145.0, -2801055.0, 738145.0, -2800355.0),
+                                                     crs="EPSG:32621", gsd=1e-7, **env.kw()),
+         E.SizeLimitError, r"GiB.*check gsd="),
+    # devices, value scalings, weights, masks, helpers given numpy (issue 20)
+    Case("device_typo", "device='gpu' (not a torch device name)", "inpaint(..., device='gpu')",
+         lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(device="gpu")),
+         E.DeviceError, r"device='auto'.*'cuda'"),
+    Case("device_cuda_missing", "device='cuda' on a machine without CUDA", "inpaint(..., device='cuda')",
+         lambda env: {"da": env.da, "mask": env.mask}, _cuda_missing,
+         E.DeviceError, r"device='cpu'"),
+    Case("radiometry_wrong_type", "radiometry= a tuple instead of a Radiometry", "inpaint(..., radiometry=(0, 1000))",
+         lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(radiometry=(0, 1000))),
+         E.ParameterError, r"Radiometry.fit\(da\)"),
+    Case("radiometry_band_count", "radiometry= for 2 bands with a 3-band model",
+         "inpaint(..., radiometry=Radiometry(lo=[0, 0], hi=[1, 1]))",
+         lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(
+             radiometry=__import__("geot2e.geo", fromlist=["Radiometry"]).Radiometry(lo=[0, 0], hi=[9, 9],
+                                                                                      dtype="uint16"))),
+         E.BandCountError, r"one lo/hi per band"),
+    Case("weights_nan", "a model folder whose weights are all NaN", "inpaint(..., model=nan_model)",
+         lambda env: {"da": env.da, "mask": env.mask, "model": env.file("nan_model")},
+         lambda env, da, mask, model: _api().inpaint(da, mask, "x", **env.kw(model=str(model))),
+         E.CheckpointError, r"NaN.*another checkpoint"),
+    Case("mask_nan_numpy", "float numpy mask holding NaN", "inpaint(da, float_mask_with_nan)",
+         lambda env: _nan_mask(env, "numpy"), lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw()),
+         E.MaskValueError, r"fillna\(0\).*fillna\(1\)"),
+    Case("mask_nan_dataarray", "float DataArray mask holding NaN", "inpaint(da, float_dataarray_with_nan)",
+         lambda env: _nan_mask(env, "dataarray"), lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw()),
+         E.MaskValueError, r"fillna\(0\).*fillna\(1\)"),
+    Case("mask_not_binary", "float mask with values other than 0 and 1 (0.5)", "inpaint(da, mask_with_halves)",
+         _halves_mask, lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw()),
+         None, r"bool mask", warning=E.MaskValueWarning, check=_halves_count_as_true, slow=True),
+    Case("gsd_numpy", "a numpy array given to gsd()", "gsd(ndarray)",
+         lambda env: {"arr": env.da.values}, lambda env, arr: _api().gsd(arr),
+         E.DimensionError, r"gsd_from_transform"),
+    Case("geometry_mask_numpy", "a numpy array given as geometry_mask(like=)", "geometry_mask(gdf, like=ndarray)",
+         lambda env: {"arr": env.da.values, "gdf": env.polys},
+         lambda env, arr, gdf: _api().geometry_mask(gdf, like=arr),
+         E.DimensionError, r"write_crs.*write_transform"),
+    Case("nodata_nan_uint", "nodata=nan for a uint16 raster", "io.open_raster(path, nodata=nan)",
+         lambda env: {"path": env.file("tif")}, lambda env, path: _api().io.open_raster(path, nodata=float("nan")),
+         E.ParameterError, r"integer value"),
+    Case("nodata_negative_uint", "nodata=-1 for a uint16 raster", "io.open_raster(path, nodata=-1)",
+         lambda env: {"path": env.file("tif")}, lambda env, path: _api().io.open_raster(path, nodata=-1),
+         E.ParameterError, r"pick one in range"),
+    Case("cog_compress_typo", "a COG compression that does not exist", "io.to_cog(da, path, compress='deflat')",
+         lambda env: {"da": env.da, "path": env.work / "c.tif"},
+         lambda env, da, path: _api().io.to_cog(da, path, compress="deflat"),
+         E.ParameterError, r"is not one of"),
+    Case("cog_complex", "a complex-valued raster to a COG", "io.to_cog(da.astype('complex64'), path)",
+         lambda env: {"da": env.da.astype("complex64"), "path": env.work / "c.tif"},
+         lambda env, da, path: _api().io.to_cog(da, path),
+         E.ParameterError, r"real-valued bands"),
+    Case("zarr_input_unfinished", "a Zarr store a killed job left, given as input",
+         "api.process_zarr(half_store, dst, mask)",
+         lambda env: {"src": env.file("half_zarr"), "mask": np.asarray(env.mask)},
+         lambda env, src, mask: __import__("geot2e.api").api.process_zarr(src, env.work / "o.zarr", mask, "x",
+                                                                          **env.kw()),
+         E.IncompleteStoreError, r"1 of 4 blocks.*process_zarr call again"),
 ]
 
 
@@ -596,6 +732,38 @@ CLI_CASES: list[CliCase] = [
     CliCase("input_missing", "INPUT does not exist",
             lambda env, out: ["inpaint", env.tmp / "nope.tif", out, "--mask", env.file("inside_gpkg"),
                               *_cli_fast(env)], 3, r"check the path"),
+    # issue 20: every value a user can type is a one-line error, never "unexpected error"
+    CliCase("steps_too_many", "--steps 1000000",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--steps", "1000000"], 3, r"at most steps=1000"),
+    CliCase("samples_too_many", "--samples 1000000",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--samples", "1000000"], 3, r"samples <= 64"),
+    CliCase("device_typo", "--device gpu",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--device", "gpu"], 3, r"device='auto'"),
+    CliCase("nodata_nan_uint", "--nodata nan on a uint16 raster",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--nodata", "nan"], 3, r"integer value"),
+    CliCase("nodata_negative_uint", "--nodata -1 on a uint16 raster",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--nodata", "-1"], 3, r"pick one in range"),
+    CliCase("compress_typo", "--compress deflat (checked before the model runs)",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--compress", "deflat"], 3, r"is not one of"),
+    CliCase("output_is_input", "OUTPUT is the INPUT file",
+            lambda env, out: ["inpaint", env.file("tif"), env.file("tif"), "--mask", env.file("inside_gpkg"),
+                              *_cli_fast(env)], 2, r"same file as INPUT"),
+    CliCase("output_is_input_overwrite", "OUTPUT is the INPUT file, with --overwrite",
+            lambda env, out: ["inpaint", env.file("tif"), env.file("tif"), "--mask", env.file("inside_gpkg"),
+                              *_cli_fast(env), "--overwrite"], 2, r"same file as INPUT"),
+    CliCase("output_is_mask", "OUTPUT is the --mask raster",
+            lambda env, out: ["remove-clouds", env.file("tif"), env.file("mask_tif"), "--mask",
+                              env.file("mask_tif"), *_cli_fast(env), "--overwrite"], 2, r"same file as --mask"),
+    CliCase("generate_gsd_tiny", "generate --gsd 1e-7",
+            lambda env, out: ["generate", out, "--prompt", "x", "--bounds", "737145", "-2801055", "738145",
+                              "-2800355", "--crs", "EPSG:32621", "--gsd", "1e-7", *_cli_fast(env)], 3,
+            r"check gsd="),
 ]
 
 

@@ -324,3 +324,77 @@ def test_eval_finds_the_protocol_and_rejects_options_elsewhere(capsys, tmp_path)
     assert cli._protocol_script() == ROOT / "benchmarks" / "eval_default.py"
     code, _, err = run(capsys, "info", "--only", "cloud")  # protocol options belong to eval only
     assert code == 2 and "--only" in error_line(err)
+
+
+# --------------------------------------------------------------------------- issue 20
+def test_writer_options_are_checked_before_the_model_runs(capsys, monkeypatch, tmp_path, crop_tif, cloud_geojson):
+    calls = []
+    monkeypatch.setattr(geot2e, "inpaint", lambda *a, **k: calls.append(1))
+    code, _, err = run(capsys, "inpaint", crop_tif, tmp_path / "o.tif", "--mask", cloud_geojson, "--compress",
+                       "deflat", *FAST)
+    assert code == 3 and "deflat" in error_line(err)
+    code, _, err = run(capsys, "inpaint", crop_tif, tmp_path / "o.tif", "--mask", cloud_geojson, "--blocksize",
+                       "100", *FAST)
+    assert code == 3 and "multiple of 16" in error_line(err)
+    assert calls == [] and os.listdir(tmp_path) == []
+
+
+def test_output_equal_to_input_is_refused_and_the_input_kept(capsys, tmp_path, crop_tif, cloud_geojson):
+    import shutil
+
+    src = tmp_path / "scene.tif"
+    shutil.copy(crop_tif, src)
+    before = src.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        for out in (src, tmp_path / "." / "scene.tif"):
+            code, _, err = run(capsys, "inpaint", src, out, "--mask", cloud_geojson, *FAST, *extra)
+            assert code == 2 and "same file as INPUT" in error_line(err)
+    assert src.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["scene.tif"]
+
+
+_BLOCKING_RUN = r"""
+import sys, time
+from pathlib import Path
+import geot2e, geot2e.io.cog as cog
+from geot2e import cli
+
+def fake_inpaint(da, mask, prompt="", **kw):  # the model is not what this test is about
+    return da.assign_coords(synthesized=mask)
+
+def blocking_setitem(self, key, value):
+    Path(sys.argv[2]).write_text("writing")
+    while Path(self.path).exists():  # until the main thread's cleanup removed the temporary
+        time.sleep(0.05)
+
+geot2e.inpaint = fake_inpaint
+cog._WindowWriter.__setitem__ = blocking_setitem
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_sigterm_cleans_up_like_sigint(tmp_path, crop_tif, cloud_geojson, signame):
+    """What schedulers and `timeout` send: the write stops, exit 143 (130 for Ctrl-C), and neither
+    the output nor a temporary is left."""
+    import signal
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(_BLOCKING_RUN)
+    marker = tmp_path / "marker"
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, str(script), "x", str(marker), "inpaint", str(crop_tif),
+                             str(outdir / "o.tif"), "--mask", str(cloud_geojson), "--no-progress"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "the write never started"
+    assert any(".part." in n for n in os.listdir(outdir))  # the temporary exists while writing
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
+    assert err.strip().splitlines()[-1].startswith("geot2e: error: "), err
+    assert os.listdir(outdir) == []  # no output, no temporary

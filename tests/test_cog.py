@@ -357,3 +357,20 @@ def test_cog_round_trip_keeps_the_exact_geotransform(crop, tmp_path):
     np.testing.assert_array_equal((back - odd).values, 0)
     with rasterio.open(tmp_path / "odd.tif") as src:
         assert src.transform == t  # bit for bit
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(crop, tmp_path):
+    """A SIGKILLed to_cog cannot clean up; the next write to the same destination removes the
+    temporaries whose process is gone, and leaves a live writer's alone."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = [tmp_path / f".out.tif.{gone}-0123456789ab.part.tif", tmp_path / f".out.tif.{gone}-0123456789ab.cog.tif",
+             tmp_path / f".out.tif.{gone}-0123456789ab.part.tif.aux.xml"]
+    live = tmp_path / f".out.tif.{os.getppid()}-abcdefabcdef.part.tif"  # the test runner's parent: alive
+    for f in [*stale, live]:
+        f.write_bytes(b"half a tiff")
+    gio.to_cog(crop, tmp_path / "out.tif")
+    assert sorted(os.listdir(tmp_path)) == sorted(["out.tif", live.name])

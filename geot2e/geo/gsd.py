@@ -251,6 +251,16 @@ def gsd(da, *, per_axis: bool = False) -> float | tuple[float, float]:
     >>> geot2e.gsd(da)                   # doctest: +SKIP
     29.99...
     """
+    import xarray as xr
+
+    if not isinstance(da, (xr.DataArray, xr.Dataset)):
+        from geot2e.errors import DimensionError
+
+        raise DimensionError(
+            f"gsd needs a georeferenced xarray.DataArray (e.g. from rioxarray.open_rasterio or "
+            f"geot2e.io.open_raster), got {type(da).__name__}: a bare array has no pixel size or CRS. For a "
+            "transform and CRS you have, use geot2e.geo.gsd_from_transform(transform, crs, (height, width))."
+        )
     crs = da.rio.crs
     if crs is None:
         raise MissingCRSError(

@@ -36,6 +36,7 @@ from rasterio.warp import transform_bounds
 import rioxarray  # noqa: F401
 
 from geot2e.errors import (
+    DimensionError,
     GeometryCRSError,
     MissingCRSError,
     NoOverlapWarning,
@@ -133,9 +134,21 @@ GeoJSON-like dict or a sequence of geometries
     return gdf
 
 
+def _check_like(like) -> None:
+    """``like=`` must be a georeferenced DataArray: a numpy array has no grid to rasterize onto."""
+    if not isinstance(like, (xr.DataArray, xr.Dataset)):
+        raise DimensionError(
+            f"like must be an xarray.DataArray with a CRS and a transform (e.g. from "
+            f"rioxarray.open_rasterio or geot2e.io.open_raster), got {type(like).__name__}; a numpy array has "
+            "no grid: wrap it with xarray and write its CRS and transform (da.rio.write_crs(...), "
+            "da.rio.write_transform(...))."
+        )
+
+
 def _geometries_in_raster_crs(geoms, like, *, crs, buffer_m: float) -> tuple[list, np.ndarray, int]:
     """Valid, non-empty shapely geometries in ``like``'s CRS, their input row numbers and
     the number of non-empty input geometries."""
+    _check_like(like)
     gdf = read_vector(geoms, crs=crs)
     gs = gdf.geometry
     raster_crs = like.rio.crs

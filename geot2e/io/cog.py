@@ -8,7 +8,10 @@ gets its overviews:
 2. GDAL's COG driver copies it into a second temporary file, computing overviews
    (``OVERVIEWS=AUTO``), then ``os.replace`` moves that file onto the destination.
 
-Any failure removes both temporary files and leaves the destination untouched.
+Any failure (also Ctrl-C, and SIGTERM in the ``geot2e`` command line) removes both temporary
+files and leaves the destination untouched. A process killed outright (SIGKILL) cannot clean
+up: its temporaries, named ``.NAME.<pid>-<id>.part.tif`` / ``.cog.tif``, are removed by the
+next ``to_cog`` to the same destination once that pid is gone.
 
 COG layout written by :func:`to_cog`
 ------------------------------------
@@ -55,7 +58,7 @@ from geot2e.io._paths import check_output_path, remove_quietly
 from geot2e.io.provenance import PROVENANCE_TAG, PREFIX, encode_provenance, provenance_from_attrs
 from geot2e.io.raster import SYNTHESIZED_NAME, SYNTHESIZED_TAG, exact_transform
 
-__all__ = ["to_cog", "COMPRESSIONS", "RESAMPLINGS"]
+__all__ = ["to_cog", "check_cog_options", "COMPRESSIONS", "RESAMPLINGS"]
 
 #: Compression names accepted by ``to_cog`` (GDAL COG driver ``COMPRESS``).
 COMPRESSIONS = (
@@ -101,6 +104,15 @@ def _check_options(compress, blocksize, overviews, resampling):
     return comp, int(blocksize), ovr, res
 
 
+def check_cog_options(*, compress="deflate", blocksize=512, overviews="auto", resampling="average",
+                      dtype=None) -> None:
+    """Check the options :func:`to_cog` would refuse, before any work (e.g. before a model runs
+    whose result is to be written). Raises :class:`ParameterError`."""
+    _check_options(compress, blocksize, overviews, resampling)
+    if dtype is not None:
+        _out_dtype(np.dtype(dtype))
+
+
 def _as_band_yx(da: xr.DataArray) -> xr.DataArray:
     if not isinstance(da, xr.DataArray):
         raise ParameterError(f"to_cog expects an xarray.DataArray, got {type(da).__name__}.")
@@ -122,6 +134,12 @@ def _out_dtype(dtype: np.dtype) -> np.dtype:
         return np.dtype("uint8")
     if dtype == np.float16:
         return np.dtype("float32")
+    if dtype.kind == "c":
+        raise ParameterError(
+            f"dtype {dtype} (complex) cannot be written as a COG: GDAL's predictor and overview "
+            "resampling do not support complex data. Write real-valued bands instead, e.g. "
+            "abs(da) and the phase, or da.real and da.imag stacked along 'band'."
+        )
     if dtype.name not in _GDAL_DTYPES:
         raise ParameterError(f"dtype {dtype} cannot be written to GeoTIFF; cast it first (da.astype(...)).")
     return dtype
@@ -240,6 +258,37 @@ def _tags(da: xr.DataArray, tags: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- writing
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:  # pragma: no cover - unknown: keep its files
+        return True
+    return True
+
+
+def _remove_stale_temporaries(dest: Path) -> None:
+    """Remove the hidden temporaries a killed :func:`to_cog` left next to ``dest``
+    (``.NAME.<pid>-<id>.part.tif`` / ``.cog.tif`` and GDAL side files) whose writing process is
+    gone. Temporaries of live processes (a concurrent writer) are left alone; those of versions
+    that did not record the pid are hidden and never read."""
+    import re
+
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(\d+)-[0-9a-f]{{12}}\.(part|cog)\.tif(\..+)?$")
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:  # pragma: no cover - checked by check_output_path
+        return
+    for name in names:
+        m = pattern.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            remove_quietly(dest.parent / name)
+
+
+
 class _WindowWriter:
     """dask ``store`` target: writes each block into a window of a GeoTIFF on disk.
 
@@ -395,7 +444,8 @@ def to_cog(
         descriptions = descriptions + [SYNTHESIZED_NAME]
         gdal_tags[SYNTHESIZED_TAG] = str(count)
 
-    stem = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}")
+    _remove_stale_temporaries(dest)
+    stem = dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}")
     tmp_tiff = Path(f"{stem}.part.tif")
     tmp_cog = Path(f"{stem}.cog.tif")
     try:

@@ -107,6 +107,29 @@ def _split_synthesized(da: xr.DataArray) -> xr.DataArray:
     return out
 
 
+def check_nodata_for(nodata: Any, dtype: Any, *, what: str = "nodata") -> Any:
+    """``nodata`` as a value ``dtype`` can hold, or a :class:`ParameterError` saying why not
+    (NaN or a fraction for integers, a value out of the dtype's range)."""
+    import math
+
+    dtype = np.dtype(dtype)
+    try:
+        value = float(nodata)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{what}={nodata!r} is not a number; give a value the raster's dtype "
+                             f"({dtype}) can hold.") from None
+    if dtype.kind in "iub":
+        if math.isnan(value):
+            raise ParameterError(f"{what}=nan cannot be stored in {dtype} (integers have no NaN); give an "
+                                 f"integer value in the dtype's range, e.g. 0.")
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        if not (value.is_integer() and info.min <= value <= info.max):
+            raise ParameterError(f"{what}={nodata!r} is not a valid {dtype} value (whole numbers "
+                                 f"{info.min}..{info.max}); pick one in range.")
+        return int(value)
+    return value
+
+
 def _select_bands(da: xr.DataArray, bands: Sequence[int | str] | int | str) -> xr.DataArray:
     if "band" not in da.dims:
         raise DimensionError("bands= was given but the raster has no 'band' dimension.")
@@ -178,7 +201,8 @@ def open_raster(
     OutputPathError
         ``path`` does not exist.
     ParameterError
-        ``chunks`` or ``bands`` are not understood.
+        ``chunks`` or ``bands`` are not understood, or ``nodata`` is not a value of the
+        raster's dtype (NaN or -1 for an integer raster).
     """
     _check_chunks(chunks)
     p = Path(os.fspath(path)).expanduser()
@@ -206,5 +230,5 @@ def open_raster(
     if bands is not None:
         da = _select_bands(da, bands)
     if nodata is not None:
-        da = da.rio.write_nodata(nodata, encoded=False)
+        da = da.rio.write_nodata(check_nodata_for(nodata, da.dtype), encoded=False)
     return da
