@@ -336,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel processes (gloo on CPU, nccl with one GPU each); overrides the "
                         "config's world_size")
     p.add_argument("--device", default=None, help="training device (cpu, cuda, auto); overrides the config")
+    p.add_argument("--out-dir", default=None, metavar="DIR", help="run folder; overrides the config's out_dir")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads; overrides the config's threads (1 is faster on a machine busy with other work)")
+    p.add_argument("--write-pack", default=None, metavar="DIR",
+                   help="write the config's sources and validation tiles as a tile pack to DIR and stop "
+                        "(train from it with 'pack: DIR' in a config, e.g. on a GPU machine without the raster stack)")
     p.add_argument("--stage", action="append", default=None, metavar="NAME",
                    help="run only this configured stage (vae, denoiser, finetune, decoder); repeatable. "
                         "E.g. --stage decoder trains the decoder while another process trains the denoiser; "
@@ -714,6 +720,19 @@ def cmd_train(args) -> int:
     cfg = load_train_config(cfg_path)
     if args.device is not None:
         cfg.device = args.device
+    if args.out_dir is not None:
+        cfg.out_dir = args.out_dir
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        cfg.threads = args.threads
+    if args.write_pack is not None:
+        from .train.config import write_config_pack
+
+        out = write_config_pack(cfg, args.write_pack)
+        size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+        print(f"geot2e: tile pack written to {out} ({size / 1e6:.1f} MB); train from it with 'pack: {out}'")
+        return EXIT_OK
     if args.nproc is not None:
         if args.nproc < 1:
             raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
@@ -725,9 +744,9 @@ def cmd_train(args) -> int:
     run_training(cfg, progress=not args.no_progress, resume=not args.no_resume, stages=args.stage)
     final = Path(cfg.out_dir) / "final"
     if args.stage:
-        from .train.config import _stage_finished
+        from .train.config import stage_finished
 
-        left = [s for s in args.stage if not _stage_finished(Path(cfg.out_dir) / s, getattr(cfg, s))]
+        left = [s for s in args.stage if not stage_finished(Path(cfg.out_dir) / s, getattr(cfg, s))]
         if left:
             print(f"geot2e: stage(s) {', '.join(left)} stopped before finishing; rerun the same command to "
                   f"resume (checkpoints in {cfg.out_dir})")
