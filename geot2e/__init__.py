@@ -9,7 +9,10 @@ outputs a GIS opens as they are (DataArrays, Zarr, Cloud-Optimized GeoTIFFs).
 >>> filled = geot2e.remove_clouds(da, "clouds.gpkg")               # doctest: +SKIP
 >>> geot2e.io.to_cog(filled, "filled.tif")                         # doctest: +SKIP
 
-Heavy parts (torch, the model) are imported on first use, so ``import geot2e`` is quick.
+Heavy parts (torch, the model) are imported on first use, so ``import geot2e`` is quick,
+and the geospatial layers are imported only when used, so the torch-only layers
+(``geot2e.models``, ``geot2e.train`` on a tile pack) import on a machine without the
+raster stack (a GPU box with torch alone).
 """
 from __future__ import annotations
 
@@ -17,9 +20,12 @@ import importlib
 from typing import Any
 
 from ._version import __version__
-from . import accessor as _accessor  # registers the ``da.t2e`` accessor  # noqa: F401
 from . import errors
-from .geo import cloud_mask, geometry_mask, gsd
+
+try:  # registers the ``da.t2e`` accessor where xarray and rioxarray are installed
+    from . import accessor as _accessor  # noqa: F401
+except ImportError:  # pragma: no cover - torch-only machine: the raster functions fail when called
+    pass
 
 __all__ = [
     "__version__",
@@ -37,6 +43,9 @@ __all__ = [
 ]
 
 _LAZY = {
+    "gsd": ("geot2e.geo", "gsd"),
+    "geometry_mask": ("geot2e.geo", "geometry_mask"),
+    "cloud_mask": ("geot2e.geo", "cloud_mask"),
     "load_model": ("geot2e.models", "load_model"),
     "remove_clouds": ("geot2e.api", "remove_clouds"),
     "inpaint": ("geot2e.api", "inpaint"),

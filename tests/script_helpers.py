@@ -19,7 +19,7 @@ def load_script(name: str):
 def tiny_train_config(tmp_path: Path) -> Path:
     """configs/tiny_test.yaml with absolute source paths, written to ``tmp_path/cfg.yaml``."""
     d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
-    for s in d["sources"]:
+    for s in d["sources"] + d.get("validation", []):
         s["path"] = str(ROOT / s["path"])
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(d))

@@ -179,3 +179,74 @@ def heldout_crops(n: int | None = 32, *, size: int = 128, seed: int = 0, data_di
         crop.attrs["eval_window"] = (int(r), int(c), int(size))
         crops.append(crop)
     return crops
+
+
+# ----------------------------------------------------------------------------- other held-out sets
+#: Blocks kept out of training, as fractions (row0, row1, col0, col1) of a sample raster, with a
+#: buffer in pixels that training windows also avoid. "test" blocks are evaluation sets; the
+#: "validation" block is what a training run scores its EMA weights on to keep the best.
+HOLDOUT_BLOCKS: dict[str, dict] = {
+    # Sentinel-2 near Chincoteague: the south-west, farmland, marsh, barrier island and bay
+    "sentinel2_chincoteague": {"role": "test", "block": (0.65, 1.0, 0.0, 0.75), "buffer": 32},
+    # Landsat 8 224/078: its east edge (clear of 224/077's held-out strip in the west and north)
+    "landsat8_224078": {"role": "validation", "block": (0.0, 1.0, 0.88, 1.0), "buffer": 32},
+}
+#: the whole source kept out of training: the unseen-sensor set (5 m RGBN, uint8)
+UNSEEN_SOURCE = "rgbn_5m"
+
+
+def block_mask(shape: tuple[int, int], name: str, *, buffer: bool = True) -> np.ndarray:
+    """(y, x) bool, True inside the held-out block of sample raster ``name`` (of ``shape``),
+    grown by its buffer when ``buffer``."""
+    spec = HOLDOUT_BLOCKS[name]
+    h, w = int(shape[0]), int(shape[1])
+    r0, r1, c0, c1 = spec["block"]
+    b = int(spec["buffer"]) if buffer else 0
+    out = np.zeros((h, w), bool)
+    out[max(0, int(r0 * h) - b):min(h, int(r1 * h) + b), max(0, int(c0 * w) - b):min(w, int(c1 * w) + b)] = True
+    return out
+
+
+def block_crops(da: xr.DataArray, name: str, n: int, *, size: int = 128, seed: int = 0,
+                valid: np.ndarray | None = None) -> list[xr.DataArray]:
+    """Deterministic non-overlapping ``size`` crops of ``da`` inside the held-out block of ``name``
+    (not its buffer) that hold no nodata; fewer than ``n`` is a :class:`ParameterError`."""
+    ok = block_mask(da.shape[-2:], name, buffer=False)
+    if valid is not None:
+        ok &= valid
+    return _draw_crops(da, ok, n, size=size, seed=seed)
+
+
+def _draw_crops(scene: xr.DataArray, ok: np.ndarray, n: int, *, size: int, seed: int) -> list[xr.DataArray]:
+    from affine import Affine
+
+    nd = scene.rio.nodata
+    data = np.asarray(scene.values)
+    if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
+        ok = ok & ~(data == nd).any(axis=0)
+    cand = window_corners(ok, size, max(1, size // 8))
+    order = np.random.default_rng(seed).permutation(len(cand))
+    taken = np.zeros(ok.shape, bool)
+    t = scene.rio.transform()
+    crops = []
+    for i in order:
+        r, c = cand[i]
+        if taken[r:r + size, c:c + size].any():
+            continue
+        taken[r:r + size, c:c + size] = True
+        crop = scene.isel(y=slice(r, r + size), x=slice(c, c + size)).copy()
+        crop = crop.rio.write_transform(t @ Affine.translation(c, r))
+        crop.attrs["eval_window"] = (int(r), int(c), int(size))
+        crops.append(crop)
+        if len(crops) == n:
+            return crops
+    raise ParameterError(f"only {len(crops)} {size}-px crops fit in the held-out area (asked for {n}); "
+                         "ask for fewer or smaller crops.")
+
+
+def unseen_crops(n: int, *, size: int = 128, seed: int = 0) -> list[xr.DataArray]:
+    """Crops of the unseen-sensor set (:data:`UNSEEN_SOURCE`, the 5 m RGBN raster; its RGB bands)."""
+    from ..io.sample_data import open_rgbn
+
+    da = open_rgbn().isel(band=[0, 1, 2]).load()
+    return _draw_crops(da, np.ones(da.shape[-2:], bool), n, size=size, seed=seed)

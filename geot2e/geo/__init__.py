@@ -11,7 +11,7 @@ from geot2e.geo.grid import (
     spatial_dims,
     valid_mask,
 )
-from geot2e.geo.gsd import ground_jacobian, gsd, gsd_from_transform
+from geot2e.geo.gsd import ground_jacobian, gsd, gsd_from_transform, gsd_rows
 from geot2e.geo.masks import dilate_mask, geometry_mask, prompt_map, read_vector
 from geot2e.geo.qa import cloud_mask
 from geot2e.geo.radiometry import Radiometry
@@ -19,6 +19,7 @@ from geot2e.geo.radiometry import Radiometry
 __all__ = [
     "gsd",
     "gsd_from_transform",
+    "gsd_rows",
     "ground_jacobian",
     "geometry_mask",
     "prompt_map",

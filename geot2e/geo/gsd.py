@@ -270,3 +270,16 @@ def gsd(da, *, per_axis: bool = False) -> float | tuple[float, float]:
     return gsd_from_transform(
         da.rio.transform(), crs, (da.rio.height, da.rio.width), per_axis=per_axis
     )
+
+
+def gsd_rows(transform: Affine | tuple, crs: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Ground sample distance of every row of a grid (at the row's centre column), in metres.
+
+    On a geographic grid the ground length of a column step shrinks with the cosine of the
+    latitude, so one GSD for the whole raster is wrong away from its centre: a window taken
+    at 60° N of a global plate carrée has pixels about 0.7 times as long as at the equator
+    (geometric mean of x and y). Training windows use the GSD of their own rows.
+    """
+    t = transform if isinstance(transform, Affine) else Affine(*tuple(transform)[:6])
+    height, width = int(shape[0]), int(shape[1])
+    return np.array([gsd_from_transform(t @ Affine.translation(0, r), crs, (1, width)) for r in range(height)])

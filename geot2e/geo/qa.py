@@ -20,6 +20,13 @@ Sentinel-2 L2A ``SCL`` is a classification: 0 no data, 1 saturated/defective,
 vegetated, 6 water, 7 unclassified, 8 cloud medium probability, 9 cloud high
 probability, 10 thin cirrus, 11 snow/ice.
 
+The pre-Collection Landsat 8 ``BQA`` band (kind ``"landsat8_bqa"``; e.g. the cloudy
+Pensacola scene of the sample data) holds two-bit confidences (0 not determined, 1 low,
+2 medium, 3 high): bits 14-15 cloud, 12-13 cirrus, 10-11 snow/ice, 4-5 water; bit 0 is
+fill. Its classes: ``"cloud"`` (cloud confidence medium or high), ``"cloud_high"``,
+``"cirrus"`` (cirrus confidence high), ``"snow"`` (snow/ice high). It has no shadow
+flag: dilate with ``buffer_m`` to cover shadows next to clouds.
+
 The default classes are the ones to fill: dilated cloud, cirrus, cloud and shadow
 (Landsat) and SCL 3, 8, 9, 10 (Sentinel-2). Nodata pixels of the QA band are never
 marked as cloud.
@@ -36,7 +43,7 @@ from geot2e.errors import DimensionError, ParameterError
 from geot2e.geo.grid import get_nodata, spatial_dims
 from geot2e.geo.masks import dilate_mask
 
-__all__ = ["cloud_mask", "LANDSAT_QA_BITS", "SENTINEL2_SCL_CLASSES", "KINDS"]
+__all__ = ["cloud_mask", "LANDSAT_QA_BITS", "SENTINEL2_SCL_CLASSES", "LANDSAT8_BQA_CONFIDENCE", "KINDS"]
 
 LANDSAT_QA_BITS: dict[str, int] = {
     "fill": 0,
@@ -75,7 +82,17 @@ _S2_ALIASES = {
 }
 _S2_DEFAULT = ("shadow", "cloud_medium", "cloud_high", "cirrus")
 
-KINDS = ("landsat_qa_pixel", "sentinel2_scl")
+#: pre-Collection Landsat 8 BQA: class -> (lowest bit of its 2-bit confidence, smallest confidence)
+LANDSAT8_BQA_CONFIDENCE: dict[str, tuple[int, int]] = {
+    "cloud": (14, 2),
+    "cloud_high": (14, 3),
+    "cirrus": (12, 3),
+    "snow": (10, 3),
+}
+_BQA_ALIASES = {"ice": "snow", "cloud_medium": "cloud"}
+_BQA_DEFAULT = ("cloud", "cirrus")
+
+KINDS = ("landsat_qa_pixel", "sentinel2_scl", "landsat8_bqa")
 
 
 def _resolve(kind: str, classes) -> tuple[str, list[int]]:
@@ -84,6 +101,8 @@ def _resolve(kind: str, classes) -> tuple[str, list[int]]:
         table, aliases, default, what = LANDSAT_QA_BITS, _LANDSAT_ALIASES, _LANDSAT_DEFAULT, "bits"
     elif kind == "sentinel2_scl":
         table, aliases, default, what = SENTINEL2_SCL_CLASSES, _S2_ALIASES, _S2_DEFAULT, "values"
+    elif kind == "landsat8_bqa":
+        return "confidence", _resolve_bqa(classes)
     else:
         raise ParameterError(f"unknown kind {kind!r}; use one of {list(KINDS)}.")
     if classes is None:
@@ -109,6 +128,23 @@ def _resolve(kind: str, classes) -> tuple[str, list[int]]:
     if not out:
         raise ParameterError(f"classes selects nothing for {kind}; give at least one class.")
     return what, sorted(set(out))
+
+
+def _resolve_bqa(classes) -> list:
+    if classes is None:
+        classes = _BQA_DEFAULT
+    elif isinstance(classes, str):
+        classes = (classes,)
+    out = []
+    for c in classes:
+        name = _BQA_ALIASES.get(str(c).lower(), str(c).lower())
+        if name not in LANDSAT8_BQA_CONFIDENCE:
+            raise ParameterError(f"unknown class {c!r} for landsat8_bqa; use names from "
+                                 f"{sorted(set(LANDSAT8_BQA_CONFIDENCE) | set(_BQA_ALIASES))}.")
+        out.append(LANDSAT8_BQA_CONFIDENCE[name])
+    if not out:
+        raise ParameterError("classes selects nothing for landsat8_bqa; give at least one class.")
+    return sorted(set(out))
 
 
 def _as_2d(qa) -> tuple[xr.DataArray, object]:
@@ -149,8 +185,9 @@ def cloud_mask(
     ----------
     qa : xarray.DataArray or numpy.ndarray
         The QA band, (y, x) or (1, y, x); numpy- or dask-backed.
-    kind : {"landsat_qa_pixel", "sentinel2_scl"}
-        Landsat Collection 2 ``QA_PIXEL`` bit field or Sentinel-2 L2A ``SCL`` classes.
+    kind : {"landsat_qa_pixel", "sentinel2_scl", "landsat8_bqa"}
+        Landsat Collection 2 ``QA_PIXEL`` bit field, Sentinel-2 L2A ``SCL`` classes, or
+        the pre-Collection Landsat 8 ``BQA`` confidences (see the module docstring).
     buffer_m : float, optional
         Dilate the mask by this many metres on the ground (uses the GSD).
     classes : sequence of str or int, optional
@@ -187,7 +224,13 @@ def cloud_mask(
         raise ParameterError(f"the QA band has dtype {qa2.dtype}; an integer band is expected.")
     if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
         valid = valid & (qa2 != nodata)
-    if what == "bits":
+    if what == "confidence":
+        hit = None
+        for shift, least in ints:
+            h = ((qa_int >> shift) & 3) >= least
+            hit = h if hit is None else hit | h
+        valid = valid & ((qa_int & 1) == 0)
+    elif what == "bits":
         bits = sum(1 << b for b in ints)
         hit = (qa_int & bits) != 0
         # the fill bit marks nodata whatever the other bits say
@@ -199,7 +242,7 @@ def cloud_mask(
             valid = valid & (qa_int != 0)
     out = (hit & valid).astype(bool)
     out.name = "cloud_mask"
-    out.attrs = {"kind": kind, what: list(ints)}
+    out.attrs = {"kind": kind, what: [list(v) if isinstance(v, tuple) else v for v in ints]}
     if buffer_m:
         out = dilate_mask(out, buffer_m, gsd=gsd)
         out.attrs["buffer_m"] = float(buffer_m)

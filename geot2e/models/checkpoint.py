@@ -1,5 +1,9 @@
 """Safe checkpoints: a folder with ``config.json`` and one ``*.safetensors`` per component.
 
+A component may also be stored in shards (``unet-00001-of-00003.safetensors`` ...), written
+with ``save_pretrained(..., max_shard_mb=...)`` so that each file stays under a size limit
+(a transfer limit, a repository's file limit); loading merges them.
+
 Never unpickles: ``.bin/.pt/.pth/.ckpt/.pkl`` files are refused with :class:`CheckpointError`.
 """
 from __future__ import annotations
@@ -34,7 +38,10 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
     """
     p = Path(path)
     h = hashlib.sha256()
-    for name in ["config.json"] + [f"{c}.safetensors" for c in COMPONENTS]:
+    names = ["config.json"]
+    for c in COMPONENTS:
+        names += [f.name for f in component_files(p, c)] or [f"{c}.safetensors"]
+    for name in names:
         f = p / name
         h.update(name.encode())
         with open(f, "rb") as fh:
@@ -51,10 +58,42 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+def component_files(path: Path, comp: str) -> list[Path]:
+    """The files of one component: ``[comp.safetensors]``, or its shards in order ([] if none)."""
+    single = path / f"{comp}.safetensors"
+    if single.is_file():
+        return [single]
+    shards = sorted(path.glob(f"{comp}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors"))
+    if not shards:
+        return []
+    n = int(shards[0].name.rsplit("-of-", 1)[1].split(".")[0])
+    want = [path / f"{comp}-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    if shards != want:
+        missing = sorted({w.name for w in want} - {q.name for q in shards})
+        raise CheckpointError(f"{path}: the shards of {comp} are incomplete (missing {missing[:3]}); copy the "
+                              "whole folder again.")
+    return want
+
+
+def _shards(sd: dict, max_bytes: float) -> list[dict]:
+    groups, cur, size = [], {}, 0
+    for k, v in sd.items():
+        n = v.numel() * v.element_size()
+        if cur and size + n > max_bytes:
+            groups.append(cur)
+            cur, size = {}, 0
+        cur[k] = v
+        size += n
+    return groups + [cur] if cur else groups
+
+
+def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                    max_shard_mb: float | None = None) -> Path:
     """Write ``config.json`` and ``{vae,unet,text_encoder,resolution}.safetensors`` to ``path``.
 
     ``dtype=torch.float16`` halves the size (weights are cast back to float32 on load).
+    ``max_shard_mb`` splits a component larger than that into shards
+    (``unet-00001-of-00003.safetensors``, ...), each under the limit.
     The folder is written to a temporary sibling and renamed, so a crash leaves no half checkpoint.
     """
     from safetensors.torch import save_file
@@ -69,8 +108,11 @@ def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.
             sd = getattr(model, comp).state_dict()
             sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
                   for k, v in sd.items()}
-            save_file(sd, str(tmp / f"{comp}.safetensors"), metadata={"format": "pt", "component": comp})
-            os.chmod(tmp / f"{comp}.safetensors", 0o644)
+            parts = _shards(sd, max_shard_mb * 1e6 * 0.98) if max_shard_mb else [sd]
+            for i, part in enumerate(parts, start=1):
+                name = f"{comp}.safetensors" if len(parts) == 1 else f"{comp}-{i:05d}-of-{len(parts):05d}.safetensors"
+                save_file(part, str(tmp / name), metadata={"format": "pt", "component": comp})
+                os.chmod(tmp / name, 0o644)
         if dst.exists():
             old = dst.with_name(dst.name + ".old")
             os.replace(dst, old)
@@ -186,13 +228,16 @@ def from_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
         raise CheckpointError(f"{cfg_file}: the model it describes cannot be built ({e}).") from e
     model.config = config
     for comp in COMPONENTS:
-        f = p / f"{comp}.safetensors"
-        if not f.is_file():
+        files = component_files(p, comp)
+        f = files[0] if len(files) == 1 else p / f"{comp}.safetensors"
+        if not files:
             raise CheckpointError(f"{f}: missing component file; the checkpoint is incomplete.")
-        try:
-            sd = load_file(str(f))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{f}: corrupt or unreadable safetensors file ({e}).") from e
+        sd = {}
+        for part in files:
+            try:
+                sd.update(load_file(str(part)))
+            except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+                raise CheckpointError(f"{part}: corrupt or unreadable safetensors file ({e}).") from e
         module = getattr(model, comp)
         own = module.state_dict()
         bad = [k for k, v in sd.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]

@@ -35,6 +35,7 @@ class RasterSource:
     high: np.ndarray = field(default=None)
     transform: Any = None         # affine.Affine pixel -> source CRS (optional; caption tables need it)
     crs: Any = None               # the source CRS (rasterio/pyproj CRS or WKT/EPSG string; optional)
+    gsd_rows: Any = None          # (H,) GSD of each row (geographic grids); None: ``gsd`` everywhere
 
     def __post_init__(self):
         if self.low is None or self.high is None:
@@ -145,7 +146,7 @@ class TileDataset(torch.utils.data.IterableDataset):
     def sample(self, rng: np.random.Generator, size: int | None = None) -> dict:
         out_size = self.size if size is None else int(size)
         attempts = rejected = 0
-        while attempts < 100:
+        while attempts < 2000:   # cheap: a failed attempt is one lookup in the validity index
             attempts += 1
             src = self.sources[rng.choice(len(self.sources), p=self.p)]
             _, H, W = src.data.shape
@@ -185,7 +186,8 @@ class TileDataset(torch.utils.data.IterableDataset):
             if rng.random() < 0.5:
                 scaled = scaled[:, :, ::-1]
             scaled = np.ascontiguousarray(scaled)
-            gsd = src.gsd * n / out_size
+            native = src.gsd if src.gsd_rows is None else float(np.mean(src.gsd_rows[y:y + n]))
+            gsd = native * n / out_size
             rgb = scaled[list(src.rgb_bands)]
             nir = scaled[src.nir_band] if src.nir_band is not None else None
             caption = None

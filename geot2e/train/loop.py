@@ -2,6 +2,7 @@
 resumable from the last checkpoint. Everything is saved as safetensors + JSON."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -47,6 +48,15 @@ class StageConfig:
     max_minutes: float | None = None  # stop (after saving) when this much wall time has passed
     stop_at: int | None = None        # stop (after saving) at this step; the lr schedule still spans `steps`
     tile_sizes: list | None = None    # e.g. [64, 128]: alternate tile sizes (batch scaled to keep pixels/batch)
+    # a schedule over training time instead of steps: warm-up + cosine over this many minutes of
+    # training (summed over resumed runs); the stage ends when they are spent ("steps" is then a cap)
+    budget_minutes: float | None = None
+    val_every: int = 0                # score the EMA weights on the validation tiles every this many steps
+    val_tiles: int = 64               # number of fixed validation tiles (64 px)
+    keep: str = "best"                # with validation: hand back the "best" (lowest validation loss) or "last" EMA
+    # DataLoader processes drawing the batches (a GPU outruns one CPU process); 0 draws them in the
+    # training process, which keeps a resumed run bit-identical to an uninterrupted one
+    workers: int = 0
 
     @property
     def end_step(self) -> int:
@@ -85,10 +95,15 @@ def _named_params(model: Text2Earth, components: Iterable[str]) -> dict[str, tor
     return out
 
 
-def _lr_at(step: int, cfg: StageConfig) -> float:
+def _lr_at(step: int, cfg: StageConfig, elapsed_s: float = 0.0) -> float:
+    """Warm-up over ``cfg.warmup`` steps, then a cosine to 0.1 x lr over the steps, or over the
+    time budget when ``cfg.budget_minutes`` is set."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    prog = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.budget_minutes:
+        prog = elapsed_s / (60.0 * cfg.budget_minutes)
+    else:
+        prog = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, prog))))
 
 
@@ -244,7 +259,7 @@ def _masks(rng: np.random.Generator, n: int, size: int, weights: dict) -> torch.
 
 def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn, *, use_ema: bool,
          resume: bool, progress: bool, desc: str, extra: dict, generator: torch.Generator | None = None,
-         aux: dict | None = None) -> list:
+         aux: dict | None = None, val_fn=None) -> list:
     from . import distributed as D
 
     stage_dir = Path(stage_dir)
@@ -259,9 +274,14 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
     rng = D.rank_rng(cfg.seed, ctx)
     bs = D.local_batch_size(cfg.batch_size, ctx)
     step, log = 0, []
+    extra = dict(extra)
+    extra.setdefault("elapsed_s", 0.0)
     if resume and (stage_dir / "state.json").is_file():
         ex: dict = {}
         step, rng_state, log = _load_state(stage_dir, params, opt, ema, extras=ex, aux=aux)
+        for k in ("elapsed_s", "best"):
+            if k in ex["meta"]:
+                extra[k] = ex["meta"][k]
         ranks = ex["meta"].get("rng_ranks")
         tstates = ex["torch_states"]
         if ctx is not None and ctx.rank > 0:
@@ -279,9 +299,13 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
             if int(js.get("step", -1)) != step:   # crash between the two writes: repair state.json
                 (stage_dir / "state.json").write_text(json.dumps(ex["meta"], default=str))
     end = cfg.end_step
-    if step >= end or (stage_dir / "time_budget_spent").exists():
-        if ema is not None:
-            ema.copy_to(params)
+    validate = val_fn is not None and cfg.val_every > 0 and ema is not None and main
+
+    def budget_spent() -> bool:
+        return bool(cfg.budget_minutes) and extra["elapsed_s"] >= 60.0 * cfg.budget_minutes
+
+    if step >= end or budget_spent() or (stage_dir / "time_budget_spent").exists():
+        _finish(params, ema, stage_dir, cfg, extra)
         model.eval()
         return log
     model.train()
@@ -290,10 +314,19 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
     seen = 0
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (progress and main), dynamic_ncols=True)
     running = None
+    elapsed0 = float(extra["elapsed_s"])
+    loader = None
+    if cfg.workers > 0:
+        loader = iter(torch.utils.data.DataLoader(
+            _Batches(dataset, bs, cfg.tile_sizes, seed=[cfg.seed, step, 0 if ctx is None else ctx.rank]),
+            batch_size=None, num_workers=cfg.workers, persistent_workers=True, prefetch_factor=4,
+            pin_memory=dev.type == "cuda"))
     while step < end:
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        if cfg.tile_sizes:
+            g["lr"] = _lr_at(step, cfg, extra["elapsed_s"])
+        if loader is not None:
+            batch = next(loader)
+        elif cfg.tile_sizes:
             size = int(cfg.tile_sizes[step % len(cfg.tile_sizes)])
             n = max(1, int(round(bs * (dataset.size / size) ** 2)))
             batch = dataset.batch(rng, n, size=size)
@@ -302,7 +335,9 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
         loss = loss_fn(_to_device(batch, dev), rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        extra["elapsed_s"] = elapsed0 + (time.time() - t0)
         timed_out = cfg.max_minutes is not None and (time.time() - t0) / 60 > cfg.max_minutes
+        timed_out = timed_out or budget_spent()
         if ctx is not None:                # average gradients (and the loss, and the stop flag) over ranks
             lv, timed_out = D.sync_gradients(list(params.values()), loss, stop=timed_out)
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
@@ -320,6 +355,8 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.append({"step": step, "loss": running, "loss_raw": lv, "samples_per_s": rate, "time": time.time()})
         out_of_time = timed_out
+        if validate and (step % cfg.val_every == 0 or step == end or out_of_time):
+            _validate(model, params, ema, val_fn, stage_dir, step, extra, log)
         if step % cfg.save_every == 0 or step == end or out_of_time:
             tst = _torch_states(generator)
             gathered = D.gather_objects({"rng": rng.bit_generator.state, "torch": tst})
@@ -337,10 +374,76 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
             break
     bar.close()
     D.barrier()
-    if ema is not None:
-        ema.copy_to(params)
+    _finish(params, ema, stage_dir, cfg, extra)
     model.eval()
     return log
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless batches of a tile dataset for DataLoader workers: each worker has its own
+    random stream; tile sizes cycle over the workers' batches (the batch scaled to keep the
+    pixels per batch)."""
+
+    def __init__(self, dataset, batch: int, sizes, *, seed):
+        self.dataset, self.batch, self.sizes, self.seed = dataset, int(batch), list(sizes or []), list(seed)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([*self.seed, wid, 4101])
+        i = wid
+        while True:
+            if self.sizes:
+                size = int(self.sizes[i % len(self.sizes)])
+                n = max(1, int(round(self.batch * (self.dataset.size / size) ** 2)))
+                yield self.dataset.batch(rng, n, size=size)
+            else:
+                yield self.dataset.batch(rng, self.batch)
+            i += nw
+
+
+def _validate(model, params, ema: EMA, val_fn, stage_dir: Path, step: int, extra: dict, log: list) -> None:
+    """Score the EMA weights with ``val_fn(model)``; keep them (``best.safetensors``) when they
+    beat the best so far."""
+    from safetensors.torch import save_file
+
+    backup = {k: p.detach().clone() for k, p in params.items()}
+    ema.copy_to(params)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        val = float(val_fn(model))
+    model.train(was_training)
+    best = extra.get("best")
+    if best is None or val < best["val"]:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        tmp = stage_dir / "best.safetensors.tmp"
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in ema.shadow.items()}, str(tmp),
+                  metadata={"step": str(step), "val": repr(val)})
+        os.replace(tmp, stage_dir / "best.safetensors")
+        extra["best"] = {"step": step, "val": val}
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(backup[k])
+    log.append({"step": step, "val_loss": val, "time": time.time()})
+
+
+def _finish(params, ema: EMA | None, stage_dir: Path, cfg: StageConfig, extra: dict) -> None:
+    """Put the stage's result into the model: the best validated EMA weights when the stage
+    validates and ``cfg.keep == "best"``, else the last EMA (or the raw weights without EMA)."""
+    best = Path(stage_dir) / "best.safetensors"
+    if cfg.val_every > 0 and cfg.keep == "best" and best.is_file():
+        from safetensors.torch import load_file
+
+        t = load_file(str(best))
+        with torch.no_grad():
+            for k, p in params.items():
+                if k in t:
+                    p.copy_(t[k].to(p.dtype))
+        return
+    if ema is not None:
+        ema.copy_to(params)
 
 
 def train_vae(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | Path, *, resume: bool = True,
@@ -444,10 +547,35 @@ def calibrate_latent_scale(model: Text2Earth, dataset, *, batches: int = 8, batc
     return s
 
 
+def denoiser_val_fn(batch: dict, *, masked_weight: float = 2.0, seed: int = 0):
+    """A validation score for :func:`train_denoiser`: the denoising loss of ``batch`` (fixed
+    tiles, captions, GSDs) with fixed training masks, noise and timesteps and no condition
+    dropout, so scores of different weights compare."""
+    x, gsd, caps = batch["image"], batch["gsd"], batch["caption"]
+    rng = np.random.default_rng(seed)
+    m = _masks(rng, x.shape[0], x.shape[-1], StageConfig().mask_weights)
+
+    def score(model: Text2Earth) -> float:
+        sched = make_scheduler(model.config, "ddpm")
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        tot = 0.0
+        for i in range(0, x.shape[0], 32):
+            sl = slice(i, i + 32)
+            tot += float(model.training_loss(x[sl].to(model.device), m[sl].to(model.device), gsd[sl], caps[sl],
+                                             p_text=0.0, p_res=0.0, scheduler=sched, generator=gen,
+                                             masked_weight=masked_weight)) * x[sl].shape[0]
+        return tot / x.shape[0]
+
+    return score
+
+
 def train_denoiser(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | Path, *, resume: bool = True,
                    progress: bool = True, components=("unet", "text_encoder", "resolution"),
-                   stage: str = "denoiser") -> list:
-    """Train the denoiser (and text tower, resolution embedding) with dynamic condition dropout and EMA."""
+                   stage: str = "denoiser", val_batch: dict | None = None) -> list:
+    """Train the denoiser (and text tower, resolution embedding) with dynamic condition dropout and EMA.
+
+    With ``val_batch`` (fixed validation tiles) and ``cfg.val_every`` the EMA weights are scored
+    every ``val_every`` steps and the best are kept (``cfg.keep``)."""
     model.vae.requires_grad_(False)
     model.autocast_dtype = torch.bfloat16 if cfg.bf16 else None
     sched = make_scheduler(model.config, "ddpm")
@@ -461,13 +589,12 @@ def train_denoiser(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | 
         return model.training_loss(x, m, batch["gsd"], batch["caption"], p_text=cfg.p_text, p_res=cfg.p_res,
                                    scheduler=sched, generator=gen, masked_weight=cfg.masked_weight)
 
+    val_fn = None
+    if val_batch is not None and cfg.val_every > 0:
+        val_fn = denoiser_val_fn(val_batch, masked_weight=cfg.masked_weight, seed=cfg.seed + 99)
     return _run(model, dataset, cfg, Path(out_dir) / stage, list(components), loss_fn, use_ema=True,
-                resume=resume, progress=progress, desc=stage, extra={}, generator=gen)
+                resume=resume, progress=progress, desc=stage, extra={}, generator=gen, val_fn=val_fn)
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+def _null():
+    return contextlib.nullcontext()
