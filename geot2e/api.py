@@ -87,6 +87,7 @@ MAX_STEPS = 1000               # the models' training timesteps: more steps only
 MAX_SAMPLES = 64               # the K samples of a tile run as one batch
 MAX_OUTPAINT_PIXELS = 65_536   # pixels added on one side
 MAX_EAGER_PIXELS = 50_000_000  # height x width of a numpy-backed (in-memory) outpaint canvas
+MAX_TILE = 4096                # tile cell size in pixels (the UNet's memory grows with its square)
 
 _SCHEDULERS = ("auto", "ddim", "dpmsolver++", "euler", "ddpm")
 
@@ -119,6 +120,12 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
                                 or threads < 1):
         raise ParameterError(f"threads must be an integer >= 1 (torch CPU threads per tile) or None, got {threads!r}.")
+    if threads is not None and threads > max(64, 4 * (os.cpu_count() or 1)):
+        from .errors import SizeLimitError
+
+        raise SizeLimitError(f"threads={threads} is far more than this machine's {os.cpu_count()} CPUs (each thread "
+                             f"takes a stack; at most {max(64, 4 * (os.cpu_count() or 1))}): use threads=None (torch's "
+                             "count) or at most the number of cores.")
     m = model if isinstance(model, Text2Earth) else load_model(model, device=device)
     _check_finite_weights(m)
     from .models.defaults import resolve_sampling  # None/"auto": the model's own (official: 50 steps, folder's)
@@ -148,6 +155,15 @@ def _check_upper_bounds(*, steps, samples, tile, overlap) -> None:
         raise SizeLimitError(f"steps={steps} is more than {MAX_STEPS}, the number of timesteps the model was "
                              "trained on (more steps only repeat timesteps and cost time); 25-60 steps are "
                              f"typical: use at most steps={MAX_STEPS}.")
+    ints = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (tile, overlap))
+    if ints and tile > MAX_TILE:
+        gib = (tile + 2 * overlap) ** 2 * 4 * 4 * 2 / 2**30
+        raise SizeLimitError(f"tile={tile} is more than {MAX_TILE} pixels (one window would need more than "
+                             f"{gib:.3g} GiB before the network's activations); tiles of 256-1024 pixels cover "
+                             "rasters of any size: the tile grid is independent of the raster's size.")
+    if ints and overlap > tile:
+        raise SizeLimitError(f"overlap={overlap} is more than tile={tile}: the halo around each tile cell may not "
+                             "exceed the cell (e.g. tile=256, overlap=32).")
     if samples > MAX_SAMPLES:
         ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (tile, overlap))
         window = int(tile) + 2 * int(overlap) if ok else 320

@@ -906,11 +906,30 @@ def _one_line_warnings(*, debug: bool = False):
             warnings.showwarning = original
 
 
+def _is_config_syntax_error(exc: BaseException) -> bool:
+    """A YAML/TOML file that does not parse (a config the user typed)."""
+    try:
+        import yaml
+
+        if isinstance(exc, yaml.YAMLError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import tomllib
+
+        return isinstance(exc, tomllib.TOMLDecodeError)
+    except ImportError:  # pragma: no cover - Python < 3.11
+        return False
+
+
 def _exit_code(exc: BaseException) -> int:
     from .errors import CheckpointError, Geot2eError
 
     if isinstance(exc, UsageError):
         return EXIT_USAGE
+    if _is_config_syntax_error(exc):
+        return EXIT_INPUT
     if isinstance(exc, CheckpointError):
         return EXIT_MODEL
     if isinstance(exc, (Geot2eError, _InputError)):
@@ -934,6 +953,8 @@ def _message(exc: BaseException, code: int) -> str:
         hint = " (out of memory: process lazily with --chunks 1024)" if isinstance(exc, MemoryError) else ""
         return (f"unexpected {type(exc).__name__}: {text}{hint}; rerun with --debug for the traceback "
                 "and report it")
+    if _is_config_syntax_error(exc):
+        return f"the config file does not parse ({text}); fix its syntax (YAML or TOML)"
     # the library speaks Python; say the same in command-line terms
     return text.replace("pass overwrite=True", "pass --overwrite")
 

@@ -169,6 +169,16 @@ class Env:
         (p / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
         return p
 
+    def _make_bad_yaml(self, d):
+        p = d / "broken.yaml"
+        p.write_text("out_dir: run\nsources: [a.tif, b.tif\n")
+        return p
+
+    def _make_badtypes_yaml(self, d):
+        p = d / "badtypes.yaml"
+        p.write_text("steps: many\nlr: fast\n")
+        return p
+
     def _make_mask_tif(self, d):
         p = d / "mask.tif"
         m = self.mask.astype("uint8").rio.write_crs(self.crs)
@@ -646,6 +656,22 @@ CASES: list[Case] = [
          lambda env: {"da": env.da.astype("complex64"), "path": env.work / "c.tif"},
          lambda env, da, path: _api().io.to_cog(da, path),
          E.ParameterError, r"real-valued bands"),
+    Case("tile_too_big", "tile=10**6 (a terabyte mask grid)", "inpaint(..., tile=10**6)",
+         lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(tile=10**6)),
+         E.SizeLimitError, r"256-1024 pixels"),
+    Case("overlap_over_tile", "overlap larger than the tile", "inpaint(..., tile=64, overlap=128)",
+         lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(overlap=128)),
+         E.SizeLimitError, r"tile=256, overlap=32"),
+    Case("threads_too_many", "threads=100000 (libgomp aborts the process)", "inpaint(..., threads=100000)",
+         lambda env: {"da": env.da, "mask": env.mask},
+         lambda env, da, mask: _api().inpaint(da, mask, "x", **env.kw(threads=100000)),
+         E.SizeLimitError, r"threads=None"),
+    Case("buffer_not_finite", "buffer_m=inf", "geometry_mask(gdf, like=da, buffer_m=inf)",
+         lambda env: {"da": env.da, "gdf": env.polys},
+         lambda env, da, gdf: _api().geometry_mask(gdf, like=da, buffer_m=float("inf")),
+         E.ParameterError, r"finite number of metres"),
     Case("zarr_input_unfinished", "a Zarr store a killed job left, given as input",
          "api.process_zarr(half_store, dst, mask)",
          lambda env: {"src": env.file("half_zarr"), "mask": np.asarray(env.mask)},
@@ -760,6 +786,19 @@ CLI_CASES: list[CliCase] = [
     CliCase("output_is_mask", "OUTPUT is the --mask raster",
             lambda env, out: ["remove-clouds", env.file("tif"), env.file("mask_tif"), "--mask",
                               env.file("mask_tif"), *_cli_fast(env), "--overwrite"], 2, r"same file as --mask"),
+    CliCase("buffer_nan", "--buffer nan",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--buffer", "nan"], 3, r"finite number of metres"),
+    CliCase("threads_too_many", "--threads 100000",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--threads", "100000"], 3, r"threads=None"),
+    CliCase("tile_too_big", "--tile 1000000",
+            lambda env, out: ["inpaint", env.file("tif"), out, "--mask", env.file("inside_gpkg"), *_cli_fast(env),
+                              "--tile", "1000000"], 3, r"256-1024 pixels"),
+    CliCase("config_does_not_parse", "train with a YAML config that does not parse",
+            lambda env, out: ["train", env.file("bad_yaml")], 3, r"does not parse.*fix its syntax"),
+    CliCase("config_wrong_types", "train with a YAML config of unknown keys / wrong types",
+            lambda env, out: ["train", env.file("badtypes_yaml")], 3, r"unknown keys|must be"),
     CliCase("generate_gsd_tiny", "generate --gsd 1e-7",
             lambda env, out: ["generate", out, "--prompt", "x", "--bounds", "737145", "-2801055", "738145",
                               "-2800355", "--crs", "EPSG:32621", "--gsd", "1e-7", *_cli_fast(env)], 3,

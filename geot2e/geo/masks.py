@@ -149,6 +149,13 @@ def _geometries_in_raster_crs(geoms, like, *, crs, buffer_m: float) -> tuple[lis
     """Valid, non-empty shapely geometries in ``like``'s CRS, their input row numbers and
     the number of non-empty input geometries."""
     _check_like(like)
+    try:
+        finite = buffer_m is None or np.isfinite(float(buffer_m))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise ParameterError(f"buffer_m must be a finite number of metres (negative shrinks the polygons), got "
+                             f"{buffer_m!r}.")
     gdf = read_vector(geoms, crs=crs)
     gs = gdf.geometry
     raster_crs = like.rio.crs
