@@ -1,11 +1,13 @@
-"""Evaluate a geot2e model on held-out Landsat data and print the tables of docs/evaluation.md.
+"""Evaluate a geot2e model on held-out data and print the tables of docs/evaluation.md.
 
     python benchmarks/eval_default.py                                  # the embedded default model
     python benchmarks/eval_default.py --model runs/default/denoiser/model --n-crops 8 --steps 10 \
         --json /tmp/eval_interim.json                                 # a training checkpoint, small
 
-Runs three protocols of :mod:`geot2e.eval`: cloud removal on 128-px held-out crops
-(geot2e one sample / mean of K against biharmonic, Telea and a mean fill), resolution
+Runs three protocols of :mod:`geot2e.eval`: cloud removal on 128-px crops of each held-out
+set (``--sets``: Landsat 224/077 outside the training scene, the held-out Sentinel-2 block,
+the unseen 5 m RGBN sensor; geot2e one sample / mean of K against biharmonic, Telea and a
+mean fill, off-palette specks included), resolution
 control (GSD probe, Spearman) and text control (miniature Cls-OA, guidance sweep).
 Prints markdown tables and writes everything to ``--json``.
 """
@@ -49,11 +51,12 @@ def snapshot(path: Path, tries: int = 5) -> Path:
     raise RuntimeError(f"{path} kept changing while being copied; try again")
 
 
-def cloud_section(res: dict) -> str:
+def cloud_section(res: dict, name: str | None = None) -> str:
     from geot2e.eval import cloud_removal_table, targets_table
 
     c = res["config"]
-    return (f"## Cloud removal ({res['n_crops']} crops of {c['size']} px, cloud-like masks, mean coverage "
+    where = f" on {name}" if name else ""
+    return (f"## Cloud removal{where} ({res['n_crops']} crops of {c['size']} px, cloud-like masks, mean coverage "
             f"{res['coverage_mean']:.0%}; geot2e via {res['route']}, {samplers(c)})\n\n"
             + cloud_removal_table(res) + "\n\n" + targets_table(res["targets"]) + "\n")
 
@@ -70,7 +73,7 @@ def header(out: dict) -> str:
     info, a = out["model"], out["args"]
     label = (f"INTERIM: training checkpoint {info.get('checkpoint', a['model'])}, stage {info.get('stage')}, "
              f"step {info['step']}" if out["interim"] else f"model {info['source']}")
-    return (f"# geot2e evaluation on held-out Landsat 224/077 (outside 224/078)\n\n{label}; "
+    return (f"# geot2e evaluation on held-out data\n\n{label}; "
             f"{info['model_id']} ({info['parameters_m']} M parameters, hash {info['checkpoint_hash']}); "
             f"steps {a['steps'] or 'as remove_clouds (cloud removal) / 25'}, seed {a['seed']}.\n")
 
@@ -80,7 +83,10 @@ def print_report(out: dict) -> None:
     from geot2e.eval import resolution_table, text_control_table
 
     print(header(out) + ("\n(partial: the run had not finished)\n" if out.get("partial") else ""))
-    if "cloud_removal" in out:
+    if "cloud_removal_sets" in out:
+        for name, res in out["cloud_removal_sets"].items():
+            print(cloud_section(res, name))
+    elif "cloud_removal" in out:
         print(cloud_section(out["cloud_removal"]))
     if "resolution" in out:
         print("## Resolution control (GSD probe, target Spearman ≥ 0.7)\n\n" + resolution_table(out["resolution"]) + "\n")
@@ -120,7 +126,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="'default' (geot2e/weights/default) or a checkpoint folder")
     p.add_argument("--only", default="cloud,resolution,text", help="protocols to run (comma-separated)")
-    p.add_argument("--n-crops", type=int, default=32, help="held-out 128-px crops for cloud removal")
+    p.add_argument("--n-crops", type=int, default=32,
+                   help="held-out 128-px crops per set for cloud removal (the 5 m RGBN set holds at most 12)")
+    p.add_argument("--sets", default="landsat8_224077,sentinel2_chincoteague,rgbn_5m",
+                   help="held-out sets for cloud removal (comma-separated; see geot2e.eval.holdout.HELDOUT_SETS)")
     p.add_argument("--size", type=int, default=128, help="crop side in pixels")
     p.add_argument("--k", type=int, default=4, help="samples averaged by the 'mean of K' method")
     p.add_argument("--steps", type=int, default=None,
@@ -184,15 +193,27 @@ def main(argv=None) -> int:
         cfg = CloudRemovalConfig(n_crops=a.n_crops, size=a.size, k=a.k, steps=a.steps, guidance=a.guidance,
                                  seed=a.seed, use_engine=False if a.direct else None)
 
-        def save_partial(r):
-            if a.json:
-                to_json({**out, "cloud_removal": {**r, "targets": check_targets(r)}, "partial": True},
-                        str(a.json) + ".partial.json")
+        from geot2e.eval.holdout import HELDOUT_SETS, heldout_set
 
-        res = run_cloud_removal(model, config=cfg, data_dir=a.data_dir, progress=log, partial=save_partial)
-        res["targets"] = check_targets(res)
-        out["cloud_removal"] = res
-        print(cloud_section(res) + f"\n({time.perf_counter() - t0:.0f} s)\n", flush=True)
+        out["cloud_removal_sets"] = {}
+        for name in [x.strip() for x in a.sets.split(",") if x.strip()]:
+            if name not in HELDOUT_SETS:
+                p.error(f"unknown held-out set {name!r}; choose from {sorted(HELDOUT_SETS)}")
+            n = min(a.n_crops, 12) if name == "rgbn_5m" else a.n_crops
+
+            def save_partial(r, name=name):
+                if a.json:
+                    sets = {**out["cloud_removal_sets"], name: {**r, "targets": check_targets(r)}}
+                    to_json({**out, "cloud_removal_sets": sets, "partial": True}, str(a.json) + ".partial.json")
+
+            crops = heldout_set(name, n, size=a.size, seed=a.seed)
+            res = run_cloud_removal(model, crops, config=cfg, data_dir=a.data_dir, progress=log, partial=save_partial)
+            res["targets"] = check_targets(res)
+            res["set"] = {"name": name, "description": HELDOUT_SETS[name]}
+            out["cloud_removal_sets"][name] = res
+            print(cloud_section(res, name) + f"\n({time.perf_counter() - t0:.0f} s)\n", flush=True)
+        if out["cloud_removal_sets"]:
+            out["cloud_removal"] = next(iter(out["cloud_removal_sets"].values()))
 
     if "resolution" in only:
         t0 = time.perf_counter()

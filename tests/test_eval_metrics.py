@@ -100,3 +100,20 @@ def test_summarize_skips_nan():
     s = summarize([{"psnr": 10.0, "ssim": 0.5, "texture_ratio": math.nan, "colour_error": 0.1},
                    {"psnr": 20.0, "ssim": 0.7, "texture_ratio": 1.0, "colour_error": 0.3}])
     assert s["psnr"]["mean"] == 15.0 and s["texture_ratio"]["n"] == 1 and s["ssim"]["median"] == pytest.approx(0.6)
+
+
+def test_offpalette_counts_colours_the_scene_does_not_have():
+    from geot2e.eval.metrics import offpalette_excess, offpalette_share
+
+    rng = np.random.default_rng(0)
+    truth = np.zeros((3, 32, 32))
+    truth[0] = rng.uniform(0.0, 0.5, (32, 32))          # reddish-dark scene, green and blue low
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 8:24] = True
+    same = truth.copy()
+    same[:, mask] = truth[:, ~mask][:, : mask.sum()]    # fill with colours taken from the known pixels
+    assert offpalette_share(same, truth, mask) == 0.0
+    specks = same.copy()
+    specks[:, 10, 10:20] = np.array([0.9, 0.1, 0.9])[:, None]   # 10 magenta specks
+    assert offpalette_share(specks, truth, mask) == pytest.approx(10 / mask.sum())
+    assert offpalette_excess(specks, truth, mask) == pytest.approx(10 / mask.sum() - offpalette_share(truth, truth, mask))

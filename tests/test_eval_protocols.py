@@ -112,7 +112,7 @@ def test_cloud_removal_protocol_end_to_end(tiny_model, crops):
     table = cloud_removal_table(res)
     assert "mean of 2 samples" in table and "Telea (OpenCV)" in table and table.count("\n") == 7
     targets = check_targets(res)
-    assert [t["target"].split(":")[0] for t in targets] == ["one sample"] * 3 + ["mean of K"] * 2
+    assert [t["target"].split(":")[0] for t in targets] == ["one sample"] * 4 + ["mean of K"] * 2
     assert "| target |" in targets_table(targets)
     back = json.loads(common.to_json(res))
     assert back["config"]["k"] == 2

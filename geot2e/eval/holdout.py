@@ -19,7 +19,8 @@ import xarray as xr
 from ..errors import ParameterError
 
 __all__ = ["TRAIN_SCENE_BOUNDS", "data_paths", "train_scene_bounds", "open_heldout_scene", "heldout_region",
-           "heldout_crops", "window_corners", "crop_bounds", "touches"]
+           "heldout_crops", "window_corners", "crop_bounds", "touches", "HOLDOUT_BLOCKS", "UNSEEN_SOURCE",
+           "block_mask", "block_crops", "unseen_crops", "HELDOUT_SETS", "heldout_set"]
 
 #: (left, bottom, right, top) of scene 224/078 in EPSG:32621 (used when the file is absent)
 TRAIN_SCENE_BOUNDS = (717345.0, -2832795.0, 778575.0, -2776995.0)
@@ -217,14 +218,15 @@ def block_crops(da: xr.DataArray, name: str, n: int, *, size: int = 128, seed: i
     return _draw_crops(da, ok, n, size=size, seed=seed)
 
 
-def _draw_crops(scene: xr.DataArray, ok: np.ndarray, n: int, *, size: int, seed: int) -> list[xr.DataArray]:
+def _draw_crops(scene: xr.DataArray, ok: np.ndarray, n: int, *, size: int, seed: int,
+                stride: int | None = None) -> list[xr.DataArray]:
     from affine import Affine
 
     nd = scene.rio.nodata
     data = np.asarray(scene.values)
     if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
         ok = ok & ~(data == nd).any(axis=0)
-    cand = window_corners(ok, size, max(1, size // 8))
+    cand = window_corners(ok, size, stride or max(1, size // 8))
     order = np.random.default_rng(seed).permutation(len(cand))
     taken = np.zeros(ok.shape, bool)
     t = scene.rio.transform()
@@ -245,8 +247,30 @@ def _draw_crops(scene: xr.DataArray, ok: np.ndarray, n: int, *, size: int, seed:
 
 
 def unseen_crops(n: int, *, size: int = 128, seed: int = 0) -> list[xr.DataArray]:
-    """Crops of the unseen-sensor set (:data:`UNSEEN_SOURCE`, the 5 m RGBN raster; its RGB bands)."""
+    """Crops of the unseen-sensor set (:data:`UNSEEN_SOURCE`, the 5 m RGBN raster; its RGB
+    bands), on a grid of ``size`` steps (the raster is small: 403 x 515 px holds 12 crops of 128)."""
     from ..io.sample_data import open_rgbn
 
     da = open_rgbn().isel(band=[0, 1, 2]).load()
-    return _draw_crops(da, np.ones(da.shape[-2:], bool), n, size=size, seed=seed)
+    return _draw_crops(da, np.ones(da.shape[-2:], bool), n, size=size, seed=seed, stride=size)
+
+
+#: the evaluation sets, by name: what each held-out set is
+HELDOUT_SETS = {
+    "landsat8_224077": "Landsat 8 224/077 outside 224/078's footprint (30 m; same sensor and date as training)",
+    "sentinel2_chincoteague": "Sentinel-2 near Chincoteague, the held-out south-west block (10 m)",
+    "rgbn_5m": "the 5 m RGBN raster, a sensor never trained on (uint8)",
+}
+
+
+def heldout_set(name: str, n: int, *, size: int = 128, seed: int = 0) -> list[xr.DataArray]:
+    """``n`` RGB crops of the held-out set ``name`` (see :data:`HELDOUT_SETS`)."""
+    if name == "landsat8_224077":
+        return heldout_crops(n, size=size, seed=seed)
+    if name == "sentinel2_chincoteague":
+        from ..io.sample_data import open_sentinel2
+
+        return block_crops(open_sentinel2().load(), name, n, size=size, seed=seed)
+    if name == UNSEEN_SOURCE:
+        return unseen_crops(n, size=size, seed=seed)
+    raise ParameterError(f"unknown held-out set {name!r}; choose from {sorted(HELDOUT_SETS)}.")

@@ -15,6 +15,11 @@ same scale, fitted on the same truth crop.
   fill and known pixels does not count as texture); 1.0 is natural, 0 a flat fill.
 - :func:`colour_error`: ``|mean fill - mean truth|`` over masked pixels, per band,
   averaged over bands.
+- :func:`offpalette_excess`: specks of colours the scene does not have. Colours are
+  quantised to 12 levels per band over the common scale (clipped to 0..1); the share of
+  synthesized pixels whose colour occurs nowhere among the crop's unmasked pixels, minus
+  the same share for the true pixels under the mask (0 = no more foreign colours than
+  the ground itself brings).
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["robust_range", "to_unit", "psnr", "ssim", "texture_ratio", "colour_error", "masked_metrics",
-           "summarize", "METRICS"]
+__all__ = ["robust_range", "to_unit", "psnr", "ssim", "texture_ratio", "colour_error", "offpalette_share",
+           "offpalette_excess", "masked_metrics", "summarize", "METRICS"]
 
 #: names of the metrics :func:`masked_metrics` returns, in table order
-METRICS = ("psnr", "ssim", "texture_ratio", "colour_error")
+METRICS = ("psnr", "ssim", "texture_ratio", "colour_error", "offpalette")
+PALETTE_LEVELS = 12
 
 
 def _chw(a) -> np.ndarray:
@@ -110,6 +116,30 @@ def colour_error(fill, truth, mask) -> float:
     return float(np.mean(np.abs(f[:, m].mean(axis=1) - t[:, m].mean(axis=1))))
 
 
+def _codes(x: np.ndarray, levels: int) -> np.ndarray:
+    q = np.clip(np.floor(np.clip(x, 0.0, 1.0) * levels), 0, levels - 1).astype(np.int64)
+    code = np.zeros(q.shape[1:], np.int64)
+    for b in q:
+        code = code * levels + b
+    return code
+
+
+def offpalette_share(fill, truth, mask, *, levels: int = PALETTE_LEVELS) -> float:
+    """Share of masked pixels of ``fill`` whose quantised colour occurs nowhere among the
+    unmasked pixels of ``truth`` (both in the common scale)."""
+    f, t = _chw(fill).astype(np.float64), _chw(truth).astype(np.float64)
+    m = _mask(mask, t.shape)
+    if m.all() or not m.any():
+        return math.nan
+    palette = np.unique(_codes(t, levels)[~m])
+    return float(np.mean(~np.isin(_codes(f, levels)[m], palette)))
+
+
+def offpalette_excess(fill, truth, mask, *, levels: int = PALETTE_LEVELS) -> float:
+    """:func:`offpalette_share` of the fill minus that of the truth under the mask."""
+    return offpalette_share(fill, truth, mask, levels=levels) - offpalette_share(truth, truth, mask, levels=levels)
+
+
 def masked_metrics(fill, truth, mask, *, lo=None, hi=None) -> dict[str, float]:
     """All metrics of a fill against the truth, in the common scale.
 
@@ -126,13 +156,14 @@ def masked_metrics(fill, truth, mask, *, lo=None, hi=None) -> dict[str, float]:
     Returns
     -------
     dict
-        ``psnr`` (dB), ``ssim``, ``texture_ratio``, ``colour_error`` (common scale units).
+        ``psnr`` (dB), ``ssim``, ``texture_ratio``, ``colour_error`` (common scale units),
+        ``offpalette`` (excess share of foreign colours, :func:`offpalette_excess`).
     """
     if lo is None or hi is None:
         lo, hi = robust_range(truth)
     f, t = to_unit(fill, lo, hi), to_unit(truth, lo, hi)
     return {"psnr": psnr(f, t, mask), "ssim": ssim(f, t, mask), "texture_ratio": texture_ratio(f, t, mask),
-            "colour_error": colour_error(f, t, mask)}
+            "colour_error": colour_error(f, t, mask), "offpalette": offpalette_excess(f, t, mask)}
 
 
 def summarize(rows: Sequence[Mapping[str, float]], keys: Sequence[str] = METRICS) -> dict[str, dict[str, float]]:
