@@ -310,7 +310,8 @@ def test_gdal_zarr_driver_reads_the_store_or_says_why_not(scene, tmp_path):
             values = src.read()
     except rasterio.errors.RasterioIOError as e:
         if "Unsupported codec" in str(e):
-            pytest.skip(f"GDAL {rasterio.__gdal_version__} does not read Zarr v3 final-spec codecs: {e}")
+            pytest.skip(f"GDAL {rasterio.__gdal_version__} does not read Zarr v3 final-spec codecs ({e}); "
+                        "GDAL >= 3.11 does")
         raise
     np.testing.assert_array_equal(values, scene.values)
 
@@ -344,3 +345,23 @@ def test_unfinished_store_warns_when_opened_and_is_refused_as_input(scene, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error", IncompleteStoreWarning)
         np.testing.assert_array_equal(gio.open_raster(store).values, scene.values)
+
+
+def test_io_works_in_a_fresh_process_that_never_imported_rioxarray(scene, tmp_path):
+    """geot2e imports the raster stack lazily: geot2e.io must register the .rio accessor itself
+    (a process_zarr job script importing only geot2e.io and geot2e.api failed with
+    "'DataArray' object has no attribute 'rio'")."""
+    import subprocess
+    import sys
+
+    store = gio.create_zarr_like(scene, tmp_path / "fresh.zarr", chunks=128)
+    gio.write_zarr_region(scene, store, {"y": slice(None), "x": slice(None)})
+    code = (f"import sys, geot2e.io as gio\nassert 'rioxarray' not in sys.modules\n"
+            f"da = gio.open_zarr({str(store)!r})\nprint(da.rio.crs)\n"
+            f"gio.to_cog(da, {str(tmp_path / 'fresh.tif')!r})\n")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "32621" in p.stdout and (tmp_path / "fresh.tif").exists()

@@ -397,6 +397,7 @@ def to_cog(
     import dask.array as dsa
     import rasterio
     import rasterio.shutil
+    import rioxarray  # noqa: F401 - registers the .rio accessor (geot2e imports the raster stack lazily)
 
     dest = check_output_path(path, overwrite=overwrite, kind="file")
     comp, blocksize, ovr, res = _check_options(compress, blocksize, overviews, resampling)

@@ -32,6 +32,7 @@ def exact_transform(da: xr.DataArray):
     ``isel``), that transform is used, shifted by the whole number of pixels of the crop.
     Otherwise the transform is rebuilt from the coordinates.
     """
+    import rioxarray  # noqa: F401 - registers the .rio accessor
     from affine import Affine
 
     recalc = da.rio.transform(recalc=True)

@@ -161,6 +161,8 @@ def to_zarr_dataset(da: xr.DataArray, *, attrs: Mapping[str, Any] | None = None)
     Returns the Dataset and the name of its data variable. Group attrs hold the CRS
     (WKT) and transform; the variable keeps ``_FillValue`` = nodata and its attrs.
     """
+    import rioxarray  # noqa: F401 - registers the .rio accessor (geot2e imports the raster stack lazily)
+
     from geot2e.io.raster import exact_transform
 
     dims = _spatial_dims(da)
@@ -381,6 +383,8 @@ def open_zarr(store: str | os.PathLike, *, chunks: Any = "zarr", check_complete:
         ``rio.nodata`` and ``geot2e_*`` provenance attrs as written.
     """
     import warnings
+
+    import rioxarray  # noqa: F401 - registers the .rio accessor (geot2e imports the raster stack lazily)
 
     p = Path(os.fspath(store)).expanduser()
     group_attrs = _zarr_json(p).get("attributes", {})
