@@ -58,6 +58,8 @@ CLI_HEADER = """
 
 `geot2e` prints one line, `geot2e: error: <message>`, and exits with 2 (usage), 3 (bad
 input) or 4 (model/checkpoint); `--debug` adds the traceback. No output file is created.
+(Signals: Ctrl-C exits 130 and SIGTERM 143, after the same cleanup; see
+`tests/test_cli.py`.)
 """
 
 
