@@ -1,4 +1,4 @@
-"""Engine benchmarks: ratios measured side by side in one run (DESIGN.md §7).
+"""Engine benchmarks: ratios measured side by side in one run (never wall-clock assertions in tests).
 
     python benchmarks/bench_engine.py                      # all, small sizes (CPU-friendly)
     python benchmarks/bench_engine.py --only overhead seams

@@ -1,7 +1,7 @@
 """The Text2Earth model: VAE + resolution-conditioned, text-cross-attending inpainting UNet.
 
 Pure torch/diffusers/open_clip: tensors in [-1, 1], masks in {0, 1} (1 = synthesize),
-GSD in metres. Knows nothing of CRSs or xarray (DESIGN.md §1, §4).
+GSD in metres. Knows nothing of CRSs or xarray (the engine is the only layer that knows both).
 """
 from __future__ import annotations
 

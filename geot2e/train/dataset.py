@@ -2,7 +2,7 @@
 
 Each sample is a window of a source raster, area-averaged to a random target GSD at or
 above the native one, so the model is conditioned on the GSD of the pixels it sees
-(DESIGN.md §3). Flips and 90° rotations; only nodata-free windows are used.
+(docs/training.md, "Data"). Flips and 90° rotations; only nodata-free windows are used.
 """
 from __future__ import annotations
 

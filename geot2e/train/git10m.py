@@ -3,7 +3,7 @@
 Each row holds an encoded image (PNG/JPEG bytes, or a Hugging Face ``{"bytes", "path"}``
 struct), a caption, the ground sample distance ``resolution`` in metres (may be null) and
 ``Google_location``, the Google Maps zoom level ℓ of the image. The GSD of a row is
-``resolution`` when present, else ``2 ** (17 - ℓ)`` metres (DESIGN.md §4: ℓ = 17 − log2 GSD),
+``resolution`` when present, else ``2 ** (17 - ℓ)`` metres (the Google zoom level: ℓ = 17 − log2 GSD),
 else unknown (NaN → the model's null resolution).
 
 :class:`Git10MDataset` samples rows with replacement, crops a random square (at least
