@@ -365,6 +365,8 @@ def test_open_s2_composite(cached):
     da = sd.open_s2_composite(cached, bands=("red", "nir"))
     assert da.rio.crs.to_epsg() == 8858 and da.rio.resolution() == (30.0, -30.0)
     assert list(da.band.values) == ["red", "nir"] and da.rio.nodata == 32768
+    assert da.shape == (2, 668, 668)
+    assert 1000 < int((da.values != 32768).all(0).sum()) < 5000    # a small patch of data in nodata
     assert da.x.values[1] - da.x.values[0] == 30.0 and da.y.values[1] - da.y.values[0] == -30.0
     lon, lat = _centre_lonlat(da)
     assert -60.0 < lon < -54.0 and -32.0 < lat < -24.0           # inside MGRS tile 21JXN
