@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,7 @@ def test_budget_ends_the_stage_and_resumes_with_elapsed_time_summed(ds, tmp_path
 
     lr_calls.clear()
     first = _model()
-    stopped = StageConfig(**{**cfg.__dict__, "stop_at": 1})
+    stopped = replace(cfg, stop_at=1)
     train_denoiser(first, Costly(ds, clock, 0.5), stopped, tmp_path / "run", progress=False)
     st = _state(tmp_path / "run" / "denoiser")
     assert st["step"] == 1 and st["elapsed_s"] == pytest.approx(0.5)
@@ -234,7 +235,7 @@ def test_validation_does_not_change_training(ds, tmp_path):
     train_denoiser(plain, ds, base, tmp_path / "plain", progress=False)
     val = ds.batch(np.random.default_rng(5), 4)
     checked = _model()
-    cfg = StageConfig(**{**base.__dict__, "val_every": 2, "keep": "last"})
+    cfg = replace(base, val_every=2, keep="last")
     log = train_denoiser(checked, ds, cfg, tmp_path / "val", progress=False, val_batch=val)
     vals = [e["val_loss"] for e in log if "val_loss" in e]
     assert len(vals) == 2 and all(np.isfinite(vals))
