@@ -9,7 +9,7 @@ panels. It works for uint16 reflectance, uint8, and float rasters with NaN.
 >>> fig.savefig("before_after.png", dpi=120)                          # doctest: +SKIP
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state): they show
-in Jupyter when returned from a cell, and ``fig.savefig`` works on any machine, with or
+in Jupyter when returned from a cell (after ``%matplotlib inline``), and ``fig.savefig`` works on any machine, with or
 without a display.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["compare", "quicklook", "to_rgb", "stretch_limits"]
+__all__ = ["compare", "quicklook", "crops_1to1", "to_rgb", "stretch_limits"]
 
 #: Largest number of pixels per side drawn; bigger rasters are subsampled (quicklook).
 MAX_PIXELS = 1024
@@ -335,4 +335,76 @@ def quicklook(da, *, bands: Sequence[int | str] | None = None, percentiles: tupl
     if title is None:
         title = str(d.attrs.get("geot2e_operation") or d.name or "")
     _draw(axis, to_rgb(vals, lo, hi, invalid), _extent(ds), title, _crs_label(d))
+    return fig
+
+
+def crops_1to1(rows, *, titles: Sequence[str] | None = None, row_labels: Sequence[str] | None = None,
+               bands: Sequence[int | str] | None = None, reference: int = -1,
+               percentiles: tuple[float, float] = (0.5, 99.5), scale: int = 1, dpi: int = 100):
+    """A grid of crops shown pixel for pixel: one raster pixel is ``scale`` figure pixels.
+
+    Crops are drawn without resampling (nearest neighbour, axes sized to the crop), so a
+    figure saved at ``dpi`` (and never with ``bbox_inches="tight"`` rescaling) shows the
+    pixels as they are: the way to judge texture, which a shrunk before/after hides.
+
+    Parameters
+    ----------
+    rows : sequence of sequences of DataArray or numpy.ndarray
+        One row per place, one (band, y, x) or (y, x) crop per panel; all crops of a
+        row have the same size.
+    titles : sequence of str, optional
+        Column titles (drawn above the first row).
+    row_labels : sequence of str, optional
+        A short label drawn in the top-left corner of each row's first panel.
+    bands : sequence of int or str, optional
+        As in :func:`compare` (default: red, green, blue by name, else the first three).
+    reference : int, optional
+        The panel of each row whose valid pixels set that row's stretch (default: the
+        last, e.g. the truth), applied unchanged to every panel of the row.
+    percentiles : (float, float), optional
+        Stretch percentiles (default 0.5, 99.5, as the evaluation's metrics use).
+    scale : int, optional
+        Figure pixels per raster pixel (default 1).
+    dpi : int, optional
+        Figure resolution; save with the same ``dpi`` to keep 1:1.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+
+    rows = [list(r) for r in rows]
+    if not rows or not rows[0]:
+        raise ValueError("crops_1to1 needs at least one row with one crop.")
+    prepared = []
+    for r in rows:
+        das = [_as_dataarray(c) for c in r]
+        vals = [_values(d, _pick_bands(d, bands)) for d in das]
+        shapes = {v.shape[1:] for v in vals}
+        if len(shapes) != 1:
+            raise ValueError(f"the crops of a row must have one size, got {sorted(shapes)}.")
+        ref_inv = _invalid(das[reference], vals[reference])
+        lo, hi = stretch_limits(vals[reference], ~ref_inv, percentiles)
+        prepared.append([to_rgb(v, lo, hi, _invalid(d, v)) for d, v in zip(das, vals)])
+    gap, top = 4, (16 if titles else 0)
+    heights = [p[0].shape[0] * scale for p in prepared]
+    width_px = max(sum(im.shape[1] * scale for im in p) + gap * (len(p) - 1) for p in prepared)
+    height_px = top + sum(heights) + gap * (len(prepared) - 1)
+    fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    y = height_px - top
+    for i, p in enumerate(prepared):
+        y -= heights[i]
+        x = 0
+        for j, im in enumerate(p):
+            h, w = im.shape[0] * scale, im.shape[1] * scale
+            ax = fig.add_axes((x / width_px, y / height_px, w / width_px, h / height_px))
+            ax.imshow(im, interpolation="nearest", aspect="auto")
+            ax.set_axis_off()
+            if i == 0 and titles and j < len(titles):
+                ax.set_title(titles[j], fontsize=8, pad=2)
+            if j == 0 and row_labels and i < len(row_labels):
+                ax.text(2, 2, row_labels[i], color="yellow", fontsize=7, va="top", ha="left")
+            x += w + gap
+        y -= gap
     return fig
