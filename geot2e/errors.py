@@ -138,3 +138,7 @@ class SizeLimitError(ParameterError):
 
 class DeviceError(Geot2eError, ValueError):
     """The ``device=`` string names no device torch knows, or one this machine does not have."""
+
+
+class VocabularyWarning(Geot2eWarning):
+    """A prompt uses words that never occurred in the captions the model was trained on."""
