@@ -363,7 +363,8 @@ def fake_inpaint(da, mask, prompt="", **kw):  # the model is not what this test 
 
 def blocking_setitem(self, key, value):
     Path(sys.argv[2]).write_text("writing")
-    while Path(self.path).exists():  # until the main thread's cleanup removed the temporary
+    t0 = time.monotonic()
+    while Path(self.path).exists() and time.monotonic() - t0 < 120:  # until the cleanup removed it
         time.sleep(0.05)
 
 geot2e.inpaint = fake_inpaint
@@ -394,7 +395,12 @@ def test_sigterm_cleans_up_like_sigint(tmp_path, crop_tif, cloud_geojson, signam
     assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "the write never started"
     assert any(".part." in n for n in os.listdir(outdir))  # the temporary exists while writing
     proc.send_signal(getattr(signal, signame))
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the process did not stop after {signame}: {err[-2000:]}")
     assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
     assert err.strip().splitlines()[-1].startswith("geot2e: error: "), err
     assert os.listdir(outdir) == []  # no output, no temporary
