@@ -46,7 +46,7 @@ EXIT_TERMINATED = 143
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".kml", ".gml",
                    ".sqlite", ".gdb", ".zip"}
 QA_KINDS = ("landsat_qa_pixel", "sentinel2_scl")
-SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
+SCHEDULERS = ("auto", "ddim", "dpmsolver++", "euler", "ddpm")
 
 
 class UsageError(Exception):
@@ -91,7 +91,7 @@ def _api_defaults() -> dict[str, Any]:
         return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
     except Exception:  # pragma: no cover - the engine is being written
         return {"model": "default", "guidance": 3.0, "steps": 25, "seed": 0, "samples": 1, "tile": 256,
-                "overlap": 32, "device": "auto", "scheduler": "ddim"}
+                "overlap": 32, "device": "auto", "scheduler": "auto"}
 
 
 # --------------------------------------------------------------------------- parser
@@ -233,8 +233,9 @@ def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str |
     g.add_argument("--gsd", type=float, default=None,
                    help=gsd_help or "ground sample distance (m) told to the model instead of the raster's own")
     g.add_argument("--device", default=d.get("device", "auto"), help="torch device: auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--scheduler", default=d.get("scheduler", "ddim"), choices=SCHEDULERS,
-                   help="sampler (default: %(default)s)")
+    g.add_argument("--scheduler", default=d.get("scheduler", "auto"), choices=SCHEDULERS,
+                   help="sampler; auto = the model's own (DDIM for geot2e models, the folder's scheduler for "
+                        "official Text2Earth folders) (default: %(default)s)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per tile (default: torch's current count); the same value "
                         "reproduces a result bit for bit")
