@@ -28,6 +28,8 @@ SECTIONS = [
     ("geot2e.accessor", ["Geot2eAccessor", "Provenance"], "geot2e.accessor — `da.t2e`",
      "The same functions as methods of any rioxarray DataArray (`da.t2e.remove_clouds(mask)`)."),
     ("geot2e.io", None, "geot2e.io", "Open rasters and mosaics; write COG and Zarr; provenance."),
+    ("geot2e.io.uncertainty", None, "geot2e.io.uncertainty",
+     "The uncertainty companion of a `samples=K` result (`name.uncertainty.tif` / `.zarr`)."),
     ("geot2e.io.sample_data", ["fetch", "fetch_all", "manifest", "open_landsat_rgb", "open_rgbn", "open_pensacola",
                                "open_pensacola_qa", "open_sentinel2", "open_s2_composite", "open_neon_rgb",
                                "open_blue_marble"], "geot2e.io.sample_data",

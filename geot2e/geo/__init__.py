@@ -15,6 +15,7 @@ from geot2e.geo.gsd import ground_jacobian, gsd, gsd_from_transform, gsd_rows
 from geot2e.geo.masks import dilate_mask, geometry_mask, prompt_map, read_vector
 from geot2e.geo.qa import cloud_mask
 from geot2e.geo.radiometry import Radiometry
+from geot2e.geo.regrid import mask_onto_grid
 
 __all__ = [
     "gsd",
@@ -26,6 +27,7 @@ __all__ = [
     "read_vector",
     "dilate_mask",
     "cloud_mask",
+    "mask_onto_grid",
     "Radiometry",
     "spatial_dims",
     "get_nodata",
