@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from geot2e.errors import CheckpointError, VocabularyWarning
-from geot2e.models.vocabulary import (CAPTIONER_VOCABULARY, check_prompt, describe, load_vocabulary,
-                                      model_vocabulary, prompt_words, save_vocabulary, unknown_words)
+from geot2e.models.vocabulary import (CAPTIONER_VOCABULARY, check_model_prompts, check_prompt, describe,
+                                      load_vocabulary, model_vocabulary, prompt_words, save_vocabulary,
+                                      unknown_words)
 
 
 def _captions():
@@ -85,3 +86,15 @@ def test_save_and_load_vocabulary(tmp_path):
     path.write_text('{"words": "lake"}')
     with pytest.raises(CheckpointError, match="not a vocabulary file"):
         load_vocabulary(tmp_path)
+
+
+def test_check_model_prompts_warns_once_per_prompt_with_unknown_words(tmp_path):
+    class Model:
+        source = str(tmp_path)
+
+    assert check_model_prompts(Model(), ["a lake"]) == {}                 # no vocabulary.json: silent
+    save_vocabulary(tmp_path, sorted(CAPTIONER_VOCABULARY), source="test")
+    with pytest.warns(VocabularyWarning) as rec:
+        found = check_model_prompts(Model(), ["a lake", "mostly water", "a lake", "", "dense forest"])
+    assert found == {"a lake": ["lake"], "dense forest": ["dense", "forest"]}
+    assert len(rec) == 2

@@ -33,7 +33,7 @@ from typing import Iterable
 from ..errors import CheckpointError, VocabularyWarning
 
 __all__ = ["CAPTIONER_VOCABULARY", "VOCABULARY_FILE", "prompt_words", "unknown_words", "save_vocabulary",
-           "load_vocabulary", "model_vocabulary", "check_prompt", "describe"]
+           "load_vocabulary", "model_vocabulary", "check_prompt", "check_model_prompts", "describe"]
 
 VOCABULARY_FILE = "vocabulary.json"
 
@@ -119,3 +119,18 @@ def check_prompt(prompt: str, vocabulary: Iterable[str] | None, *, stacklevel: i
             f"training caption, so it cannot follow {'them' if len(unknown) > 1 else 'it'}. "
             f"Words it knows: {describe(vocabulary)}.", VocabularyWarning, stacklevel=stacklevel + 1)
     return unknown
+
+
+def check_model_prompts(model, prompts, *, stacklevel: int = 2) -> dict[str, list[str]]:
+    """:func:`check_prompt` for every distinct prompt (a string or a sequence of them, e.g. a
+    prompt map's) against ``model``'s recorded vocabulary; one warning per prompt with unknown
+    words. Returns prompt -> unknown words (prompts without any are left out)."""
+    vocab = model_vocabulary(model)
+    if vocab is None:
+        return {}
+    out = {}
+    for p in dict.fromkeys([prompts] if isinstance(prompts, str) else list(prompts)):
+        unknown = check_prompt(p, vocab, stacklevel=stacklevel + 1)
+        if unknown:
+            out[p] = unknown
+    return out
