@@ -5,7 +5,7 @@ default model's captions were written by the automatic captioner
 (:func:`geot2e.train.captions.caption_tile`), which uses a few dozen words: content
 ("water", "green vegetation", "bare soil", "built-up area"), amounts ("mostly", "some",
 "a little"), brightness and texture. A prompt such as "a lake among forests" uses none of
-them except "a": the text encoder still turns it into a vector, but one the model never
+them except "a" ("among" is a function word, not counted): the text encoder still turns it into a vector, but one the model never
 learned to follow.
 
 The vocabulary is recorded next to the weights, in ``vocabulary.json`` of the checkpoint
@@ -17,7 +17,7 @@ captions; older geot2e checkpoints) has no recorded vocabulary and is never warn
 
 >>> from geot2e.models.vocabulary import CAPTIONER_VOCABULARY, unknown_words
 >>> unknown_words("a lake among forests", CAPTIONER_VOCABULARY)
-['lake', 'among', 'forests']
+['lake', 'forests']
 >>> unknown_words("mostly water, dark, smooth texture", CAPTIONER_VOCABULARY)
 []
 """
@@ -32,7 +32,7 @@ from typing import Iterable
 
 from ..errors import CheckpointError, VocabularyWarning
 
-__all__ = ["CAPTIONER_VOCABULARY", "VOCABULARY_FILE", "prompt_words", "unknown_words", "save_vocabulary",
+__all__ = ["CAPTIONER_VOCABULARY", "FUNCTION_WORDS", "VOCABULARY_FILE", "prompt_words", "unknown_words", "save_vocabulary",
            "load_vocabulary", "model_vocabulary", "check_prompt", "check_model_prompts", "describe"]
 
 VOCABULARY_FILE = "vocabulary.json"
@@ -42,6 +42,12 @@ VOCABULARY_FILE = "vocabulary.json"
 CAPTIONER_VOCABULARY = frozenset("""
 satellite image mostly some a little green vegetation bare soil water built-up area mixed land cover
 bright dark medium brightness rough smooth fine texture field landscape regional scale
+""".split())
+
+#: Words that carry no content of their own; never reported as unknown.
+FUNCTION_WORDS = frozenset("""
+a an the of with without and or in on at by for to from near among around between into over under
+along beside its their is are there this that these those
 """.split())
 
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
@@ -56,9 +62,10 @@ def prompt_words(prompt: str) -> list[str]:
 
 
 def unknown_words(prompt: str, vocabulary: Iterable[str]) -> list[str]:
-    """Words of ``prompt`` that are not in ``vocabulary`` (in the prompt's order)."""
+    """Content words of ``prompt`` that are not in ``vocabulary`` (in the prompt's order;
+    :data:`FUNCTION_WORDS` such as "of" or "with" are not reported)."""
     vocab = {str(w).lower() for w in vocabulary}
-    return [w for w in prompt_words(prompt) if w not in vocab]
+    return [w for w in prompt_words(prompt) if w not in vocab and w not in FUNCTION_WORDS]
 
 
 def save_vocabulary(folder: str | os.PathLike, words: Iterable[str], *, source: str) -> Path:
