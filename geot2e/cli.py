@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import sys
@@ -46,7 +45,6 @@ EXIT_TERMINATED = 143
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".geoparquet", ".kml", ".gml",
                    ".sqlite", ".gdb", ".zip"}
 QA_KINDS = ("landsat_qa_pixel", "sentinel2_scl")
-SCHEDULERS = ("auto", "ddim", "dpmsolver++", "euler", "ddpm")
 
 
 class UsageError(Exception):
@@ -80,18 +78,6 @@ def _chunks(text: str) -> int | str:
     if n < 16:
         raise argparse.ArgumentTypeError(f"chunks must be at least 16 pixels, got {n}")
     return n
-
-
-def _api_defaults() -> dict[str, Any]:
-    """Defaults of the shared options, read from :func:`geot2e.api.inpaint` (one source of truth)."""
-    try:
-        from . import api
-
-        sig = inspect.signature(api.inpaint)
-        return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
-    except Exception:  # pragma: no cover - the engine is being written
-        return {"model": "default", "guidance": 3.0, "steps": 25, "seed": 0, "samples": 1, "tile": 256,
-                "overlap": 32, "device": "auto", "scheduler": "auto"}
 
 
 # --------------------------------------------------------------------------- parser
@@ -209,46 +195,50 @@ def _add_output(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blocksize", type=int, default=512, help="COG tile / Zarr chunk size (default: 512)")
 
 
-def _add_model(p: argparse.ArgumentParser, d: dict[str, Any], *, gsd_help: str | None = None) -> None:
+def _add_model(p: argparse.ArgumentParser, *, gsd_help: str | None = None) -> None:
+    """The shared options of the public functions; defaults and help from :mod:`geot2e.sampling`."""
+    from .sampling import SCHEDULER_CHOICES, fill_doc, options
+
+    d = options("inpaint")  # the options the CLI leaves as None take each operation's own default
     g = p.add_argument_group("model and sampling")
-    g.add_argument("--model", default=d.get("model", "default"),
+    g.add_argument("--model", default=d["model"],
                    help="'default' (embedded model) or a checkpoint folder (default: %(default)s)")
     g.add_argument("--guidance", type=float, default=None,
-                   help=f"classifier-free guidance ω, >= 0 (default: {d.get('guidance', 3.0)}; remove-clouds: 0 for "
-                        "one sample, 3 for a mean of --samples)")
+                   help=fill_doc("classifier-free guidance ω, >= 0 (default: {default_guidance}; remove-clouds: "
+                                 "{one_guidance} for one sample, {k_guidance} for a mean of --samples)"))
     g.add_argument("--guidance-interval", type=float, default=None, metavar="SHARE",
-                   help="share of the steps, noisiest first, that use guidance, in [0, 1] (default: 0.5 for "
-                        "remove-clouds, 1 otherwise)")
+                   help=fill_doc("share of the steps, noisiest first, that use guidance, in [0, 1] (default: "
+                                 "{clouds_guidance_interval} for remove-clouds, {default_guidance_interval} "
+                                 "otherwise)"))
     g.add_argument("--steps", type=int, default=None,
-                   help=f"denoising steps (default: {d.get('steps', 25)}; remove-clouds: 60 for one sample, 25 for a "
-                        "mean of --samples)")
-    g.add_argument("--seed", type=int, default=d.get("seed", 0),
+                   help=fill_doc("denoising steps (default: the model's, {model_steps} for geot2e models; "
+                                 "remove-clouds: {one_steps} for one sample, {k_steps} for a mean of --samples)"))
+    g.add_argument("--seed", type=int, default=d["seed"],
                    help="seed: the same seed gives the same pixels for any chunking (default: %(default)s)")
-    g.add_argument("--samples", type=int, default=d.get("samples", 1),
+    g.add_argument("--samples", type=int, default=d["samples"],
                    help="K samples: K > 1 writes their mean, and their per-pixel spread to "
                         "OUTPUT's '.uncertainty' companion (default: %(default)s)")
-    g.add_argument("--tile", type=int, default=d.get("tile", 256), help="tile size in pixels (default: %(default)s)")
-    g.add_argument("--overlap", type=int, default=d.get("overlap", 32),
+    g.add_argument("--tile", type=int, default=d["tile"], help="tile size in pixels (default: %(default)s)")
+    g.add_argument("--overlap", type=int, default=d["overlap"],
                    help="tile halo in pixels (default: %(default)s)")
     g.add_argument("--gsd", type=float, default=None,
                    help=gsd_help or "ground sample distance (m) told to the model instead of the raster's own")
-    g.add_argument("--device", default=d.get("device", "auto"), help="torch device: auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--scheduler", default=d.get("scheduler", "auto"), choices=SCHEDULERS,
-                   help="sampler; auto = the model's own (DDIM for geot2e models, the folder's scheduler for "
-                        "official Text2Earth folders) (default: %(default)s)")
+    g.add_argument("--device", default=d["device"], help="torch device: auto, cpu, cuda, cuda:1, ...")
+    g.add_argument("--scheduler", default=d["scheduler"], choices=SCHEDULER_CHOICES,
+                   help=fill_doc("sampler; auto = the model's own ({model_scheduler} for geot2e models, the "
+                                 "folder's scheduler for official Text2Earth folders) (default: %(default)s)"))
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per tile (default: torch's current count); the same value "
                         "reproduces a result bit for bit")
     g.add_argument("--harmonize", default=None, choices=("lowpass", "boundary", "none"),
-                   help="how the fill's colour meets the known pixels (default: lowpass for "
-                        "remove-clouds, boundary otherwise)")
+                   help=fill_doc("how the fill's colour meets the known pixels (default: {clouds_harmonize} for "
+                                 "remove-clouds, the model's otherwise: {model_harmonize} for geot2e models)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``geot2e`` argument parser (subcommands and their options)."""
     from ._version import __version__
 
-    d = _api_defaults()
     parser = _Parser(prog="geot2e", formatter_class=_Formatter, epilog=MAIN_EPILOG,
                      description="Text2Earth-style generative editing of georeferenced rasters: fill clouds, "
                                  "edit under polygons, extend scenes, generate new ones, at the right ground "
@@ -279,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--buffer", type=float, default=0.0, metavar="M",
                    help="grow the mask by M metres on the ground (default: 0)")
     g.add_argument("--prompt", default="", help="optional text for the filled ground (default: none)")
-    _add_model(p, d)
+    _add_model(p)
     _add_common(p)
 
     p = add("inpaint", "synthesize the pixels under polygons from text",
@@ -296,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="column of the vector file holding each polygon's prompt (a prompt map)")
     g.add_argument("--buffer", type=float, default=0.0, metavar="M",
                    help="grow the polygons by M metres (not with --prompt-column; default: 0)")
-    _add_model(p, d)
+    _add_model(p)
     _add_common(p)
 
     p = add("outpaint", "extend a raster beyond its edges",
@@ -309,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{side}", type=int, default=0, metavar="N", help=f"pixels to add on the {side}")
     g.add_argument("--all", type=int, default=None, metavar="N", help="pixels to add on every side")
     g.add_argument("--prompt", default="", help="text for the new area")
-    _add_model(p, d)
+    _add_model(p)
     _add_common(p)
 
     p = add("generate", "generate a new georeferenced scene from text",
@@ -324,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--crs", help="CRS of --bounds, e.g. EPSG:32621")
     g.add_argument("--shape", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
                    help="canvas size in pixels (with --bounds, instead of --gsd)")
-    _add_model(p, d, gsd_help="ground sample distance in metres: the pixel size with --bounds, "
+    _add_model(p, gsd_help="ground sample distance in metres: the pixel size with --bounds, "
                               "or what the model is told with --like")
     _add_common(p)
 

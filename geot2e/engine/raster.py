@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import EmptyMaskError, NodataError
+from ..sampling import MODEL_SAMPLING, OPTIONS
 from .execute import _is_dask, plan, run_eager, run_lazy
 from .grid import TileGrid
 from .tiles import Job, ModelRef
@@ -22,19 +23,20 @@ __all__ = ["Options", "synthesize", "raster_dims", "fixed_scaling"]
 
 @dataclass(frozen=True)
 class Options:
-    """Sampling and tiling options shared by every public function (validated by the API)."""
+    """Sampling and tiling options shared by every public function, resolved and validated by
+    the API (defaults: the table :mod:`geot2e.sampling`, with the model's own sampler)."""
 
-    guidance: float = 3.0
-    guidance_interval: float = 1.0  # share of the steps (noisiest first) that use guidance
-    steps: int = 25
-    seed: int = 0
-    samples: int = 1
-    tile: int = 256
-    overlap: int = 32
-    scheduler: str = "ddim"
-    harmonize: str = "boundary"  # "boundary", "lowpass" or "none" (geot2e.models.fill)
-    progress: bool | None = None
-    threads: int | None = None     # torch CPU threads per tile (None: leave the thread's setting)
+    guidance: float = OPTIONS["guidance"]
+    guidance_interval: float = OPTIONS["guidance_interval"]  # share of the steps (noisiest first) that use guidance
+    steps: int = MODEL_SAMPLING["steps"]
+    seed: int = OPTIONS["seed"]
+    samples: int = OPTIONS["samples"]
+    tile: int = OPTIONS["tile"]
+    overlap: int = OPTIONS["overlap"]
+    scheduler: str = MODEL_SAMPLING["scheduler"]
+    harmonize: str = MODEL_SAMPLING["harmonize"]  # "boundary", "lowpass" or "none" (geot2e.models.fill)
+    progress: bool | None = OPTIONS["progress"]
+    threads: int | None = OPTIONS["threads"]     # torch CPU threads per tile (None: leave the thread's setting)
 
 
 def raster_dims(da: xr.DataArray) -> tuple[list[str], str | None, str, str]:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..sampling import MODEL_SAMPLING, OPTIONS
 from .grid import TileGrid
 from .noise import tile_noise
 
@@ -65,13 +66,13 @@ class Job:
     dtype: np.dtype
     prompt: str = ""
     gsd: float | None = None
-    guidance: float = 3.0
-    guidance_interval: float = 1.0            # see Text2Earth.inpaint
-    steps: int = 25
-    scheduler: str = "ddim"
-    seed: int = 0
-    samples: int = 1
-    harmonize: bool | str = "boundary"  # see Text2Earth.inpaint
+    guidance: float = OPTIONS["guidance"]     # defaults: the table geot2e.sampling
+    guidance_interval: float = OPTIONS["guidance_interval"]  # see Text2Earth.inpaint
+    steps: int = MODEL_SAMPLING["steps"]
+    scheduler: str = MODEL_SAMPLING["scheduler"]
+    seed: int = OPTIONS["seed"]
+    samples: int = OPTIONS["samples"]
+    harmonize: bool | str = MODEL_SAMPLING["harmonize"]  # see Text2Earth.inpaint
     key: tuple[int, ...] = field(default=())  # (run, *leading index): part of the noise key
     threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
     tight: bool = True                        # run on tight windows (False: every cell on its full window)

@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..sampling import GUIDANCE, MODEL_SAMPLING
+
 __all__ = ["model_info", "generate_tiles", "standardize", "to_json", "spearman"]
 
 
@@ -38,8 +40,8 @@ def model_info(model) -> dict:
     return info
 
 
-def generate_tiles(model, prompts: Sequence[str], gsds: Sequence[float | None], *, size: int = 64, steps: int = 25,
-                   guidance: float = 3.0, seeds: Sequence[int], batch_size: int = 16) -> np.ndarray:
+def generate_tiles(model, prompts: Sequence[str], gsds: Sequence[float | None], *, size: int = 64,
+                   steps: int = MODEL_SAMPLING["steps"], guidance: float = GUIDANCE, seeds: Sequence[int], batch_size: int = 16) -> np.ndarray:
     """Text-to-image tiles from ``model.inpaint`` with an all-ones mask.
 
     Tile ``i`` uses ``prompts[i]``, ``gsds[i]`` and initial noise drawn from ``seeds[i]``

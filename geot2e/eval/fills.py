@@ -94,8 +94,10 @@ def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1
     ``model.inpaint`` directly on the crop scaled by the known pixels' robust range, and
     composites the known pixels back (labelled ``"direct model.inpaint"``).
 
-    ``steps`` and ``guidance`` left as None take remove_clouds' defaults for ``samples``
-    (:func:`geot2e.sampling.cloud_sampler`).
+    Both routes sample as remove_clouds does (:func:`geot2e.sampling.options`): ``steps`` and
+    ``guidance`` left as None take its defaults for ``samples``
+    (:func:`geot2e.sampling.cloud_sampler`), and its guidance interval, colour harmonisation
+    and the model's own scheduler apply.
 
     Returns
     -------
@@ -119,7 +121,12 @@ def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1
     import torch
 
     from ..geo import gsd as measure_gsd
+    from ..models.defaults import resolve_sampling
+    from ..sampling import options
 
+    rc = options("remove_clouds")  # the same sampler as the engine route
+    steps, scheduler, harmonize = resolve_sampling(model, steps=steps, scheduler=rc["scheduler"],
+                                                   harmonize=rc["harmonize"])
     rad = _radiometry(values, mask, crop.rio.nodata)
     f = model.vae_factor
     ph, pw = (-h) % f, (-w) % f
@@ -132,6 +139,7 @@ def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1
     mt = torch.from_numpy(np.ascontiguousarray(m))[None, None].repeat(samples, 1, 1, 1)
     gen = torch.Generator().manual_seed(int(seed))
     out = model.inpaint(xt, mt, gsd=float(measure_gsd(crop)), prompts=prompt, guidance=guidance, steps=steps,
+                        scheduler=scheduler, harmonize=harmonize, guidance_interval=rc["guidance_interval"],
                         generator=gen).clamp(-1, 1)[:, :, :h, :w].cpu().numpy()
     fills = np.stack([rad.from_model(o, dtype=np.float64) for o in out])
     return _composite(fills.mean(axis=0), values, mask), "direct model.inpaint"

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..sampling import GUIDANCE, MODEL_SAMPLING
 from .common import generate_tiles, spearman, standardize
 
 __all__ = ["ProbeConfig", "GSDProbe", "prepare", "training_tiles", "real_tiles_at_gsd", "train_probe",
@@ -65,8 +66,8 @@ class ProbeConfig:
     train_steps: int = 600
     batch_size: int = 64
     gsd_range: tuple[float, float] = (30.0, 480.0)
-    steps: int = 25                # denoising steps of the generation
-    guidance: float = 3.0
+    steps: int = MODEL_SAMPLING["steps"]  # denoising steps of the generation
+    guidance: float = GUIDANCE
     seed: int = 0
     prompts: tuple[str, ...] = PROBE_PROMPTS   # cycled over the generated tiles of each GSD
     through_vae: bool = True       # train (and check) the probe on the model's VAE reconstructions

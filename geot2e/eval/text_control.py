@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..sampling import MODEL_SAMPLING
 from .common import generate_tiles
 
 __all__ = ["TextControlConfig", "CLASS_PROMPTS", "tile_features", "LogisticClassifier", "real_heldout_tiles",
@@ -45,7 +46,7 @@ class TextControlConfig:
     n_per_class: int = 16          # generated tiles per class and guidance
     size: int = 64
     gsd: float = 30.0
-    steps: int = 25
+    steps: int = MODEL_SAMPLING["steps"]
     stride: int = 32               # stride of the real held-out tile grid (pixels)
     min_class_tiles: int = 5       # classes with fewer real tiles are left out of the balanced accuracy
     seed: int = 0

@@ -1,7 +1,7 @@
 """Sampling options a model chooses for itself when the caller leaves them out.
 
-geot2e's own models sample with DDIM (trailing timesteps), 25 steps and boundary colour
-harmonisation. Official Text2Earth models (:class:`~geot2e.models.official.OfficialText2Earth`)
+geot2e's own models sample with :data:`geot2e.sampling.MODEL_SAMPLING` (DDIM with trailing
+timesteps and boundary colour harmonisation; the step count is in that table). Official Text2Earth models (:class:`~geot2e.models.official.OfficialText2Earth`)
 carry their own ``sampling_defaults``: the official pipelines' 50 steps, the folder's
 scheduler and no harmonisation. The public functions pass ``steps=None``,
 ``scheduler="auto"`` and ``harmonize="auto"`` through :func:`resolve_sampling`; explicit
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..sampling import MODEL_SAMPLING
 from .fill import harmonize_mode
 
 __all__ = ["GEOT2E_DEFAULTS", "model_defaults", "resolve_sampling"]
 
-#: what geot2e's own models use
-GEOT2E_DEFAULTS: dict[str, Any] = {"steps": 25, "scheduler": "ddim", "harmonize": "boundary"}
+#: what geot2e's own models use (the table: :data:`geot2e.sampling.MODEL_SAMPLING`)
+GEOT2E_DEFAULTS: dict[str, Any] = MODEL_SAMPLING
 
 
 def model_defaults(model) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, Geot2eWarning, GSDRangeWarning, ParameterError, TileSizeError
+from ..sampling import GUIDANCE
 from .config import (ResolutionConfig, SchedulerConfig, Text2EarthConfig, UNetConfig, VAEConfig)
 from .fill import anchor_lowpass, harmonize as boundary_harmonize, harmonize_mode
 from .official_scheduler import FALLBACK_CONFIG, build_scheduler, check_scheduler_config, step_kwargs
@@ -244,7 +245,7 @@ class OfficialText2Earth(Text2Earth):
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, masks: torch.Tensor, *,
                 gsd: float | Sequence[float | None] | torch.Tensor | None = None,
-                prompts: str | Sequence[str] | None = None, guidance: float = 3.0,
+                prompts: str | Sequence[str] | None = None, guidance: float = GUIDANCE,
                 guidance_text: float | None = None, guidance_res: float | None = None,
                 steps: int = OFFICIAL_STEPS, scheduler: str = "auto", noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, harmonize: bool | str = False,

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sampling import GUIDANCE, MODEL_SAMPLING, SCHEDULERS
 from .config import Text2EarthConfig
 from .fill import anchor_lowpass as _anchor_lowpass
 from .fill import harmonize as _harmonize
@@ -22,10 +23,8 @@ from .text import TextEncoder
 
 __all__ = ["Text2Earth", "make_scheduler"]
 
-SCHEDULERS = ("ddim", "dpmsolver++", "euler", "ddpm")
 
-
-def make_scheduler(config: Text2EarthConfig, name: str = "ddim"):
+def make_scheduler(config: Text2EarthConfig, name: str = MODEL_SAMPLING["scheduler"]):
     """A diffusers scheduler built from the model's noise schedule (interchangeable parts)."""
     from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                            EulerDiscreteScheduler)
@@ -217,9 +216,9 @@ class Text2Earth(nn.Module):
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, masks: torch.Tensor, *,
                 gsd: float | Sequence[float | None] | torch.Tensor | None = None,
-                prompts: str | Sequence[str] | None = None, guidance: float = 3.0,
+                prompts: str | Sequence[str] | None = None, guidance: float = GUIDANCE,
                 guidance_text: float | None = None, guidance_res: float | None = None,
-                steps: int = 25, scheduler: str = "ddim", noise: torch.Tensor | None = None,
+                steps: int = MODEL_SAMPLING["steps"], scheduler: str = MODEL_SAMPLING["scheduler"], noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, harmonize: bool | str = True,
                 guidance_interval: float = 1.0,
                 callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -235,7 +234,7 @@ class Text2Earth(nn.Module):
         guidance : ω of the paper: ε = (1+ω)·ε(c) − ω·ε(∅). ω = 0 runs one UNet pass per step.
         guidance_text, guidance_res : split guidance (separate ω for text and for resolution);
             when either is given, ε = ε(τ,ρ) + ω_t(ε(τ,ρ) − ε(∅,ρ)) + ω_r(ε(τ,ρ) − ε(τ,∅)).
-        steps : denoising steps of the scheduler (DDIM by default).
+        steps : denoising steps of the scheduler (:data:`geot2e.sampling.MODEL_SAMPLING` by default).
         guidance_interval : share of the steps, from the noisiest, that use guidance; the
             rest run unguided (one UNet pass). Guidance in the last, low-noise steps mostly
             smooths pixel-scale detail (Kynkäänniemi et al., 2024, guide in a limited interval).
