@@ -163,3 +163,18 @@ def test_generated_reference_pages_are_current():
     from script_helpers import load_script
 
     assert load_script("gen_api_docs").main(["--check"]) == 0, "docs/api.md or docs/cli.md is out of date: run python scripts/gen_api_docs.py"
+
+
+def test_nothing_cites_files_outside_the_repository():
+    """Docs, docstrings, scripts and notebooks point at the repository's own pages (docs/design.md),
+    never at a design file or a path that only exists on the machine they were written on."""
+    bad = re.compile(r"DESIGN\.md|/work/shared|/work/main")
+    found = []
+    for folder, pattern in [("geot2e", "*.py"), ("scripts", "*.py"), ("benchmarks", "*.py"), ("examples", "*.py"),
+                            ("notebooks", "*.ipynb"), ("docs", "*.md"), ("configs", "*")]:
+        for path in sorted((ROOT / folder).rglob(pattern)):
+            if path.is_file() and "dev" not in path.relative_to(ROOT).parts:
+                text = path.read_text(errors="replace")
+                found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in bad.finditer(text)]
+    found += [f"README.md: {m.group(0)}" for m in bad.finditer((ROOT / "README.md").read_text())]
+    assert found == []
