@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.geot2e-installed
 
-.PHONY: demo test bench eval venv clean
+.PHONY: demo test bench eval notebooks venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 # thread count, so numpy and dask runs are bit-identical (see docs/engine.md, "Determinism").
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider
+
+# the notebooks top to bottom with the default model; executed copies and figures in outputs/notebooks
+notebooks: $(STAMP)
+	$(PY) scripts/run_notebooks.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py

@@ -1,6 +1,7 @@
 """The notebooks under notebooks/ run top to bottom in their small mode, and make their figures.
 
-Each notebook is executed in a fresh Jupyter kernel (nbclient) with GEOT2E_NOTEBOOK_SMALL=1
+Each notebook is executed in a fresh Jupyter kernel (nbclient, through scripts/run_notebooks.py,
+which users run for the full mode) with GEOT2E_NOTEBOOK_SMALL=1
 (small crops, 2 denoising steps), a tiny random model (GEOT2E_NOTEBOOK_MODEL) and an output
 folder under tmp_path (GEOT2E_NOTEBOOK_OUT). A cell that raises fails the test with the cell's
 traceback. The committed notebooks carry no outputs; the executed copies must show figures
@@ -70,16 +71,11 @@ def test_readme_links_every_notebook():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs_in_small_mode(name, tiny_model, tmp_path, monkeypatch):
+    from script_helpers import load_script
+
     out = tmp_path / "out"
-    monkeypatch.setenv("GEOT2E_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("GEOT2E_NOTEBOOK_MODEL", tiny_model)
-    monkeypatch.setenv("GEOT2E_NOTEBOOK_OUT", str(out))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()
+    nb = load_script("run_notebooks").execute(NOTEBOOKS / name, out=out, small=True, model=tiny_model, timeout=300)
     files, figures = EXPECTED[name]
     for f in files:
         assert (out / f).is_file(), f"{name} did not write {f}"
