@@ -16,7 +16,6 @@ image's grid comes back unchanged.
 """
 from __future__ import annotations
 
-import numpy as np
 import xarray as xr
 
 from ..errors import GridMismatchError, MissingCRSError
