@@ -18,7 +18,8 @@ from .execute import _is_dask, plan, run_eager, run_lazy
 from .grid import TileGrid
 from .tiles import Job, ModelRef
 
-__all__ = ["Options", "synthesize", "raster_dims", "fixed_scaling"]
+__all__ = ["Options", "synthesize", "plan_grid", "fit_radiometry", "run_slices", "assemble", "raster_dims",
+           "fixed_scaling"]
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,55 @@ def _mask_for_slice(mask: xr.DataArray, leading: dict[str, int]):
     return m.data
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Stage 1's result: the raster in canonical dim order, its masks and tile grid, and which
+    cells each (slice, run) synthesizes (only the masks decide)."""
+
+    leading: list
+    band: str | None
+    ydim: str
+    xdim: str
+    canon: xr.DataArray           # (leading..., band?, y, x)
+    nodata: Any
+    masks: list                   # bool (y, x) or (leading..., y, x), one per run
+    union: xr.DataArray
+    grid: TileGrid
+    lead_shape: list
+    lead_index: list              # index tuples of the leading dims ([()] without any)
+    lazy: bool
+    cells: dict                   # (slice index, run) -> plan(grid, mask)
+
+    @property
+    def canon_dims(self) -> list:
+        return [*self.leading, *([self.band] if self.band else []), self.ydim, self.xdim]
+
+    @property
+    def total(self) -> int:
+        return sum(len(a) + len(b) for a, b in self.cells.values())
+
+    def slice_mask(self, m, li):
+        return _mask_for_slice(m, dict(zip(self.leading, li)))
+
+    def slice_data(self, li):
+        data = self.canon.data
+        cur = data[li] if li else data
+        if self.band is None:
+            cur = cur[None]
+        return cur if self.lazy else np.asarray(cur)
+
+    def has_work(self, li) -> bool:
+        return any(self.cells[li, r][0] or self.cells[li, r][1] for r in range(len(self.masks)))
+
+
 def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, model, gsd: float | None,
                opts: Options, operation: str, radiometry=None, allow_empty: bool = False,
                extra_attrs: dict[str, Any] | None = None, prompt_attr: Any = None) -> xr.DataArray:
-    """Synthesize the masked pixels of ``da``.
+    """Synthesize the masked pixels of ``da``, in four named stages (as diffusers' pipelines
+    number theirs): 1. :func:`plan_grid` (dims, masks, tile grid, cells to run); 2.
+    :func:`fit_radiometry` (one value scaling per slice, all before any tile runs); 3.
+    :func:`run_slices` (the tiles, eager or as a dask graph); 4. :func:`assemble` (the result
+    on ``da``'s grid with its coordinates and provenance).
 
     Parameters
     ----------
@@ -93,13 +139,25 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
         a ``synthesized`` bool coordinate; an ``uncertainty`` coordinate when
         ``opts.samples > 1``; ``geot2e_*`` provenance attrs.
     """
-    from ..geo import Radiometry, get_nodata
-    from ..io import provenance_attrs
+    p = plan_grid(da, runs, model=model, opts=opts)
+    if p.total == 0 and not allow_empty:
+        raise EmptyMaskError("the mask selects no pixel to synthesize; check that the mask (or the "
+                             "geometries) covers part of the raster, or use remove_clouds, which "
+                             "accepts an empty mask.")
+    rads = fit_radiometry(p, model=model, dtype=da.dtype, radiometry=radiometry)
+    outs, uncs = run_slices(p, runs, rads, model=model, gsd=gsd, opts=opts, operation=operation,
+                            radiometry=radiometry)
+    return assemble(da, p, outs, uncs, rads, model=model, gsd=gsd, opts=opts, operation=operation,
+                    prompt=prompt_attr if prompt_attr is not None else runs[0][1], extra_attrs=extra_attrs)
+
+
+def plan_grid(da: xr.DataArray, runs, *, model, opts: Options) -> _Plan:
+    """Stage 1: the raster in canonical dim order, the runs' bool masks and their union, the
+    tile grid, and per (slice, run) the cells to synthesize."""
+    from ..geo import get_nodata
 
     leading, band, ydim, xdim = raster_dims(da)
-    canon_dims = [*leading, *([band] if band else []), ydim, xdim]
-    canon = da.transpose(*canon_dims)
-    nodata = get_nodata(da)
+    canon = da.transpose(*leading, *([band] if band else []), ydim, xdim)
     masks = [m.astype(bool) for m, _ in runs]
     union = masks[0]
     for m in masks[1:]:
@@ -107,73 +165,67 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
     grid = TileGrid(int(da.sizes[ydim]), int(da.sizes[xdim]), opts.tile, opts.overlap, model.vae_factor)
     lead_shape = [int(da.sizes[d]) for d in leading]
     lead_index = list(np.ndindex(*lead_shape)) if leading else [()]
-    lazy = _is_dask(canon.data)
-    data = canon.data
-    # plans: which cells run, per slice and run (only the mask decides)
-    plans = {}
+    cells = {}
     for li in lead_index:
         ldict = dict(zip(leading, li))
         for r, m in enumerate(masks):
-            plans[li, r] = plan(grid, _mask_for_slice(m, ldict))
-    total = sum(len(a) + len(b) for a, b in plans.values())
-    if total == 0 and not allow_empty:
-        raise EmptyMaskError("the mask selects no pixel to synthesize; check that the mask (or the "
-                             "geometries) covers part of the raster, or use remove_clouds, which "
-                             "accepts an empty mask.")
-    ref = ModelRef(model, str(model.device))
+            cells[li, r] = plan(grid, _mask_for_slice(m, ldict))
+    return _Plan(leading=leading, band=band, ydim=ydim, xdim=xdim, canon=canon, nodata=get_nodata(da),
+                 masks=masks, union=union, grid=grid, lead_shape=lead_shape, lead_index=lead_index,
+                 lazy=_is_dask(canon.data), cells=cells)
 
-    def slice_data(li):
-        cur = data[li] if li else data
-        if band is None:
-            cur = cur[None]
-        return cur if lazy else np.asarray(cur)
 
-    # value scalings of every slice first: a slice without valid context fails before any tile runs
-    fixed = fixed_scaling(model, da.dtype, nodata)
+def fit_radiometry(p: _Plan, *, model, dtype, radiometry=None) -> list:
+    """Stage 2: the value scaling of every slice (the given one, the model's fixed one, or one
+    fitted on the valid pixels outside the union of the masks), before any tile runs, so a
+    slice without valid context fails early; None for a slice with nothing to synthesize."""
+    fixed = fixed_scaling(model, dtype, p.nodata)
     rads = []
-    for li in lead_index:
+    for li in p.lead_index:
         if radiometry is not None or fixed is not None:
             rads.append(radiometry if radiometry is not None else fixed)
             continue
-        has_work = any(plans[li, r][0] or plans[li, r][1] for r in range(len(masks)))
-        cur = slice_data(li)
-        umask = _mask_for_slice(union, dict(zip(leading, li)))
         try:
-            rads.append(_fit_radiometry(cur, umask, nodata))
+            rads.append(_fit_radiometry(p.slice_data(li), p.slice_mask(p.union, li), p.nodata))
         except NodataError:
-            if has_work:
+            if p.has_work(li):
                 raise
             rads.append(None)  # nothing to synthesize in this slice: an unchanged copy needs no scaling
-    progress = opts.progress if opts.progress is not None else not lazy
+    return rads
+
+
+def run_slices(p: _Plan, runs, rads, *, model, gsd, opts: Options, operation: str, radiometry=None):
+    """Stage 3: run the tiles of every slice and run (each run sees the previous runs' pixels),
+    eagerly with a progress bar, or as named dask tasks. Returns the slices' arrays and their
+    uncertainties (None unless ``opts.samples > 1``)."""
+    ref = ModelRef(model, str(model.device))
+    progress = opts.progress if opts.progress is not None else not p.lazy
+    total = p.total
     bar = None
-    if progress and not lazy and total:
+    if progress and not p.lazy and total:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=f"geot2e {operation}", unit="tile")
     base = ""
-    if lazy:  # graph key names: everything the result depends on
-        base = _token(data.name, operation, opts, model.checkpoint_hash, str(model.device), gsd,
-                      [p for _, p in runs], [m.data.name if _is_dask(m.data) else m.data for m in masks],
+    if p.lazy:  # graph key names: everything the result depends on
+        base = _token(p.canon.data.name, operation, opts, model.checkpoint_hash, str(model.device), gsd,
+                      [pr for _, pr in runs], [m.data.name if _is_dask(m.data) else m.data for m in p.masks],
                       None if radiometry is None else radiometry.to_dict())
     outs, uncs = [], []
     try:
-        for li, rad in zip(lead_index, rads):
-            ldict = dict(zip(leading, li))
-            cur = slice_data(li)
-            smask = [_mask_for_slice(m, ldict) for m in masks]
-            if not lazy:
+        for li, rad in zip(p.lead_index, rads):
+            cur = p.slice_data(li)
+            smask = [p.slice_mask(m, li) for m in p.masks]
+            if not p.lazy:
                 smask = [np.asarray(m, dtype=bool) for m in smask]
             unc = None
             for r, (m, (_, prompt)) in enumerate(zip(smask, runs)):
-                cells = plans[li, r]
+                cells = p.cells[li, r]
                 if not (cells[0] or cells[1]):
                     continue
-                job = Job(grid=grid, model=ref, scaling=rad, nodata=nodata, dtype=np.dtype(da.dtype),
-                          prompt=prompt, gsd=gsd, guidance=opts.guidance,
-                          guidance_interval=opts.guidance_interval, steps=opts.steps,
-                          scheduler=opts.scheduler, seed=opts.seed, samples=opts.samples,
-                          harmonize=opts.harmonize, key=(r, *li), threads=opts.threads)
-                if lazy:
+                job = Job.from_options(opts, grid=p.grid, model=ref, scaling=rad, nodata=p.nodata,
+                                       dtype=np.dtype(p.canon.dtype), prompt=prompt, gsd=gsd, key=(r, *li))
+                if p.lazy:
                     name = f"geot2e-{operation}-{base}-{r}-{'_'.join(map(str, li)) or 's'}"
                     cur, u = run_lazy(job, cur, m, name=name, cells=cells)
                 else:
@@ -181,22 +233,31 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
                 if u is not None:
                     unc = u if unc is None else _where(m, u, unc)
             if opts.samples > 1 and unc is None:
-                unc = _zeros_like(cur, lazy)
-            outs.append(cur if band is not None else cur[0])
-            uncs.append(None if unc is None else (unc if band is not None else unc[0]))
+                unc = _zeros_like(cur, p.lazy)
+            outs.append(cur if p.band is not None else cur[0])
+            uncs.append(None if unc is None else (unc if p.band is not None else unc[0]))
     finally:
         if bar is not None:
             bar.close()
-    out = _stack(outs, lead_shape, lazy)
-    if lazy:
-        out = out.rechunk(canon.data.chunks)
-    result = canon.copy(data=out)
-    coords = {"synthesized": ((ydim, xdim) if union.ndim == 2 else union.dims, union.data)}
+    return outs, uncs
+
+
+def assemble(da: xr.DataArray, p: _Plan, outs, uncs, rads, *, model, gsd, opts: Options, operation: str,
+             prompt: Any, extra_attrs: dict[str, Any] | None = None) -> xr.DataArray:
+    """Stage 4: the slices stacked back onto ``da``'s grid, dims, chunks, attrs and encoding, with
+    the ``synthesized`` (and ``uncertainty``) coordinates and the ``geot2e_*`` provenance."""
+    from ..io import provenance_attrs
+
+    out = _stack(outs, p.lead_shape, p.lazy)
+    if p.lazy:
+        out = out.rechunk(p.canon.data.chunks)
+    result = p.canon.copy(data=out)
+    coords = {"synthesized": ((p.ydim, p.xdim) if p.union.ndim == 2 else p.union.dims, p.union.data)}
     if opts.samples > 1:
-        unc_arr = _stack(uncs, lead_shape, lazy)
-        if lazy:
-            unc_arr = unc_arr.rechunk(canon.data.chunks)
-        coords["uncertainty"] = (tuple(canon_dims), unc_arr)
+        unc_arr = _stack(uncs, p.lead_shape, p.lazy)
+        if p.lazy:
+            unc_arr = unc_arr.rechunk(p.canon.data.chunks)
+        coords["uncertainty"] = (tuple(p.canon_dims), unc_arr)
     result = result.assign_coords(coords)
     result["synthesized"].attrs = {"long_name": "pixel synthesized by geot2e"}
     if opts.samples > 1:
@@ -206,11 +267,11 @@ def synthesize(da: xr.DataArray, runs: Sequence[tuple[xr.DataArray, str]], *, mo
     rad_info = [r.to_dict() if r is not None else None for r in rads]
     prov = provenance_attrs(
         operation=operation, model_id=model.model_id, checkpoint_hash=model.checkpoint_hash,
-        prompt=prompt_attr if prompt_attr is not None else runs[0][1], guidance=float(opts.guidance),
-        guidance_interval=float(opts.guidance_interval),
+        prompt=prompt, guidance=float(opts.guidance), guidance_interval=float(opts.guidance_interval),
         steps=int(opts.steps), seed=int(opts.seed), samples=int(opts.samples), gsd=gsd,
-        tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler, threads=opts.threads, harmonize=opts.harmonize,
-        radiometry=rad_info[0] if len(rad_info) == 1 else rad_info, **(extra_attrs or {}))
+        tile=int(opts.tile), overlap=int(opts.overlap), scheduler=opts.scheduler, threads=opts.threads,
+        harmonize=opts.harmonize, radiometry=rad_info[0] if len(rad_info) == 1 else rad_info,
+        **(extra_attrs or {}))
     result.attrs = {**da.attrs, **prov}
     result.encoding = dict(da.encoding)
     return result

@@ -77,6 +77,16 @@ class Job:
     threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
     tight: bool = True                        # run on tight windows (False: every cell on its full window)
 
+    #: the sampling options a Job takes from the API's resolved options (engine.raster.Options)
+    OPTION_FIELDS = ("guidance", "guidance_interval", "steps", "scheduler", "seed", "samples", "harmonize",
+                     "threads")
+
+    @classmethod
+    def from_options(cls, opts, **fields) -> "Job":
+        """A Job with the sampling options of ``opts`` (:class:`geot2e.engine.raster.Options`)
+        and the tile-specific ``fields`` (grid, model, scaling, nodata, dtype, prompt, gsd, key)."""
+        return cls(**{name: getattr(opts, name) for name in cls.OPTION_FIELDS}, **fields)
+
 
 @contextmanager
 def torch_threads(n: int | None):
