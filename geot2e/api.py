@@ -79,7 +79,7 @@ import xarray as xr
 
 from .errors import (BandCountError, DimensionError, EmptyRasterError, GSDRangeWarning, MissingCRSError,
                      ParameterError, PromptTruncatedWarning, TileSizeError)
-from .sampling import CLOUD_SAMPLERS, SCHEDULER_CHOICES, cloud_sampler, fill_doc, options
+from .sampling import CLOUD_SAMPLERS, OPTIONS, SCHEDULER_CHOICES, cloud_sampler, fill_doc, options
 
 __doc__ = fill_doc(__doc__)
 
@@ -509,6 +509,36 @@ def _chain(result: xr.DataArray, prior, history: list, pads: dict | None = None)
     return result
 
 
+# --------------------------------------------------------------------------- shared steps
+def _shared(local_vars: dict) -> dict[str, Any]:
+    """The shared options (:data:`geot2e.sampling.OPTIONS`) among a public function's arguments."""
+    return {k: local_vars[k] for k in OPTIONS if k in local_vars}
+
+
+def _prepare(da, *, radiometry, **options):
+    """The first steps of every function that edits a raster: options checked and the model
+    loaded (:func:`_check_options`), the raster and ``radiometry`` checked against the model,
+    and what earlier geot2e calls left on ``da`` split off (:func:`_previous_steps`).
+    Returns ``(model, engine options, clean da, prior synthesized map, history)``."""
+    m, opts = _check_options(**options)
+    _check_raster(da, m)
+    _check_radiometry(radiometry, m)
+    return (m, opts, *_previous_steps(da))
+
+
+def _edit(operation: str, da, mask, prompt, *, radiometry, gsd, allow_empty: bool = False, **options):
+    """inpaint and remove_clouds: prepare, put the mask (and a prompt map) on the grid, run the
+    engine and chain the result's provenance onto the input's."""
+    from .engine.raster import synthesize
+
+    m, opts, da, prior, history = _prepare(da, radiometry=radiometry, gsd=gsd, **options)
+    g = _gsd_for(da, gsd, m)
+    runs, prompt_attr = _mask_runs(mask, da, prompt)
+    _warn_long_prompts(m, [p for _, p in runs], da.data)
+    return _chain(synthesize(da, runs, model=m, gsd=g, opts=opts, operation=operation, radiometry=radiometry,
+                             allow_empty=allow_empty, prompt_attr=prompt_attr), prior, history)
+
+
 # --------------------------------------------------------------------------- public functions
 def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model=_O["model"], guidance: float = _O["guidance"],
             guidance_interval: float = _O["guidance_interval"], steps: int | None = _O["steps"],
@@ -561,19 +591,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model=_O["model"], guid
     GSDRangeWarning
         The raster's GSD is outside the model's training range.
     """
-    from .engine.raster import synthesize
-
-    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
-                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
-    _check_raster(da, m)
-    _check_radiometry(radiometry, m)
-    da, prior, history = _previous_steps(da)
-    g = _gsd_for(da, gsd, m)
-    runs, prompt_attr = _mask_runs(mask, da, prompt)
-    _warn_long_prompts(m, [p for _, p in runs], da.data)
-    return _chain(synthesize(da, runs, model=m, gsd=g, opts=opts, operation="inpaint", radiometry=radiometry,
-                             prompt_attr=prompt_attr), prior, history)
+    return _edit("inpaint", da, mask, prompt, **_shared(locals()))
 
 
 def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model=_RC["model"],
@@ -595,20 +613,8 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model=_RC["model"
     ``samples`` (:func:`cloud_sampler`): one sample for realism, the mean of K samples for
     accuracy; guidance on the noisiest steps only and ``harmonize="lowpass"``.
     """
-    from .engine.raster import synthesize
-
     guidance, steps = cloud_sampler(samples, guidance, steps)
-    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
-                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
-    _check_raster(da, m)
-    _check_radiometry(radiometry, m)
-    da, prior, history = _previous_steps(da)
-    g = _gsd_for(da, gsd, m)
-    runs, prompt_attr = _mask_runs(mask, da, prompt)
-    _warn_long_prompts(m, [p for _, p in runs], da.data)
-    return _chain(synthesize(da, runs, model=m, gsd=g, opts=opts, operation="remove_clouds",
-                             radiometry=radiometry, allow_empty=True, prompt_attr=prompt_attr), prior, history)
+    return _edit("remove_clouds", da, mask, prompt, allow_empty=True, **_shared(locals()))
 
 
 def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
@@ -646,12 +652,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
                                  "geot2e.generate(bounds=..., crs=..., gsd=...) on a dask-backed template.")
     if not any(pads.values()):
         raise ParameterError("outpaint needs at least one of left, right, top, bottom > 0 (pixels to add).")
-    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
-                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
-    _check_raster(da, m)
-    _check_radiometry(radiometry, m)
-    da, prior, history = _previous_steps(da)
+    m, opts, da, prior, history = _prepare(da, **_shared(locals()))
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
     g = _gsd_for(da, gsd, m)
@@ -706,9 +707,9 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
 
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
-    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
-                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize=harmonize, threads=threads, guidance_interval=guidance_interval)
+    shared = _shared(locals())
+    shared.pop("radiometry")
+    m, opts = _check_options(**shared)
     _check_radiometry(radiometry, m)
     canvas, mask, rad = blank_canvas(m, like=like, bounds=bounds, crs=crs, gsd=gsd, shape=shape)
     if radiometry is not None:
@@ -774,12 +775,12 @@ def _check_complete_source(src_store) -> None:
     from pathlib import Path
 
     from .errors import IncompleteStoreError
-    from .io.zarr_store import _incomplete_message, store_progress
+    from .io.zarr_store import incomplete_message, store_progress
 
     p = Path(os.fspath(src_store)).expanduser()
     progress = store_progress(p)
     if progress is not None and progress[0] < progress[1]:
-        raise IncompleteStoreError(_incomplete_message(p, progress) + " It cannot be used as input until then.")
+        raise IncompleteStoreError(incomplete_message(p, progress) + " It cannot be used as input until then.")
 
 
 def _check_zarr_destination(dst_store, src, *, overwrite: bool) -> None:
@@ -788,9 +789,10 @@ def _check_zarr_destination(dst_store, src, *, overwrite: bool) -> None:
 
     from .io import check_zarr_matches
     from .io._paths import check_output_path
+    from .io.zarr_store import store_exists
 
     dst = Path(os.fspath(dst_store)).expanduser()
-    if not overwrite and dst.is_dir() and (dst / "zarr.json").is_file():
+    if not overwrite and store_exists(dst):
         check_zarr_matches(dst, src)  # ZarrStoreMismatchError: another grid, CRS, dtype or bands
     else:
         check_output_path(dst, overwrite=overwrite, kind="store")

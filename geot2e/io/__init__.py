@@ -5,8 +5,8 @@ No torch here: this layer only knows rasterio/GDAL, rioxarray, dask and Zarr.
 from geot2e.io.cog import to_cog
 from geot2e.io.ledger import done_keys, mark_done, tile_key
 from geot2e.io.mosaic import build_zarr_mosaic, open_mosaic
-from geot2e.io.provenance import provenance_attrs, read_provenance
-from geot2e.io.raster import open_raster
+from geot2e.io.provenance import provenance_attrs
+from geot2e.io.raster import open_raster, read_provenance
 from geot2e.io.zarr_store import check_zarr_matches, create_zarr_like, open_zarr, write_zarr_region
 
 __all__ = [

@@ -3,21 +3,21 @@
 The engine attaches :func:`provenance_attrs` to every result it returns. Every key starts
 with ``geot2e_`` so that provenance never collides with a user's own attributes.
 :func:`geot2e.io.to_cog` writes these attributes into one GDAL metadata tag,
-``GEOT2E_PROVENANCE`` (a JSON object), and :func:`read_provenance` reads them back from a
-GeoTIFF/COG, a Zarr store written by :mod:`geot2e.io`, or a DataArray.
+``GEOT2E_PROVENANCE`` (a JSON object), and :func:`geot2e.io.read_provenance` reads them back
+from a GeoTIFF/COG, a Zarr store written by :mod:`geot2e.io`, or a DataArray (it lives in
+:mod:`geot2e.io.raster`, which dispatches between the file kinds; this module knows none).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import math
-import os
-from pathlib import Path
 from typing import Any, Mapping
 
-from geot2e.errors import OutputPathError, ParameterError
+from geot2e.errors import ParameterError
 
-__all__ = ["PREFIX", "PROVENANCE_TAG", "provenance_attrs", "read_provenance"]
+__all__ = ["PREFIX", "PROVENANCE_TAG", "provenance_attrs", "provenance_from_attrs", "encode_provenance",
+           "decode_provenance"]
 
 #: Prefix of every provenance attribute.
 PREFIX = "geot2e_"
@@ -130,37 +130,3 @@ def decode_provenance(text: str) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return dict(value) if isinstance(value, dict) else {}
-
-
-def read_provenance(source: Any) -> dict[str, Any]:
-    """Read provenance back from a GeoTIFF/COG, a geot2e Zarr store or a DataArray.
-
-    Parameters
-    ----------
-    source : str, os.PathLike or xarray.DataArray
-        A raster written by :func:`geot2e.io.to_cog`, a store written by
-        :func:`geot2e.io.create_zarr_like`/:func:`geot2e.io.build_zarr_mosaic`, or a
-        DataArray carrying ``geot2e_*`` attrs.
-
-    Returns
-    -------
-    dict
-        ``{"geot2e_<field>": value}``; empty when the source carries no provenance.
-    """
-    attrs = getattr(source, "attrs", None)
-    if attrs is not None and not isinstance(source, (str, os.PathLike)):
-        prov = provenance_from_attrs(attrs)
-        if not prov and PROVENANCE_TAG in attrs:  # raw rioxarray read of a COG
-            prov = decode_provenance(attrs[PROVENANCE_TAG])
-        return prov
-    path = Path(source)
-    if not path.exists():
-        raise OutputPathError(f"{path} does not exist; pass the path of an existing raster.")
-    if path.is_dir():
-        from geot2e.io.zarr_store import read_store_attrs
-
-        return provenance_from_attrs(read_store_attrs(path))
-    import rasterio
-
-    with rasterio.open(path) as src:
-        return decode_provenance(src.tags().get(PROVENANCE_TAG, ""))

@@ -9,50 +9,17 @@ import numpy as np
 import xarray as xr
 
 from geot2e.errors import DimensionError, OutputPathError, ParameterError
-from geot2e.io.provenance import PROVENANCE_TAG, decode_provenance
+from geot2e.io.georef import exact_transform
+from geot2e.io.provenance import PROVENANCE_TAG, decode_provenance, provenance_from_attrs
 
-__all__ = ["open_raster", "is_zarr_store", "exact_transform", "SYNTHESIZED_TAG", "SYNTHESIZED_NAME"]
+__all__ = ["open_raster", "read_provenance", "is_zarr_store", "exact_transform", "SYNTHESIZED_TAG",
+           "SYNTHESIZED_NAME"]
 
 #: Dataset tag written by :func:`geot2e.io.to_cog` naming the 1-based band that holds
 #: the synthesized-pixel map.
 SYNTHESIZED_TAG = "GEOT2E_SYNTHESIZED_BAND"
 #: Band description and coordinate name of the synthesized-pixel map.
 SYNTHESIZED_NAME = "synthesized"
-
-
-def exact_transform(da: xr.DataArray):
-    """The affine transform of ``da``'s pixel grid, bit-exact where the source recorded one.
-
-    ``da.rio.transform()`` rebuilds the origin from the coordinates (``x[0] - res / 2``),
-    which can differ from the source's geotransform in the last bits; written into a file
-    and read back, the coordinates then no longer align exactly with the array's
-    (``xr.align(..., join="exact")`` fails). When the grid mapping coordinate carries a
-    ``GeoTransform`` (rioxarray keeps the source's there) with the same pixel size and
-    rotation, and ``da``'s coordinates lie on that grid (within 1e-6 pixel, e.g. after
-    ``isel``), that transform is used, shifted by the whole number of pixels of the crop.
-    Otherwise the transform is rebuilt from the coordinates.
-    """
-    import rioxarray  # noqa: F401 - registers the .rio accessor
-    from affine import Affine
-
-    recalc = da.rio.transform(recalc=True)
-    try:
-        gt = da.coords[da.rio.grid_mapping].attrs["GeoTransform"]
-        cached = Affine.from_gdal(*(float(v) for v in str(gt).split()))
-    except (KeyError, TypeError, ValueError):
-        return recalc
-    scale = max(abs(cached.a), abs(cached.b), abs(cached.d), abs(cached.e))
-    if scale == 0 or any(abs(u - v) > 1e-9 * scale for u, v in zip(
-            (cached.a, cached.b, cached.d, cached.e), (recalc.a, recalc.b, recalc.d, recalc.e))):
-        return recalc
-    try:
-        col, row = ~cached * (recalc.c, recalc.f)
-    except Exception:  # noqa: BLE001 - a degenerate cached transform: use the coordinates
-        return recalc
-    kx, ky = round(col), round(row)
-    if abs(col - kx) > 1e-6 or abs(row - ky) > 1e-6:
-        return recalc
-    return cached if (kx, ky) == (0, 0) else cached * Affine.translation(kx, ky)
 
 
 def is_zarr_store(path: str | os.PathLike) -> bool:
@@ -233,3 +200,37 @@ def open_raster(
     if nodata is not None:
         da = da.rio.write_nodata(check_nodata_for(nodata, da.dtype), encoded=False)
     return da
+
+
+def read_provenance(source: Any) -> dict[str, Any]:
+    """Read provenance back from a GeoTIFF/COG, a geot2e Zarr store or a DataArray.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or xarray.DataArray
+        A raster written by :func:`geot2e.io.to_cog`, a store written by
+        :func:`geot2e.io.create_zarr_like`/:func:`geot2e.io.build_zarr_mosaic`, or a
+        DataArray carrying ``geot2e_*`` attrs.
+
+    Returns
+    -------
+    dict
+        ``{"geot2e_<field>": value}``; empty when the source carries no provenance.
+    """
+    attrs = getattr(source, "attrs", None)
+    if attrs is not None and not isinstance(source, (str, os.PathLike)):
+        prov = provenance_from_attrs(attrs)
+        if not prov and PROVENANCE_TAG in attrs:  # raw rioxarray read of a COG
+            prov = decode_provenance(attrs[PROVENANCE_TAG])
+        return prov
+    path = Path(source)
+    if not path.exists():
+        raise OutputPathError(f"{path} does not exist; pass the path of an existing raster.")
+    if path.is_dir():
+        from geot2e.io.zarr_store import read_store_attrs
+
+        return provenance_from_attrs(read_store_attrs(path))
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return decode_provenance(src.tags().get(PROVENANCE_TAG, ""))

@@ -69,6 +69,8 @@ __all__ = [
     "to_zarr_dataset",
     "read_store_attrs",
     "store_progress",
+    "store_exists",
+    "incomplete_message",
 ]
 
 #: Group attribute describing the store layout (not a ``geot2e_`` provenance key).
@@ -163,7 +165,7 @@ def to_zarr_dataset(da: xr.DataArray, *, attrs: Mapping[str, Any] | None = None)
     """
     import rioxarray  # noqa: F401 - registers the .rio accessor (geot2e imports the raster stack lazily)
 
-    from geot2e.io.raster import exact_transform
+    from geot2e.io.georef import exact_transform
 
     dims = _spatial_dims(da)
     name = _variable_name(da)
@@ -337,6 +339,13 @@ def create_zarr_like(
     return dest
 
 
+def store_exists(store: str | os.PathLike) -> bool:
+    """Whether a Zarr v3 store is already at ``store`` (a folder with ``zarr.json``): what
+    :func:`geot2e.process_zarr` and the command line resume instead of creating."""
+    p = Path(os.fspath(store)).expanduser()
+    return p.is_dir() and (p / "zarr.json").is_file()
+
+
 def store_progress(store: str | os.PathLike) -> tuple[int, int] | None:
     """``(blocks done, blocks in the chunk grid)`` of a store its ledger tracks, else None.
 
@@ -354,7 +363,8 @@ def store_progress(store: str | os.PathLike) -> tuple[int, int] | None:
     return (done, ny * nx) if done else None
 
 
-def _incomplete_message(p: Path, progress: tuple[int, int]) -> str:
+def incomplete_message(p: Path, progress: tuple[int, int]) -> str:
+    """What to say about the unfinished store ``p`` (``progress``: :func:`store_progress`)."""
     done, total = progress
     return (f"the Zarr store {p} is unfinished: its ledger lists {done} of {total} blocks as written, "
             "so the other blocks read as nodata (or zeros), not as data. Resume the job that wrote it "
@@ -391,7 +401,7 @@ def open_zarr(store: str | os.PathLike, *, chunks: Any = "zarr", check_complete:
     if check_complete:
         progress = store_progress(p)
         if progress is not None and progress[0] < progress[1]:
-            warnings.warn(_incomplete_message(p, progress), IncompleteStoreWarning, stacklevel=2)
+            warnings.warn(incomplete_message(p, progress), IncompleteStoreWarning, stacklevel=2)
     ds = xr.open_zarr(
         p,
         chunks={} if chunks == "zarr" else chunks,
