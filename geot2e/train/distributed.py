@@ -23,180 +23,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
-import torch
-import torch.distributed as dist
-
-from ..errors import ParameterError
+from .config import run_training
+from .parallel import (DistContext, barrier, broadcast_parameters, context, gather_objects,  # noqa: F401
+                       is_main, local_batch_size, rank_rng, rank_seed, run_rank, spawn, sync_gradients)
+from .schema import TrainConfig, load_train_config
 
 __all__ = ["DistContext", "context", "is_main", "barrier", "rank_rng", "local_batch_size", "sync_gradients",
            "broadcast_parameters", "gather_objects", "launch", "main"]
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Rank and world size of an initialised process group."""
-
-    rank: int
-    world_size: int
-    backend: str
-
-
-def context() -> DistContext | None:
-    """The current process group (None when not distributed or when it has one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    ws = dist.get_world_size()
-    if ws <= 1:
-        return None
-    return DistContext(rank=dist.get_rank(), world_size=ws, backend=str(dist.get_backend()))
-
-
-def is_main() -> bool:
-    """True on rank 0 (and in a single process)."""
-    ctx = context()
-    return ctx is None or ctx.rank == 0
-
-
-def barrier() -> None:
-    if context() is not None:
-        dist.barrier()
-
-
-def rank_rng(seed: int, ctx: DistContext | None) -> np.random.Generator:
-    """Data stream of a rank: rank 0 (and a single process) keeps ``default_rng(seed)``;
-    rank r > 0 uses the independent stream ``default_rng([seed, r])``."""
-    if ctx is None or ctx.rank == 0:
-        return np.random.default_rng(seed)
-    return np.random.default_rng([int(seed), int(ctx.rank)])
-
-
-def rank_seed(seed: int, ctx: DistContext | None) -> int:
-    """Seed of a rank's torch generator (noise, timesteps, condition dropout)."""
-    return int(seed) if ctx is None or ctx.rank == 0 else int(seed) + 1_000_003 * int(ctx.rank)
-
-
-def local_batch_size(global_batch: int, ctx: DistContext | None) -> int:
-    """This rank's share of the global batch (which must divide evenly)."""
-    if ctx is None:
-        return int(global_batch)
-    if global_batch % ctx.world_size:
-        raise ParameterError(f"batch_size {global_batch} is not divisible by world_size {ctx.world_size}; "
-                             "choose a global batch that is a multiple of the number of processes.")
-    return global_batch // ctx.world_size
-
-
-def _device_of(params: Sequence[torch.Tensor]) -> torch.device:
-    for p in params:
-        return p.device
-    return torch.device("cpu")
-
-
-@torch.no_grad()
-def sync_gradients(params: Sequence[torch.nn.Parameter], loss: torch.Tensor | float = 0.0, *,
-                   stop: bool = False) -> tuple[float, bool]:
-    """Average ``p.grad`` over ranks in place (missing gradients count as zeros).
-
-    Returns the loss averaged over ranks and whether any rank asked to ``stop``. With equal
-    local batches and a loss that is a per-sample mean, the averaged gradient equals the
-    gradient of the global batch.
-    """
-    ctx = context()
-    lv = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-    if ctx is None:
-        return lv, bool(stop)
-    params = list(params)
-    dev = _device_of(params)
-    grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
-    has = torch.tensor([float(p.grad is not None) for p in params], device=dev, dtype=torch.float32)
-    tail = torch.tensor([lv, 1.0 if stop else 0.0], device=dev, dtype=torch.float32)
-    flat = torch.cat(grads + [has, tail])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    off = 0
-    for p in params:
-        off += p.numel()
-    has = flat[off:off + len(params)].tolist()
-    flat /= ctx.world_size
-    off = 0
-    for p, h in zip(params, has):
-        n = p.numel()
-        if h > 0:          # some rank produced a gradient: every rank gets the average
-            g = flat[off:off + n].view_as(p).to(p.dtype)
-            if p.grad is None:
-                p.grad = g.clone()
-            else:
-                p.grad.copy_(g)
-        else:              # no rank did: leave it None, as a single process would (AdamW skips it)
-            p.grad = None
-        off += n
-    off += len(params)
-    return float(flat[off]), bool(flat[off + 1] > 0)
-
-
-@torch.no_grad()
-def broadcast_parameters(params: Sequence[torch.Tensor], src: int = 0) -> None:
-    """Copy rank ``src``'s values of ``params`` to every rank."""
-    if context() is None:
-        return
-    for p in params:
-        dist.broadcast(p.data, src=src)
-
-
-def gather_objects(obj) -> list | None:
-    """``obj`` of every rank, as a list on all ranks (None when not distributed)."""
-    ctx = context()
-    if ctx is None:
-        return None
-    out = [None] * ctx.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-# ----------------------------------------------------------------------------- launcher
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pick_backend(backend: str | None, nproc: int) -> str:
-    if backend:
-        return backend
-    if torch.cuda.is_available() and torch.cuda.device_count() >= nproc:
-        return "nccl"
-    return "gloo"
-
-
-def _setup_rank(rank: int, world: int, backend: str, init_method: str | None, threads: int | None,
-                local_rank: int | None = None) -> None:
-    if backend == "nccl":
-        torch.cuda.set_device((rank if local_rank is None else local_rank) % torch.cuda.device_count())
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    kw = {"init_method": init_method} if init_method else {}
-    dist.init_process_group(backend=backend, rank=rank, world_size=world, **kw)
-
-
-def _worker(rank: int, cfg, world: int, backend: str, port: int, progress: bool, threads: int | None,
-            resume: bool = True) -> None:
-    from .config import run_training
-
-    _setup_rank(rank, world, backend, f"tcp://127.0.0.1:{port}", threads)
-    try:
-        run_training(cfg, progress=progress and rank == 0, resume=resume)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _threads_per_rank(cfg, nproc: int) -> int | None:
-    total = getattr(cfg, "threads", None) or os.cpu_count() or 1
-    return max(1, int(total) // int(nproc))
 
 
 def launch(config, *, nproc: int = 2, backend: str | None = None, progress: bool = True, resume: bool = True):
@@ -216,35 +52,8 @@ def launch(config, *, nproc: int = 2, backend: str | None = None, progress: bool
     The trained model, loaded from the run's latest checkpoint (``out_dir/final`` when
     all stages finished), or None if the run saved no model.
     """
-    import torch.multiprocessing as mp
-
-    from .config import TrainConfig, load_train_config
-
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config)
-    nproc = int(nproc)
-    if nproc < 1:
-        raise ParameterError(f"nproc must be at least 1, got {nproc}")
-    be = _pick_backend(backend, nproc)
-    if be == "nccl" and torch.cuda.device_count() < nproc:
-        raise ParameterError(f"nccl needs one GPU per process: {nproc} processes, "
-                             f"{torch.cuda.device_count()} GPUs; use backend='gloo' or fewer processes.")
-    if be == "nccl" and getattr(cfg, "device", None) in (None, "cpu"):
-        cfg.device = "cuda"
-    mp.spawn(_worker, args=(cfg, nproc, be, _free_port(), progress, _threads_per_rank(cfg, nproc), resume),
-             nprocs=nproc, join=True)
-    return _latest_model(cfg)
-
-
-def _latest_model(cfg):
-    from pathlib import Path
-
-    from ..models.checkpoint import from_pretrained
-
-    out = Path(cfg.out_dir)
-    for sub in ("final", "finetune/model", "denoiser/model", "vae/model"):
-        if (out / sub / "config.json").is_file():
-            return from_pretrained(out / sub)
-    return None
+    return spawn(run_training, cfg, nproc=nproc, backend=backend, progress=progress, resume=resume)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,20 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:   # started by torchrun
-        from .config import load_train_config, run_training
-
-        cfg = load_train_config(args.config)
-        world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-        be = _pick_backend(args.backend, world)
-        if be == "nccl" and getattr(cfg, "device", None) in (None, "cpu"):
-            cfg.device = "cuda"
-        _setup_rank(rank, world, be, None, _threads_per_rank(cfg, world),
-                    local_rank=int(os.environ.get("LOCAL_RANK", rank)))
-        try:
-            run_training(cfg, progress=not args.no_progress and rank == 0)
-            dist.barrier()
-        finally:
-            dist.destroy_process_group()
+        rank = int(os.environ["RANK"])
+        run_rank(run_training, load_train_config(args.config), rank=rank, world=int(os.environ["WORLD_SIZE"]),
+                 local_rank=int(os.environ.get("LOCAL_RANK", rank)), backend=args.backend,
+                 progress=not args.no_progress)
         return 0
     launch(args.config, nproc=args.nproc, backend=args.backend, progress=not args.no_progress)
     return 0

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
@@ -16,52 +16,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..models.checkpoint import from_pretrained, save_pretrained
+from ..models.checkpoint import save_pretrained
 from ..models.text2earth import Text2Earth, make_scheduler
-from ..train.masks import random_mask
+from .masks import random_mask
+from .schema import StageConfig
 
 __all__ = ["StageConfig", "train_vae", "train_decoder", "train_denoiser", "calibrate_latent_scale", "EMA"]
-
-
-@dataclass
-class StageConfig:
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup: int = 100
-    ema_decay: float = 0.999
-    p_text: float = 0.1          # dynamic condition dropout: text
-    p_res: float = 0.1           # dynamic condition dropout: resolution
-    masked_weight: float = 1.0   # extra loss weight on masked latents
-    kl_weight: float = 1e-6      # VAE only
-    grad_weight: float = 0.5     # VAE only: L1 on image gradients (keeps texture)
-    adv_weight: float = 0.5      # decoder stage only: weight of the PatchGAN term (times the adaptive weight)
-    disc_start: int = 0          # decoder stage only: step at which the adversarial term starts
-    tex_weight: float = 0.0      # decoder stage only: weight of the local high-frequency energy term
-    log_every: int = 50
-    save_every: int = 250
-    seed: int = 0
-    bf16: bool = True            # bf16 autocast (AMX CPUs / GPUs)
-    mask_weights: dict = field(default_factory=lambda: {"clouds": 0.45, "brush": 0.15, "rectangle": 0.15,
-                                                          "edge": 0.15, "full": 0.10})
-    max_minutes: float | None = None  # stop (after saving) when this much wall time has passed
-    stop_at: int | None = None        # stop (after saving) at this step; the lr schedule still spans `steps`
-    tile_sizes: list | None = None    # e.g. [64, 128]: alternate tile sizes (batch scaled to keep pixels/batch)
-    # a schedule over training time instead of steps: warm-up + cosine over this many minutes of
-    # training (summed over resumed runs); the stage ends when they are spent ("steps" is then a cap)
-    budget_minutes: float | None = None
-    val_every: int = 0                # score the EMA weights on the validation tiles every this many steps
-    val_tiles: int = 64               # number of fixed validation tiles (64 px)
-    keep: str = "best"                # with validation: hand back the "best" (lowest validation loss) or "last" EMA
-    # DataLoader processes drawing the batches (a GPU outruns one CPU process); 0 draws them in the
-    # training process, which keeps a resumed run bit-identical to an uninterrupted one
-    workers: int = 0
-
-    @property
-    def end_step(self) -> int:
-        """The step this stage stops at: ``steps``, or ``stop_at`` when that comes first."""
-        return min(self.steps, self.stop_at) if self.stop_at else self.steps
 
 
 class EMA:
@@ -220,7 +180,7 @@ def _load_state(stage_dir: Path, params, opt, ema: EMA | None, *, extras: dict |
 
 def _export_model(model: Text2Earth, stage_dir: Path) -> None:
     """The stage's loadable model: a checkpoint folder, or the adapter of a LoRA model."""
-    from .lora import has_lora, save_lora
+    from .adapter import has_lora, save_lora
 
     if has_lora(model):
         save_lora(model, stage_dir / "adapter")
@@ -260,7 +220,7 @@ def _masks(rng: np.random.Generator, n: int, size: int, weights: dict) -> torch.
 def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn, *, use_ema: bool,
          resume: bool, progress: bool, desc: str, extra: dict, generator: torch.Generator | None = None,
          aux: dict | None = None, val_fn=None) -> list:
-    from . import distributed as D
+    from . import parallel as D
 
     stage_dir = Path(stage_dir)
     ctx = D.context()                      # None in a single process
@@ -471,7 +431,7 @@ def train_vae(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | Path,
 
     def loss_fn(batch, rng):
         x = batch["image"]
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 and x.device.type == "cpu" else _null()
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 and x.device.type == "cpu" else contextlib.nullcontext()
         with ctx:
             post = model.vae.encode(x).latent_dist
             z = post.sample()
@@ -531,7 +491,7 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
 
     def loss_fn(batch, rng):
         x = batch["image"]
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 and x.device.type == "cpu" else _null()
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 and x.device.type == "cpu" else contextlib.nullcontext()
         with torch.no_grad(), ctx:
             z = model.vae.encode(x).latent_dist.mean    # what the denoiser is trained to produce
         with ctx:
@@ -597,7 +557,7 @@ def train_denoiser(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | 
     model.vae.requires_grad_(False)
     model.autocast_dtype = torch.bfloat16 if cfg.bf16 else None
     sched = make_scheduler(model.config, "ddpm")
-    from .distributed import context, rank_seed
+    from .parallel import context, rank_seed
 
     gen = torch.Generator(device=model.device).manual_seed(rank_seed(cfg.seed, context()))
 
@@ -612,7 +572,3 @@ def train_denoiser(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | 
         val_fn = denoiser_val_fn(val_batch, masked_weight=cfg.masked_weight, seed=cfg.seed + 99)
     return _run(model, dataset, cfg, Path(out_dir) / stage, list(components), loss_fn, use_ema=True,
                 resume=resume, progress=progress, desc=stage, extra={}, generator=gen, val_fn=val_fn)
-
-
-def _null():
-    return contextlib.nullcontext()

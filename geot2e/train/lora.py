@@ -15,175 +15,15 @@ checkpoint.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-import warnings
 from pathlib import Path
-from typing import Sequence
 
-import torch
-
-from ..errors import CheckpointError, Geot2eWarning, ParameterError
+from ..errors import ParameterError
+from .adapter import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEFAULT_TARGETS, add_lora, has_lora, load_lora,
+                      lora_parameters, merge_lora, save_lora)
 
 __all__ = ["add_lora", "has_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "train_lora",
-           "run_lora", "DEFAULT_TARGETS", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
-
-DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-GEOT2E_META = "geot2e_lora.json"
-_ATTR = "_geot2e_lora"
-
-
-def has_lora(model) -> bool:
-    """True when ``model`` carries an (unmerged) LoRA adapter added by :func:`add_lora`."""
-    return bool(getattr(model, _ATTR, None))
-
-
-def add_lora(model, rank: int = 8, alpha: float = 8, targets: Sequence[str] = DEFAULT_TARGETS, *,
-             dropout: float = 0.0, init: str | bool = True):
-    """Inject LoRA adapters into ``model.unet`` and freeze every other weight (in place).
-
-    Parameters
-    ----------
-    model : :class:`~geot2e.models.Text2Earth`.
-    rank, alpha : LoRA rank r and scaling α (the update is ``(α / r) · B A``).
-    targets : names of the UNet linear layers to adapt (peft ``target_modules``); the
-        default covers the query, key, value and output projections of all attention layers.
-    dropout : LoRA dropout.
-    init : peft ``init_lora_weights`` (True: B = 0, so the adapted model starts equal to
-        the base; ``"gaussian"`` also starts equal).
-
-    Returns
-    -------
-    The same model, with only the adapter parameters trainable.
-    """
-    from peft import LoraConfig
-
-    if has_lora(model):
-        raise ParameterError("the model already carries a LoRA adapter; merge_lora() it or start from the base model.")
-    if int(rank) < 1:
-        raise ParameterError(f"LoRA rank must be at least 1, got {rank!r}")
-    targets = list(targets)
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.unet.named_modules()} | {n for n, _ in model.unet.named_modules()}
-    if not any(t in names or any(n.endswith("." + t) for n in names) for t in targets):
-        raise ParameterError(f"none of the LoRA targets {targets} names a layer of the UNet "
-                             "(try the default: to_q, to_k, to_v, to_out.0).")
-    cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=targets, lora_dropout=float(dropout),
-                     init_lora_weights=init)
-    model.requires_grad_(False)
-    model.unet.add_adapter(cfg)
-    n = 0
-    for name, p in model.unet.named_parameters():
-        if "lora_" in name:
-            p.requires_grad_(True)
-            n += p.numel()
-    setattr(model, _ATTR, {"rank": int(rank), "alpha": float(alpha), "targets": targets, "dropout": float(dropout),
-                           "base_model_id": model.config.model_id,
-                           "base_checkpoint_hash": getattr(model, "checkpoint_hash", "unsaved"),
-                           "trainable_parameters": n})
-    return model
-
-
-def lora_parameters(model) -> dict[str, torch.nn.Parameter]:
-    """The adapter parameters (names as in ``model.unet``)."""
-    return {n: p for n, p in model.unet.named_parameters() if "lora_" in n}
-
-
-def save_lora(model, path: str | os.PathLike) -> Path:
-    """Write the adapter to the folder ``path``: ``adapter_model.safetensors`` (peft keys),
-    ``adapter_config.json`` (peft's LoraConfig) and ``geot2e_lora.json`` (base model)."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    if not has_lora(model):
-        raise ParameterError("the model carries no LoRA adapter; call add_lora() first.")
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        sd = get_peft_model_state_dict(model.unet)
-        sd = {k: v.detach().float().contiguous().cpu() for k, v in sd.items()}
-        meta = dict(getattr(model, _ATTR))
-        save_file(sd, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt", "component": "unet",
-                                                             "base_model_id": str(meta["base_model_id"])})
-        model.unet.peft_config["default"].save_pretrained(str(tmp))
-        (tmp / GEOT2E_META).write_text(json.dumps(meta, indent=2))
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
-
-
-def load_lora(model, path: str | os.PathLike):
-    """Add the adapter saved in ``path`` to ``model`` (in place; safetensors only, never pickles)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    if p.is_dir() and not (p / ADAPTER_WEIGHTS).is_file():
-        if any(q.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl") for q in p.iterdir()):
-            raise CheckpointError(f"{p}: only pickle adapter weights found; they are never loaded. "
-                                  "Save adapters with geot2e.train.lora.save_lora (safetensors).")
-    if not (p / ADAPTER_WEIGHTS).is_file() or not (p / ADAPTER_CONFIG).is_file():
-        raise CheckpointError(f"{p}: not a LoRA adapter folder ({ADAPTER_WEIGHTS} + {ADAPTER_CONFIG} expected).")
-    try:
-        cfg = json.loads((p / ADAPTER_CONFIG).read_text())
-        meta = json.loads((p / GEOT2E_META).read_text()) if (p / GEOT2E_META).is_file() else {}
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: adapter config is not valid JSON ({e}).") from e
-    base = meta.get("base_checkpoint_hash")
-    own = getattr(model, "checkpoint_hash", "unsaved")
-    if base not in (None, "unsaved") and own not in (None, "unsaved") and base != own:
-        warnings.warn(f"the LoRA adapter in {p} was trained on checkpoint {base}, this model is {own}; "
-                      "outputs may be off.", Geot2eWarning, stacklevel=2)
-    add_lora(model, rank=int(cfg["r"]), alpha=float(cfg["lora_alpha"]),
-             targets=sorted(cfg["target_modules"]) if not isinstance(cfg["target_modules"], str)
-             else cfg["target_modules"], dropout=float(cfg.get("lora_dropout", 0.0)))
-    sd = load_file(str(p / ADAPTER_WEIGHTS))
-    res = set_peft_model_state_dict(model.unet, sd)
-    unexpected = list(getattr(res, "unexpected_keys", []) or [])
-    if unexpected:
-        raise CheckpointError(f"{p}: adapter weights do not match this UNet (unexpected: {unexpected[:3]}).")
-    if meta:
-        getattr(model, _ATTR).update({k: meta[k] for k in ("base_model_id", "base_checkpoint_hash") if k in meta})
-    return model
-
-
-@torch.no_grad()
-def merge_lora(model):
-    """Bake the adapter into the UNet's weights and remove the LoRA layers (in place).
-
-    The merged model computes the same outputs as the adapted one (up to float rounding)
-    and saves as a normal checkpoint (:func:`~geot2e.models.save_pretrained`). All weights
-    stay frozen (``requires_grad=False``).
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    if not has_lora(model):
-        raise ParameterError("the model carries no LoRA adapter to merge.")
-    unet = model.unet
-    tuners = [(name, m) for name, m in unet.named_modules() if isinstance(m, BaseTunerLayer)]
-    for name, m in tuners:
-        m.merge()
-        parent_name, _, child = name.rpartition(".")
-        parent = unet.get_submodule(parent_name) if parent_name else unet
-        setattr(parent, child, m.get_base_layer())
-    for attr in ("peft_config",):
-        if hasattr(unet, attr):
-            delattr(unet, attr)
-    if hasattr(unet, "_hf_peft_config_loaded"):
-        unet._hf_peft_config_loaded = False
-    meta = getattr(model, _ATTR)
-    model.config.model_id = f"{meta['base_model_id']}+lora"
-    setattr(model, _ATTR, None)
-    model.requires_grad_(False)
-    return model
+           "DEFAULT_TARGETS", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
 
 
 def train_lora(model, dataset, cfg, out_dir: str | os.PathLike, *, resume: bool = True, progress: bool = True,
@@ -200,52 +40,8 @@ def train_lora(model, dataset, cfg, out_dir: str | os.PathLike, *, resume: bool 
         raise ParameterError("train_lora needs a model with an adapter; call add_lora(model) first.")
     log = train_denoiser(model, dataset, cfg, out_dir, resume=resume, progress=progress, components=("unet",),
                          stage=stage)
-    from .distributed import is_main
+    from .parallel import is_main
 
     if is_main():
         save_lora(model, Path(out_dir) / stage / "adapter")
     return log
-
-
-def run_lora(cfg, *, progress: bool = True, resume: bool = True):
-    """The LoRA path of :func:`~geot2e.train.run_training` (a config with a ``lora:`` section).
-
-    Loads ``base_model`` ("default" or a checkpoint folder), adds the adapter, trains it with
-    the ``denoiser`` stage settings on the config's sources, saves ``out_dir/lora/adapter``
-    and, with ``lora.merge`` (default true), the merged model to ``out_dir/final`` (and
-    ``export``)."""
-    from ..models.checkpoint import DEFAULT_WEIGHTS, from_pretrained, save_pretrained
-    from .config import build_training_data, resolve_device_name
-    from .distributed import barrier, is_main
-
-    spec = dict(cfg.lora or {})
-    unknown = set(spec) - {"rank", "alpha", "targets", "dropout", "merge"}
-    if unknown:
-        raise ParameterError(f"lora: unknown keys {sorted(unknown)}; allowed: rank, alpha, targets, dropout, merge")
-    if cfg.denoiser is None:
-        raise ParameterError("a LoRA config needs a 'denoiser' section with the training settings (steps, lr, ...).")
-    base = cfg.base_model or "default"
-    path = DEFAULT_WEIGHTS if base == "default" else Path(os.path.expandvars(os.path.expanduser(base)))
-    if not (Path(path) / "config.json").is_file():
-        raise CheckpointError(f"base model {base!r} ({path}) not found; train one first "
-                              "(`geot2e train configs/default.yaml`) or name a checkpoint folder in base_model.")
-    device = resolve_device_name(cfg)
-    model = from_pretrained(path, device=device)
-    out = Path(cfg.out_dir)
-    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed)
-    add_lora(model, rank=spec.get("rank", 8), alpha=spec.get("alpha", spec.get("rank", 8)),
-             targets=spec.get("targets", DEFAULT_TARGETS), dropout=spec.get("dropout", 0.0))
-    train_lora(model, ds, cfg.denoiser, out, resume=resume, progress=progress)
-    from .config import _stage_finished
-
-    barrier()
-    if not _stage_finished(out / "lora", cfg.denoiser):
-        return model
-    if spec.get("merge", True):
-        merge_lora(model)
-        if is_main():
-            save_pretrained(model, out / "final")
-            if cfg.export:
-                save_pretrained(model, Path(cfg.export), dtype=torch.float16)
-        barrier()
-    return model
