@@ -370,8 +370,9 @@ def _one_line(text: str) -> str:
 
 
 def _is_zarr(path: str | os.PathLike) -> bool:
-    p = Path(path)
-    return p.suffix.lower() == ".zarr" or (p.is_dir() and (p / "zarr.json").is_file())
+    from .io.zarr_store import store_exists
+
+    return Path(path).suffix.lower() == ".zarr" or store_exists(path)
 
 
 def _require(path: str | os.PathLike, what: str) -> Path:
@@ -428,13 +429,15 @@ def _check_output(path: str, overwrite: bool, samples: int = 1) -> Path:
     """Check OUTPUT (and its uncertainty companion when samples > 1) before any work.
     An existing Zarr store is resumed (finished blocks skipped)."""
     from .io._paths import check_output_path
+    from .io.uncertainty import companion_path
+    from .io.zarr_store import store_exists
 
     if samples > 1:
-        _check_output(str(_companion(Path(path), "uncertainty")), overwrite)
+        _check_output(str(companion_path(path)), overwrite)
 
     if _is_zarr(path):
         p = Path(path).expanduser()
-        resume = p.is_dir() and (p / "zarr.json").is_file() and not overwrite
+        resume = store_exists(p) and not overwrite
         dest = check_output_path(path, overwrite=overwrite or resume, kind="store")
         if resume:
             _say(f"note: {p} exists: resuming it (finished blocks are skipped; --overwrite starts again)")
@@ -458,42 +461,25 @@ def _is_vector_path(path: Path) -> bool:
 
 
 def _onto_grid(mask_da, da, *, name: str):
-    """A (y, x) bool mask on ``da``'s grid (nearest-neighbour reprojection if needed)."""
-    from rasterio.enums import Resampling
-
+    """A (y, x) bool mask on ``da``'s grid (:func:`geot2e.geo.mask_onto_grid`), with a note when
+    it had to be resampled."""
     from .errors import GridMismatchError
-    from .geo import assert_same_grid, spatial_dims
+    from .geo import assert_same_grid, mask_onto_grid
 
     if "band" in mask_da.dims:
         mask_da = mask_da.isel(band=0, drop=True)
     try:
         assert_same_grid(mask_da, da)
-        return mask_da.astype(bool)
     except GridMismatchError:
-        pass
-    if mask_da.rio.crs is None:
-        raise _InputError(f"the {name} has no CRS and is not on the input's grid; give it a CRS.")
-    _say(f"note: the {name} is on another grid; resampling it (nearest) onto the input's grid")
-    y, x = spatial_dims(da)
-    template = da.isel({d: 0 for d in da.dims if d not in (y, x)}, drop=True)
-    m = mask_da.astype("uint8").rio.write_nodata(None, encoded=False)
-    m = m.rio.reproject_match(template, resampling=Resampling.nearest) != 0
-    return m.assign_coords({y: template[y], x: template[x]})
+        if mask_da.rio.crs is not None:
+            _say(f"note: the {name} is on another grid; resampling it onto the input's grid")
+    return mask_onto_grid(mask_da, da, name=name)
 
 
 def _raster_mask(path: Path, da, *, name: str):
-    from .geo import get_nodata
     from .io import open_raster
 
-    m = open_raster(path)
-    if "band" in m.dims:
-        m = m.isel(band=0, drop=True)
-    nd = get_nodata(m)
-    values = m.fillna(0) if m.dtype.kind == "f" else m
-    bool_mask = values != 0
-    if nd is not None and nd == nd and nd != 0:
-        bool_mask = bool_mask & (m != nd)
-    return _onto_grid(bool_mask, da, name=name)
+    return _onto_grid(open_raster(path), da, name=name)  # nonzero = masked; NaN and nodata are not
 
 
 def _vector_mask(path: Path, da, *, buffer: float):
@@ -525,36 +511,27 @@ def _opts(args) -> dict[str, Any]:
                    else {"guidance_interval": args.guidance_interval}))
 
 
-def _companion(path: Path, label: str) -> Path:
-    if path.suffix.lower() == ".zarr":
-        return path.with_name(f"{path.stem}.{label}.zarr")
-    return path.with_name(f"{path.stem}.{label}{path.suffix or '.tif'}")
-
-
 def _write(da, path: Path, args) -> Path:
     """Write ``da`` to ``path`` (COG, or Zarr for .zarr); K > 1 samples: an uncertainty companion."""
     from .io import to_cog
+    from .io.uncertainty import companion_path, uncertainty_of
 
     progress = not args.no_progress
     unc = None
     if "uncertainty" in da.coords:
-        unc = da.coords["uncertainty"]
+        unc = uncertainty_of(da)
         da = da.drop_vars("uncertainty")
     if _is_zarr(path):
         _write_zarr(da, path, overwrite=args.overwrite, chunks=args.blocksize, progress=progress)
     else:
         to_cog(da, path, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
                progress=progress)
-    if unc is not None:
-        u = unc.astype("float32").rename("uncertainty")
-        u.attrs = {k: v for k, v in da.attrs.items() if k.startswith("geot2e_")}
-        u.attrs["long_name"] = unc.attrs.get("long_name", "per-pixel standard deviation of the samples")
-        u = u.rio.write_crs(da.rio.crs).rio.write_transform(da.rio.transform()).rio.write_nodata(None, encoded=False)
-        cpath = _companion(path, "uncertainty")
+    if unc is not None:  # the companion as geot2e.io.uncertainty writes it; Zarr resumable as OUTPUT
+        cpath = companion_path(path)
         if _is_zarr(cpath):
-            _write_zarr(u, cpath, overwrite=args.overwrite, chunks=args.blocksize)
+            _write_zarr(unc, cpath, overwrite=args.overwrite, chunks=args.blocksize)
         else:
-            to_cog(u, cpath, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
+            to_cog(unc, cpath, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
                    synthesized="none")
         _say(f"wrote the per-pixel spread of {da.attrs.get('geot2e_samples', '?')} samples to {cpath}")
     return path
@@ -735,7 +712,7 @@ def cmd_train(args) -> int:
     run_training(cfg, progress=not args.no_progress, resume=not args.no_resume, stages=args.stage)
     final = Path(cfg.out_dir) / "final"
     if args.stage:
-        from .train.config import stage_finished
+        from .train.schema import stage_finished
 
         left = [s for s in args.stage if not stage_finished(Path(cfg.out_dir) / s, getattr(cfg, s))]
         if left:
@@ -790,44 +767,9 @@ def cmd_eval(args, extra: Sequence[str] = ()) -> int:
                          f"(see 'python {PROTOCOL_SCRIPT} --help')") from None
 
 
-def model_card(model) -> dict[str, Any]:
-    """Summary of a loaded model: id, hash, source, bands, GSD range, architecture, parameters."""
-    cfg = model.config
-    params = {}
-    for comp in ("vae", "unet", "text_encoder", "resolution"):
-        module = getattr(model, comp, None)
-        if module is not None:
-            params[comp] = int(sum(p.numel() for p in module.parameters()))
-    params["total"] = int(sum(params.values()))
-    src = getattr(model, "source", None)
-    size = None
-    card = None
-    if src and Path(src).is_dir():
-        size = int(sum(f.stat().st_size for f in Path(src).glob("*.safetensors")))
-        for name in ("MODEL_CARD.md", "README.md", "model_card.md"):
-            if (Path(src) / name).is_file():
-                card = str(Path(src) / name)
-                break
-    text = getattr(cfg, "text", None)
-    text_d = text if isinstance(text, dict) else getattr(text, "__dict__", {})
-    return {
-        "model_id": model.model_id,
-        "checkpoint_hash": getattr(model, "checkpoint_hash", None),
-        "source": src,
-        "bands": list(cfg.band_names),
-        "gsd_range_m": [float(v) for v in model.gsd_range],
-        "vae_factor": int(model.vae_factor),
-        "latent_channels": int(model.latent_channels),
-        "text_encoder": {k: text_d.get(k) for k in ("arch", "pretrained", "width", "layers", "context_length")
-                         if k in text_d},
-        "parameters": params,
-        "weights_bytes": size,
-        "model_card": card,
-    }
-
-
 def cmd_info(args) -> int:
     from .models import load_model
+    from .models.card import model_card
 
     model = load_model(args.model, device="cpu")
     info = model_card(model)

@@ -1,0 +1,52 @@
+"""A loaded model's summary: what ``geot2e info`` prints (id, hash, bands, GSD range,
+architecture, parameter counts, the files it came from)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["model_card"]
+
+
+def model_card(model) -> dict[str, Any]:
+    """Summary of a loaded model: id, hash, source, bands, GSD range, architecture, parameters.
+
+    Returns
+    -------
+    dict
+        ``model_id``, ``checkpoint_hash``, ``source``, ``bands``, ``gsd_range_m``,
+        ``vae_factor``, ``latent_channels``, ``text_encoder``, ``parameters`` (per component
+        and ``total``), ``weights_bytes`` and ``model_card`` (the folder's card file, if any).
+    """
+    cfg = model.config
+    params = {}
+    for comp in ("vae", "unet", "text_encoder", "resolution"):
+        module = getattr(model, comp, None)
+        if module is not None:
+            params[comp] = int(sum(p.numel() for p in module.parameters()))
+    params["total"] = int(sum(params.values()))
+    src = getattr(model, "source", None)
+    size = None
+    card = None
+    if src and Path(src).is_dir():
+        size = int(sum(f.stat().st_size for f in Path(src).glob("*.safetensors")))
+        for name in ("MODEL_CARD.md", "README.md", "model_card.md"):
+            if (Path(src) / name).is_file():
+                card = str(Path(src) / name)
+                break
+    text = getattr(cfg, "text", None)
+    text_d = text if isinstance(text, dict) else getattr(text, "__dict__", {})
+    return {
+        "model_id": model.model_id,
+        "checkpoint_hash": getattr(model, "checkpoint_hash", None),
+        "source": src,
+        "bands": list(cfg.band_names),
+        "gsd_range_m": [float(v) for v in model.gsd_range],
+        "vae_factor": int(model.vae_factor),
+        "latent_channels": int(model.latent_channels),
+        "text_encoder": {k: text_d.get(k) for k in ("arch", "pretrained", "width", "layers", "context_length")
+                         if k in text_d},
+        "parameters": params,
+        "weights_bytes": size,
+        "model_card": card,
+    }
