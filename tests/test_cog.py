@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-from rasterio.windows import Window
 
 import geot2e.io as gio
 from geot2e.errors import (

@@ -7,7 +7,6 @@ import dask.array as dsa
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
 
 import geot2e.io as gio
 from geot2e.errors import OutputPathError, ParameterError

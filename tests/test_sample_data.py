@@ -10,7 +10,6 @@ import urllib.request
 import zipfile
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from geot2e.errors import DataFetchError, ParameterError

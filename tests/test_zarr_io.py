@@ -13,7 +13,6 @@ import rioxarray
 import rioxarray.merge
 import xarray as xr
 from rasterio.enums import Resampling
-from rasterio.windows import Window
 
 import geot2e.io as gio
 from geot2e.errors import (

@@ -5,7 +5,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
-from ..errors import BandCountError, DimensionError, MissingCRSError, ParameterError
+from ..errors import DimensionError, MissingCRSError, ParameterError
 from .execute import _is_dask
 from .raster import fixed_scaling, raster_dims
 

@@ -20,14 +20,14 @@ biharmonic (skimage), Telea (OpenCV), per-band mean of known pixels
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import xarray as xr
 
 from .fills import biharmonic_fill, engine_available, geot2e_fill, mean_fill, telea_fill, vae_reconstruction
-from .metrics import METRICS, masked_metrics, robust_range, summarize
+from .metrics import masked_metrics, robust_range, summarize
 
 __all__ = ["CloudRemovalConfig", "cloud_mask_for", "run_cloud_removal", "cloud_removal_table", "check_targets",
            "targets_table", "METHOD_LABELS", "CLASSICAL"]
