@@ -1,18 +1,9 @@
 """LoRA adapters on a model's UNet with peft: add, save, load and merge them.
 
-The model side of LoRA (training it is :mod:`geot2e.train.lora`, which re-exports these
-names). Low-rank adapters are injected into the UNet's attention projections; every other weight
-is frozen, so :func:`~geot2e.train.train_denoiser` with ``components=("unet",)`` trains the
-adapters only (:func:`train_lora` does exactly that). The adapter is saved as
-``adapter_model.safetensors`` + ``adapter_config.json`` (peft's layout) + ``geot2e_lora.json``
-(base model id and checkpoint hash): 0.7 MB for the default model at rank 8.
-:func:`merge_lora` bakes it into the base weights, after which the model saves as a normal
-checkpoint.
-
->>> model = geot2e.models.from_pretrained("geot2e/weights/default")     # doctest: +SKIP
->>> add_lora(model, rank=8)                                            # doctest: +SKIP
->>> train_lora(model, dataset, StageConfig(steps=300), "runs/lora")    # doctest: +SKIP
->>> merge_lora(model).save_pretrained("runs/lora/merged")              # doctest: +SKIP
+The model side of LoRA; training an adapter is :mod:`geot2e.train.lora`, which re-exports
+these names and documents the workflow. Adapters sit on the UNet's attention projections
+(:data:`DEFAULT_TARGETS`) and are saved in peft's layout plus a ``geot2e_lora.json`` naming
+the base model (its id and checkpoint hash).
 """
 from __future__ import annotations
 
