@@ -58,6 +58,11 @@ def test_base_model_decoder_stage_trains_the_decoder_only(tmp_path, base):
     assert _equal(m0.unet, m1.unet) and _equal(m0.vae.encoder, m1.vae.encoder)   # latent space kept
     assert not _equal(m0.vae.decoder, m1.vae.decoder)                             # the decoder trained
     assert load_model(tmp_path / "export", device="cpu").model_id == "decoder-test"
+    # the words of the training captions travel with the model (prompts outside them warn)
+    from geot2e.models.vocabulary import CAPTIONER_VOCABULARY, load_vocabulary
+
+    for folder in (tmp_path / "export", tmp_path / "run" / "final"):
+        assert load_vocabulary(folder) >= CAPTIONER_VOCABULARY
 
 
 def test_base_model_denoiser_stage_keeps_the_vae(tmp_path, base):
