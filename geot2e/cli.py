@@ -340,10 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = add("eval", "evaluate a model (the project's evaluation protocol)",
-            "Run the evaluation protocol (benchmarks/eval_default.py of a source checkout: cloud removal on "
-            "held-out Landsat crops against classical fills, GSD control, text control) and print the "
-            "tables. Options not listed here are passed to the protocol script (see "
-            "'python benchmarks/eval_default.py --help').")
+            "Run the evaluation protocol (geot2e.eval.protocol: cloud removal on the held-out sets against "
+            "classical fills, GSD control, text control) and print the tables. Options not listed here are "
+            "passed to the protocol (see 'python -m geot2e.eval.protocol --help').")
     p.add_argument("--model", default="default", help="'default' or a checkpoint folder (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write all results to this JSON file")
     p.add_argument("--small", action="store_true",
@@ -730,41 +729,25 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
-PROTOCOL_SCRIPT = Path("benchmarks") / "eval_default.py"
 SMALL_EVAL = ["--only", "cloud", "--n-crops", "4", "--steps", "10"]
 
 
-def _protocol_script() -> Path | None:
-    """``benchmarks/eval_default.py`` of the source checkout geot2e runs from, if any."""
-    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
-        if (base / PROTOCOL_SCRIPT).is_file():
-            return base / PROTOCOL_SCRIPT
-    return None
-
-
 def cmd_eval(args, extra: Sequence[str] = ()) -> int:
-    import importlib.util
+    from .eval.protocol import main as protocol
 
-    script = _protocol_script()
-    if script is None:
-        raise _InputError(f"the evaluation protocol ({PROTOCOL_SCRIPT}) ships with the source repository, not "
-                          "with the installed package; run geot2e eval from a clone of the repository.")
     argv = ["--model", args.model, "--device", args.device]
     if args.json:
         argv += ["--json", args.json]
     if args.small:
         argv += SMALL_EVAL
     argv += list(extra)
-    spec = importlib.util.spec_from_file_location("geot2e_eval_protocol", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     try:
-        return int(mod.main(argv) or 0)
+        return int(protocol(argv) or 0)
     except SystemExit as e:  # the protocol's own argparse rejected an option
         if e.code in (0, None):
             return EXIT_OK
         raise UsageError(f"the evaluation protocol rejected the options {' '.join(extra)!r} "
-                         f"(see 'python {PROTOCOL_SCRIPT} --help')") from None
+                         "(see 'python -m geot2e.eval.protocol --help')") from None
 
 
 def cmd_info(args) -> int:

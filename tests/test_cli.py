@@ -320,8 +320,13 @@ def test_train_runs_a_config_and_says_where_the_model_is(capsys, tmp_path):
     error_line(err)
 
 
-def test_eval_finds_the_protocol_and_rejects_options_elsewhere(capsys, tmp_path):
-    assert cli._protocol_script() == ROOT / "benchmarks" / "eval_default.py"
+def test_eval_runs_the_packaged_protocol_and_rejects_options_elsewhere(capsys, tmp_path):
+    import geot2e.eval.protocol as protocol
+
+    assert callable(protocol.main)  # part of the package: no source checkout needed
+    code, _, err = run(capsys, "eval", "--no-such-protocol-option")
+    last = err.strip().splitlines()[-1]  # after the protocol's own usage lines
+    assert code == 2 and last.startswith("geot2e: error: ") and "geot2e.eval.protocol --help" in last
     code, _, err = run(capsys, "info", "--only", "cloud")  # protocol options belong to eval only
     assert code == 2 and "--only" in error_line(err)
 
