@@ -5,7 +5,7 @@
 
 Each polygon of ``examples/data/edits_224078.gpkg`` (a GeoPackage, column ``prompt``)
 is filled with its own text on a real Landsat 8 crop: ``geot2e.inpaint(da, gdf,
-prompt="prompt")``. The same call works with any vector file GDAL reads, in any CRS.
+prompt_column="prompt")``. The same call works with any vector file GDAL reads, in any CRS.
 Outputs: ``<out>/vector_edit_224078.tif`` (COG) and ``<out>/vector_edit_224078.png``.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
     model = resolve_model(args.model, out)
     tile = dict(tile=64, overlap=16) if args.small else {}
-    edited = geot2e.inpaint(da, edits, prompt=args.column, model=model, steps=steps, seed=args.seed, **tile)
+    edited = geot2e.inpaint(da, edits, prompt_column=args.column, model=model, steps=steps, seed=args.seed, **tile)
 
     synth = edited.synthesized.values
     same = bool((edited.values == da.values)[:, ~synth].all())

@@ -313,6 +313,14 @@ def _check_dims(da) -> None:
                              f"da.rename({{{str(others[-1])!r}: 'band'}}).")
 
 
+def _warn_unknown_words(model, prompts) -> None:
+    """Warn once per prompt whose words the model never saw in its training captions
+    (:mod:`geot2e.models.vocabulary`; models without a recorded vocabulary are never warned about)."""
+    from .models.vocabulary import check_model_prompts
+
+    check_model_prompts(model, [p for p in prompts if p], stacklevel=5)
+
+
 def _warn_long_prompts(model, prompts, data) -> None:
     """Warn at call time for a lazy input (its tiles run later, perhaps on workers whose warnings
     the user never sees); numpy inputs warn while their tiles run."""
@@ -345,7 +353,7 @@ def _gsd_for(da, gsd, model) -> float:
     return float(gsd)
 
 
-def _mask_runs(mask, da, prompt) -> tuple[list[tuple[xr.DataArray, str]], Any]:
+def _mask_runs(mask, da, prompt, prompt_column: str | None = None) -> tuple[list[tuple[xr.DataArray, str]], Any]:
     """``[(bool mask DataArray, prompt), ...]`` and the prompt(s) to record."""
     from .engine.raster import raster_dims
     from .geo import assert_same_grid, geometry_mask, prompt_map, read_vector
@@ -354,6 +362,9 @@ def _mask_runs(mask, da, prompt) -> tuple[list[tuple[xr.DataArray, str]], Any]:
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string (or the name of a column of the mask's "
                              f"GeoDataFrame), got {type(prompt).__name__}.")
+    if prompt_column is not None and not (isinstance(mask, (str, os.PathLike)) or _is_vector(mask)):
+        raise ParameterError(f"prompt_column={prompt_column!r} needs geometries with that column as the mask "
+                             "(a GeoDataFrame or a vector file), not a raster mask.")
     if isinstance(mask, xr.DataArray):
         if not _same_pixels_without_crs(mask, da, ydim, xdim):
             assert_same_grid(mask, da)
@@ -373,6 +384,15 @@ def _mask_runs(mask, da, prompt) -> tuple[list[tuple[xr.DataArray, str]], Any]:
         return [(m, prompt)], prompt
     if isinstance(mask, (str, os.PathLike)) or _is_vector(mask):
         gdf = read_vector(mask)
+        if prompt_column is not None:
+            if prompt_column not in gdf.columns or prompt_column == gdf.geometry.name:
+                raise ParameterError(f"prompt_column={prompt_column!r} is not a column of the mask's geometries; "
+                                     f"its columns: {[c for c in gdf.columns if c != gdf.geometry.name]}.")
+            prompt = prompt_column
+        elif prompt and prompt in gdf.columns and prompt != gdf.geometry.name:
+            warnings.warn(f"prompt={prompt!r} names a column of the mask's geometries and is read as a prompt "
+                          f"map; say so with prompt_column={prompt!r} (prompt= as a column name will be removed).",
+                          DeprecationWarning, stacklevel=5)
         if prompt and prompt in gdf.columns and prompt != gdf.geometry.name:
             labels, prompts = prompt_map(gdf, prompt, da)
             runs = [(labels == k + 1, p) for k, p in enumerate(prompts)]
@@ -526,21 +546,24 @@ def _prepare(da, *, radiometry, **options):
     return (m, opts, *_previous_steps(da))
 
 
-def _edit(operation: str, da, mask, prompt, *, radiometry, gsd, allow_empty: bool = False, **options):
+def _edit(operation: str, da, mask, prompt, *, radiometry, gsd, allow_empty: bool = False,
+          prompt_column: str | None = None, **options):
     """inpaint and remove_clouds: prepare, put the mask (and a prompt map) on the grid, run the
     engine and chain the result's provenance onto the input's."""
     from .engine.raster import synthesize
 
     m, opts, da, prior, history = _prepare(da, radiometry=radiometry, gsd=gsd, **options)
     g = _gsd_for(da, gsd, m)
-    runs, prompt_attr = _mask_runs(mask, da, prompt)
+    runs, prompt_attr = _mask_runs(mask, da, prompt, prompt_column)
     _warn_long_prompts(m, [p for _, p in runs], da.data)
+    _warn_unknown_words(m, [p for _, p in runs])
     return _chain(synthesize(da, runs, model=m, gsd=g, opts=opts, operation=operation, radiometry=radiometry,
                              allow_empty=allow_empty, prompt_attr=prompt_attr), prior, history)
 
 
 # --------------------------------------------------------------------------- public functions
-def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model=_O["model"], guidance: float = _O["guidance"],
+def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | None = None,
+            model=_O["model"], guidance: float = _O["guidance"],
             guidance_interval: float = _O["guidance_interval"], steps: int | None = _O["steps"],
             seed: int = _O["seed"], samples: int = _O["samples"], tile: int = _O["tile"],
             overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
@@ -564,9 +587,13 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model=_O["model"], guid
         ``fillna(1)``); values other than 0 and 1 warn
         (:class:`~geot2e.errors.MaskValueWarning`) and count as True.
     prompt : str
-        Text for the masked area; or the name of a column of the GeoDataFrame given as
-        ``mask``: each polygon is then filled with its own prompt (one run per distinct
-        prompt, each run seeing the previous runs' pixels as context).
+        Text for the masked area. Words the model never saw in its training captions warn
+        (:class:`~geot2e.errors.VocabularyWarning`, naming the words it knows).
+    prompt_column : str, optional
+        The name of a column of the GeoDataFrame (or vector file) given as ``mask``: each
+        polygon is filled with its own prompt (a prompt map; one run per distinct prompt,
+        each run seeing the previous runs' pixels as context). ``prompt="<column>"`` still
+        works for a column name, with a ``DeprecationWarning``.
     **options
         See the module docstring (model, guidance, steps, seed, samples, tile, overlap,
         gsd, device, progress, scheduler, harmonize, radiometry, threads).
@@ -591,7 +618,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, model=_O["model"], guid
     GSDRangeWarning
         The raster's GSD is outside the model's training range.
     """
-    return _edit("inpaint", da, mask, prompt, **_shared(locals()))
+    return _edit("inpaint", da, mask, prompt, prompt_column=prompt_column, **_shared(locals()))
 
 
 def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model=_RC["model"],
@@ -657,6 +684,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
     g = _gsd_for(da, gsd, m)
     _warn_long_prompts(m, prompt, da.data)
+    _warn_unknown_words(m, [prompt])
     _check_outpaint_canvas(da, pads)
     canvas, mask = grow_canvas(da, **{k: int(v) for k, v in pads.items()})
     result = synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="outpaint",
@@ -716,6 +744,7 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
         rad = radiometry
     g = _gsd_for(canvas, gsd if like is not None else None, m)
     _warn_long_prompts(m, prompt, canvas.data)
+    _warn_unknown_words(m, [prompt])
     return synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="generate",
                       radiometry=rad, prompt_attr=prompt)
 

@@ -780,6 +780,9 @@ def cmd_info(args) -> int:
         rows.append(("weights on disk", f"{info['weights_bytes'] / 2**20:.1f} MiB"))
     if info["model_card"]:
         rows.append(("model card", info["model_card"]))
+    from .models.vocabulary import describe, model_vocabulary
+
+    rows.append(("vocabulary", describe(model_vocabulary(model))))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

@@ -37,7 +37,7 @@ def polygons(polygons_path, landsat_da):
 def test_prompt_column_fills_each_polygon_with_its_prompt(landsat_da, polygons, tiny_model, monkeypatch):
     spy = InpaintSpy(tiny_model, fill=FILL)
     monkeypatch.setattr(tiny_model, "inpaint", spy)
-    out = inpaint(landsat_da, polygons, prompt="name", model=tiny_model, **FAST)
+    out = inpaint(landsat_da, polygons, prompt_column="name", model=tiny_model, **FAST)
     labels, prompts = prompt_map(polygons, "name", landsat_da)
     assert sorted(prompts) == sorted(FILL)
     assert out.attrs["geot2e_prompt"] == prompts
@@ -72,3 +72,41 @@ def test_geometries_in_another_crs_and_a_vector_file(landsat_da, polygons, polyg
     assert np.array_equal(out2.values, out.values)
     with pytest.raises(GeometryCRSError):  # a bare geometry has no CRS: say which one it is in
         inpaint(da, box, model=tiny_model, **FAST)
+
+
+def test_prompt_as_a_column_name_still_works_but_says_prompt_column(landsat_da, polygons, tiny_model):
+    """prompt="<column>" was ambiguous (a prompt, or a column?): it keeps working, with a
+    DeprecationWarning naming prompt_column=, and gives the same pixels."""
+    new = inpaint(landsat_da, polygons, prompt_column="name", model=tiny_model, **FAST)
+    with pytest.warns(DeprecationWarning, match="prompt_column='name'"):
+        old = inpaint(landsat_da, polygons, prompt="name", model=tiny_model, **FAST)
+    assert np.array_equal(new.values, old.values) and new.attrs["geot2e_prompt"] == old.attrs["geot2e_prompt"]
+    from geot2e.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="not a column"):
+        inpaint(landsat_da, polygons, prompt_column="nope", model=tiny_model, **FAST)
+    with pytest.raises(ParameterError, match="geometries"):
+        inpaint(landsat_da, np.zeros(landsat_da.shape[-2:], bool), prompt_column="name", model=tiny_model, **FAST)
+
+
+def test_prompts_outside_the_models_vocabulary_warn_at_call_time(landsat_da, tiny_model_path, tmp_path):
+    """A model knows the words of its training captions only: a prompt with others warns,
+    naming them and the words the model knows; a known prompt does not."""
+    import shutil
+    import warnings
+
+    from geot2e.errors import VocabularyWarning
+    from geot2e.models import load_model
+    from geot2e.models.vocabulary import CAPTIONER_VOCABULARY, save_vocabulary
+
+    folder = tmp_path / "with_vocab"
+    shutil.copytree(tiny_model_path, folder)
+    save_vocabulary(folder, CAPTIONER_VOCABULARY, source="test")
+    model = load_model(folder, device="cpu")
+    mask = np.zeros(landsat_da.shape[-2:], bool)
+    mask[10:30, 10:30] = True
+    with pytest.warns(VocabularyWarning, match="lake"):
+        inpaint(landsat_da, mask, "a lake among forests", model=model, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VocabularyWarning)
+        inpaint(landsat_da, mask, "mostly water, dark, smooth texture", model=model, **FAST)

@@ -175,7 +175,8 @@ def assert_same_grid(a: xr.DataArray, b: xr.DataArray, *, rtol: float = 1e-9) ->
     ------
     GridMismatchError
     """
-    hint = "reproject one onto the other with `b = b.rio.reproject_match(a)`"
+    hint = ("reproject one onto the other with `b = b.rio.reproject_match(a)` (for a mask: "
+            "`geot2e.geo.mask_onto_grid(mask, da)`, which keeps every pixel a cloud touches)")
     sa, sb = _shape(a), _shape(b)
     if sa != sb:
         raise GridMismatchError(
