@@ -36,14 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, Geot2eWarning, GSDRangeWarning, ParameterError, TileSizeError
+from ..errors import CheckpointError, Geot2eWarning, GSDRangeWarning, ParameterError
 from ..sampling import GUIDANCE
 from .config import (ResolutionConfig, SchedulerConfig, Text2EarthConfig, UNetConfig, VAEConfig)
 from .fill import anchor_lowpass, harmonize as boundary_harmonize, harmonize_mode
 from .official_scheduler import FALLBACK_CONFIG, build_scheduler, check_scheduler_config, step_kwargs
 from .official_text import OfficialTextEncoder, load_text_encoder
 from .resolution import ResolutionEmbedding
-from .text2earth import Text2Earth
+from .text2earth import Text2Earth, tile_inputs
 
 __all__ = ["load_official", "OfficialText2Earth", "GoogleLevel", "google_level", "parse_level_prefix",
            "level_gsd", "OFFICIAL_GSD_RANGE", "TRAINED_LEVELS", "OFFICIAL_STEPS"]
@@ -264,14 +264,8 @@ class OfficialText2Earth(Text2Earth):
         if output_type not in ("image", "latent"):
             raise ParameterError(f"output_type must be 'image' or 'latent', got {output_type!r}.")
         dev = self.device
-        x = images.to(dev, torch.float32)
-        m = masks.to(dev, torch.float32)
-        # values under the mask are never read (NaN there would leak through x·0)
-        x = torch.where(m > 0, torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), x)
+        x, m = tile_inputs(images, masks, dev, self.vae_factor)
         b, _, h, w = x.shape
-        f = self.vae_factor
-        if h % f or w % f:
-            raise TileSizeError(f"tile size {h}x{w} is not a multiple of the VAE factor {f}; pad or crop the tiles.")
         texts, labels = self.condition(prompts, gsd, b)
         null_labels = torch.zeros_like(labels)
         text_c = self.encode_prompts(texts)

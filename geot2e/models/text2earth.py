@@ -47,6 +47,23 @@ def make_scheduler(config: Text2EarthConfig, name: str = MODEL_SAMPLING["schedul
     raise ParameterError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}.")
 
 
+def tile_inputs(images: torch.Tensor, masks: torch.Tensor, device, vae_factor: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and masks of a batch of tiles as float32 on ``device``, the values under the mask
+    zeroed (never read: NaN/inf there, nodata or clouds, would leak through x·0), the tile size
+    checked against the VAE factor (:class:`~geot2e.errors.TileSizeError`)."""
+    x = images.to(device, torch.float32)
+    m = masks.to(device, torch.float32)
+    x = torch.where(m > 0, torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), x)
+    h, w = x.shape[-2:]
+    if h % vae_factor or w % vae_factor:
+        from ..errors import TileSizeError
+
+        raise TileSizeError(f"tile size {h}x{w} is not a multiple of the VAE factor {vae_factor}; "
+                            "pad or crop the tiles.")
+    return x, m
+
+
 class Text2Earth(nn.Module):
     """Resolution-conditioned latent diffusion for editing and generating rasters.
 
@@ -252,16 +269,8 @@ class Text2Earth(nn.Module):
         """
         mode = _harmonize_mode(harmonize)
         dev = self.device
-        x = images.to(dev, torch.float32)
-        m = masks.to(dev, torch.float32)
-        # never read values under the mask: NaN/inf there (nodata, clouds) would leak through x·0
-        x = torch.where(m > 0, torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), x)
+        x, m = tile_inputs(images, masks, dev, self.vae_factor)
         b, _, h, w = x.shape
-        f = self.vae_factor
-        if h % f or w % f:
-            from ..errors import TileSizeError
-
-            raise TileSizeError(f"tile size {h}x{w} is not a multiple of the VAE factor {f}; pad or crop the tiles.")
         prompts = self._prompts(prompts, b)
         g = ResolutionEmbedding.as_tensor(gsd, b, dev)
         m_lat, zm = self.masked_condition(x, m)
