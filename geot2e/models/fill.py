@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["smooth_fill", "telea_fill", "harmonize", "anchor_lowpass", "ANCHORS", "HARMONIZE_MODES",
+__all__ = ["smooth_fill", "telea_fill", "harmonize", "anchor_lowpass", "apply_harmonize", "ANCHORS", "HARMONIZE_MODES",
            "harmonize_mode"]
 
 HARMONIZE_MODES = ("lowpass", "boundary", "none")
@@ -195,3 +195,13 @@ def harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *
     resid = (target - decoded).float() * ring
     corr = smooth_fill(resid, ring, relax_iters=16)
     return decoded + corr * m
+
+
+def apply_harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """The post-processing of a decoded fill by ``mode`` (from :func:`harmonize_mode`):
+    ``"lowpass"`` → :func:`anchor_lowpass`, ``"boundary"`` → :func:`harmonize`, else as it is."""
+    if mode == "lowpass":
+        return anchor_lowpass(decoded, target, mask)
+    if mode == "boundary":
+        return harmonize(decoded, target, mask)
+    return decoded

@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import CheckpointError, Geot2eWarning, GSDRangeWarning, ParameterError
 from ..sampling import GUIDANCE
 from .config import (ResolutionConfig, SchedulerConfig, Text2EarthConfig, UNetConfig, VAEConfig)
-from .fill import anchor_lowpass, harmonize as boundary_harmonize, harmonize_mode
+from .fill import apply_harmonize, harmonize_mode
 from .official_scheduler import FALLBACK_CONFIG, build_scheduler, check_scheduler_config, step_kwargs
 from .official_text import OfficialTextEncoder, load_text_encoder
 from .resolution import ResolutionEmbedding
@@ -317,12 +317,7 @@ class OfficialText2Earth(Text2Earth):
                 callback(i + 1, len(timesteps))
         if output_type == "latent":
             return z
-        out = self.decode_latents(z).float()
-        if mode == "lowpass":
-            out = anchor_lowpass(out, x, m)
-        elif mode == "boundary":
-            out = boundary_harmonize(out, x, m)
-        return out
+        return apply_harmonize(self.decode_latents(z).float(), x, m, mode)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -14,8 +14,7 @@ from torch import nn
 
 from ..sampling import GUIDANCE, MODEL_SAMPLING, SCHEDULERS
 from .config import Text2EarthConfig
-from .fill import anchor_lowpass as _anchor_lowpass
-from .fill import harmonize as _harmonize
+from .fill import apply_harmonize
 from .fill import harmonize_mode as _harmonize_mode
 from .fill import smooth_fill
 from .resolution import ResolutionEmbedding
@@ -307,9 +306,4 @@ class Text2Earth(nn.Module):
             z = sched.step(eps, t, z).prev_sample
             if callback is not None:
                 callback(i + 1, len(sched.timesteps))
-        out = self.decode_latents(z).float()
-        if mode == "lowpass":
-            out = _anchor_lowpass(out, x, m)
-        elif mode == "boundary":
-            out = _harmonize(out, x, m)
-        return out
+        return apply_harmonize(self.decode_latents(z).float(), x, m, mode)
