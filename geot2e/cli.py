@@ -510,9 +510,26 @@ def _opts(args) -> dict[str, Any]:
                    else {"guidance_interval": args.guidance_interval}))
 
 
+def _file_id(path: Path):
+    """(device, inode) of a file, or None: os.replace gives a published output a new one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _write(da, path: Path, args) -> Path:
-    """Write ``da`` to ``path`` (COG, or Zarr for .zarr); K > 1 samples: an uncertainty companion."""
+    """Write ``da`` to ``path`` (COG, or Zarr for .zarr); K > 1 samples: an uncertainty companion.
+    Then print the summary line.
+
+    All or nothing for COGs: an interruption (Ctrl-C, SIGTERM) or error at any moment, also after
+    OUTPUT was published but before its companion was, removes the files this call published,
+    so no partial output set is left and "no output was written" holds. A Zarr store stays as it
+    is (it records its finished blocks and is resumed by the next run).
+    """
     from .io import to_cog
+    from .io._paths import remove_quietly
     from .io.uncertainty import companion_path, uncertainty_of
 
     progress = not args.no_progress
@@ -520,19 +537,29 @@ def _write(da, path: Path, args) -> Path:
     if "uncertainty" in da.coords:
         unc = uncertainty_of(da)
         da = da.drop_vars("uncertainty")
-    if _is_zarr(path):
-        _write_zarr(da, path, overwrite=args.overwrite, chunks=args.blocksize, progress=progress)
-    else:
-        to_cog(da, path, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
-               progress=progress)
-    if unc is not None:  # the companion as geot2e.io.uncertainty writes it; Zarr resumable as OUTPUT
-        cpath = companion_path(path)
-        if _is_zarr(cpath):
-            _write_zarr(unc, cpath, overwrite=args.overwrite, chunks=args.blocksize)
+    targets = [path] + ([companion_path(path)] if unc is not None else [])
+    before = {p: _file_id(p) for p in targets if not _is_zarr(p)}
+    try:
+        if _is_zarr(path):
+            _write_zarr(da, path, overwrite=args.overwrite, chunks=args.blocksize, progress=progress)
         else:
-            to_cog(unc, cpath, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
-                   synthesized="none")
-        _say(f"wrote the per-pixel spread of {da.attrs.get('geot2e_samples', '?')} samples to {cpath}")
+            to_cog(da, path, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
+                   progress=progress)
+        if unc is not None:  # the companion as geot2e.io.uncertainty writes it; Zarr resumable as OUTPUT
+            cpath = companion_path(path)
+            if _is_zarr(cpath):
+                _write_zarr(unc, cpath, overwrite=args.overwrite, chunks=args.blocksize)
+            else:
+                to_cog(unc, cpath, overwrite=args.overwrite, compress=args.compress, blocksize=args.blocksize,
+                       synthesized="none")
+            _say(f"wrote the per-pixel spread of {da.attrs.get('geot2e_samples', '?')} samples to {cpath}")
+        print(_summary(da, path))
+    except BaseException:
+        for p, old in before.items():
+            new = _file_id(p)
+            if new is not None and new != old:  # published by this call
+                remove_quietly(p)
+        raise
     return path
 
 
@@ -599,7 +626,6 @@ def cmd_remove_clouds(args) -> int:
     mask = masks[0] if len(masks) == 1 else (masks[0] | masks[1])
     result = geot2e.remove_clouds(da, mask, prompt=args.prompt, **_opts(args))
     _write(result, out, args)
-    print(_summary(result, out))
     return EXIT_OK
 
 
@@ -628,7 +654,6 @@ def cmd_inpaint(args) -> int:
         mask = _mask_from(args.mask, da, buffer=args.buffer)
     result = geot2e.inpaint(da, mask, prompt, **_opts(args))
     _write(result, out, args)
-    print(_summary(result, out))
     return EXIT_OK
 
 
@@ -648,7 +673,6 @@ def cmd_outpaint(args) -> int:
     _check_writable(args, da.dtype)
     result = geot2e.outpaint(da, prompt=args.prompt, **sides, **_opts(args))
     _write(result, out, args)
-    print(_summary(result, out))
     return EXIT_OK
 
 
@@ -676,7 +700,6 @@ def cmd_generate(args) -> int:
     result = geot2e.generate(args.prompt, like=like, bounds=tuple(args.bounds) if args.bounds else None,
                              crs=args.crs, gsd=gsd, shape=tuple(args.shape) if args.shape else None, **opts)
     _write(result, out, args)
-    print(_summary(result, out))
     return EXIT_OK
 
 

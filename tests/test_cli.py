@@ -358,19 +358,30 @@ def test_output_equal_to_input_is_refused_and_the_input_kept(capsys, tmp_path, c
 
 
 _BLOCKING_RUN = r"""
-import sys, time
+import signal, sys, time
 from pathlib import Path
 import geot2e, geot2e.io.cog as cog
 from geot2e import cli
+
+# Ctrl-C in a terminal: a test runner started in the background ('make test &' from a script) hands
+# its children SIGINT ignored, and Python then keeps ignoring it, so the SIGINT case would never stop
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def fake_inpaint(da, mask, prompt="", **kw):  # the model is not what this test is about
     return da.assign_coords(synthesized=mask)
 
 def blocking_setitem(self, key, value):
-    Path(sys.argv[2]).write_text("writing")
+    # readiness: the temporary exists (this is its first block) and the CLI's handlers are in place,
+    # said by a file written and renamed into place, so the test never sees it half-written
+    ready = Path(sys.argv[2])
+    handlers = (signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL,
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    tmp = ready.with_suffix(".tmp")
+    tmp.write_text(f"writing {Path(self.path).exists()} {handlers[0]} {handlers[1]}")
+    tmp.replace(ready)
     t0 = time.monotonic()
-    while Path(self.path).exists() and time.monotonic() - t0 < 120:  # until the cleanup removed it
-        time.sleep(0.05)
+    while Path(self.path).exists() and time.monotonic() - t0 < 300:  # until the cleanup removed it
+        time.sleep(0.02)
 
 geot2e.inpaint = fake_inpaint
 cog._WindowWriter.__setitem__ = blocking_setitem
@@ -394,10 +405,12 @@ def test_sigterm_cleans_up_like_sigint(tmp_path, crop_tif, cloud_geojson, signam
     proc = subprocess.Popen([sys.executable, str(script), "x", str(marker), "inpaint", str(crop_tif),
                              str(outdir / "o.tif"), "--mask", str(cloud_geojson), "--no-progress"],
                             stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 300  # a bound only: the wait ends on the stub's readiness file
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "the write never started"
+    # the write is under way with its temporary, and SIGTERM/SIGINT are handled (not default/ignored)
+    assert marker.read_text() == "writing True True True"
     assert any(".part." in n for n in os.listdir(outdir))  # the temporary exists while writing
     proc.send_signal(getattr(signal, signame))
     try:
@@ -409,3 +422,27 @@ def test_sigterm_cleans_up_like_sigint(tmp_path, crop_tif, cloud_geojson, signam
     assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
     assert err.strip().splitlines()[-1].startswith("geot2e: error: "), err
     assert os.listdir(outdir) == []  # no output, no temporary
+
+
+def test_interrupt_between_output_and_companion_leaves_nothing(capsys, monkeypatch, tmp_path, crop_tif,
+                                                               cloud_geojson, fake_remove_clouds):
+    """A signal at any moment leaves no partial output set: Ctrl-C/SIGTERM after OUTPUT was published
+    but before its uncertainty companion was (--samples 2) removes OUTPUT too."""
+    import geot2e.io as gio
+
+    real, calls = gio.to_cog, []
+
+    def to_cog_then_interrupt(da, path, **kw):
+        calls.append(Path(path).name)
+        if len(calls) == 2:  # the companion: OUTPUT is complete on disk by now
+            assert (tmp_path / "out" / "o.tif").is_file()
+            raise KeyboardInterrupt
+        return real(da, path, **kw)
+
+    monkeypatch.setattr(gio, "to_cog", to_cog_then_interrupt)
+    (tmp_path / "out").mkdir()
+    code, _, err = run(capsys, "remove-clouds", crop_tif, tmp_path / "out" / "o.tif", "--mask", cloud_geojson,
+                       "--samples", "2", "--no-progress")
+    assert calls == ["o.tif", "o.uncertainty.tif"]
+    assert code == 130 and error_line(err) == "geot2e: error: interrupted", err
+    assert os.listdir(tmp_path / "out") == []
