@@ -72,7 +72,7 @@ import math
 import numbers
 import os
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
@@ -255,7 +255,7 @@ def _check_finite_weights(model) -> None:
         pass
 
 
-def _check_radiometry(radiometry, model) -> None:
+def _check_radiometry(radiometry, model, da=None) -> None:
     """``radiometry=``: a :class:`geot2e.geo.Radiometry` with one (lo, hi) per model band (or one
     for all)."""
     if radiometry is None:
@@ -265,12 +265,22 @@ def _check_radiometry(radiometry, model) -> None:
     if not isinstance(radiometry, Radiometry):
         raise ParameterError(f"radiometry must be a geot2e.geo.Radiometry (e.g. Radiometry.fit(da), or "
                              f"Radiometry(lo=[...], hi=[...], dtype='uint16')), got {type(radiometry).__name__}.")
-    if len(radiometry.lo) not in (1, model.bands):
-        raise BandCountError(f"radiometry has {len(radiometry.lo)} band(s) but the model has {model.bands} "
-                             f"({', '.join(model.config.band_names)}); give one lo/hi per band, or one for all.")
+    nb = model.bands
+    if da is not None:
+        from .engine.raster import raster_dims
+
+        band = raster_dims(da)[1]
+        nb = int(da.sizes[band]) if band else 1
+    if len(radiometry.lo) not in (1, nb):
+        raise BandCountError(f"radiometry has {len(radiometry.lo)} band(s) but the raster has {nb} (the model: "
+                             f"{', '.join(model.config.band_names)}); give one lo/hi per band, or one for all.")
 
 
-def _check_raster(da, model) -> None:
+def _check_raster(da, model, bands=None) -> tuple[tuple[str, ...] | None, tuple[int, ...] | None]:
+    """The raster is a DataArray with usable dims whose bands the model can fill. Returns
+    ``(roles, model_bands)``: the role of every band (None when neither ``bands=`` nor the
+    raster names them) and the raster band of each model band (None: the raster's bands are
+    the model's, in its order, as before band roles existed)."""
     from .engine.raster import raster_dims
 
     if not isinstance(da, xr.DataArray):
@@ -283,12 +293,55 @@ def _check_raster(da, model) -> None:
     _check_dims(da)
     _, band, _, _ = raster_dims(da)
     nb = int(da.sizes[band]) if band else 1
-    if nb != model.bands:
+    return _band_plan(da, model, nb, band, bands)
+
+
+def _band_plan(da, model, nb: int, band, bands):
+    """Band roles (:mod:`geot2e.geo.bands`) -> which raster band feeds each model band; the
+    raster's other bands are filled by the spectral head (:mod:`geot2e.geo.spectral`)."""
+    from .errors import BandRoleError
+    from .geo.bands import band_roles, role_of
+    from .geo.spectral import FILLABLE
+
+    model_names = list(model.config.band_names)
+    count_hint = ("select and order the bands, e.g. da.sel(band=[...]) or geot2e.io.open_raster(path, bands=[...]) "
+                  "(CLI: --bands)")
+    try:
+        roles = band_roles(da, bands, band_dim=band)
+    except BandRoleError:
+        if bands is not None or nb != model.bands:
+            raise
+        roles = None  # descriptions that are no roles on a raster of the model's band count: as before
+    model_roles = [role_of(n) for n in model_names]
+    if roles is None:
+        if nb != model.bands:
+            raise BandCountError(
+                f"the raster has {nb} band(s) but the model expects {model.bands} ({', '.join(model_names)}, in "
+                f"this order); {count_hint}, or load a model trained for {nb} band(s). A raster with more bands "
+                f"(e.g. nir, swir1) is filled band by band when its bands are named: bands=('blue', 'green', "
+                "'red', 'nir', ...) (CLI: --bands blue green red nir), or band descriptions (long_name).")
+        return None, None
+    if None in model_roles:  # a model whose bands are no roles (b1, b2, ...): positional only
+        if nb != model.bands:
+            raise BandCountError(f"the raster has {nb} band(s) but the model expects {model.bands} "
+                                 f"({', '.join(model_names)}); {count_hint}.")
+        return roles, None
+    missing = [r for r in model_roles if r not in roles]
+    if missing:
         raise BandCountError(
-            f"the raster has {nb} band(s) but the model expects {model.bands} "
-            f"({', '.join(model.config.band_names)}, in this order); select and order the bands, e.g. "
-            f"da.sel(band=[...]) or geot2e.io.open_raster(path, bands=[...]) (CLI: --bands), or load a model "
-            f"trained for {nb} band(s).")
+            f"the raster's bands are {', '.join(roles)} but the model needs {', '.join(model_roles)} (it fills "
+            f"these with the diffusion model, and other bands from them); it lacks {', '.join(missing)}: "
+            f"{count_hint}, or name the bands correctly with bands=(...).")
+    extra = [r for r in roles if r not in model_roles]
+    refused = [r for r in extra if r not in FILLABLE]
+    if refused:
+        raise BandRoleError(
+            f"the raster has band(s) {refused} that geot2e cannot fill: the spectral head predicts reflective "
+            f"bands ({', '.join(FILLABLE)}) from the visible ones, not thermal or panchromatic bands (another "
+            "grid); drop them, e.g. da.drop_sel(band=[...]) or da.isel(band=[...]), and fill them separately.")
+    if list(roles) == model_roles:
+        return tuple(roles), None
+    return tuple(roles), tuple(roles.index(r) for r in model_roles)
 
 
 _Y_NAMES = ("y", "latitude", "lat", "northing")
@@ -535,35 +588,45 @@ def _shared(local_vars: dict) -> dict[str, Any]:
     return {k: local_vars[k] for k in OPTIONS if k in local_vars}
 
 
-def _prepare(da, *, radiometry, **options):
+def _prepare(da, *, radiometry, bands=None, **options):
     """The first steps of every function that edits a raster: options checked and the model
-    loaded (:func:`_check_options`), the raster and ``radiometry`` checked against the model,
-    and what earlier geot2e calls left on ``da`` split off (:func:`_previous_steps`).
-    Returns ``(model, engine options, clean da, prior synthesized map, history)``."""
+    loaded (:func:`_check_options`), the raster, its band roles (``bands=``) and ``radiometry``
+    checked against the model, and what earlier geot2e calls left on ``da`` split off
+    (:func:`_previous_steps`). Returns ``(model, engine options, clean da, prior synthesized
+    map, history, band attrs)``; the engine options say which raster band feeds each model band."""
+    import dataclasses
+
     m, opts = _check_options(**options)
-    _check_raster(da, m)
-    _check_radiometry(radiometry, m)
-    return (m, opts, *_previous_steps(da))
+    roles, model_bands = _check_raster(da, m, bands)
+    _check_radiometry(radiometry, m, da)
+    band_attrs = {}
+    if model_bands is not None:
+        from .geo.spectral import HEAD_ID
+
+        opts = dataclasses.replace(opts, model_bands=model_bands)
+        band_attrs = {"band_roles": list(roles), "spectral_head": HEAD_ID}
+    return (m, opts, *_previous_steps(da), band_attrs)
 
 
 def _edit(operation: str, da, mask, prompt, *, radiometry, gsd, allow_empty: bool = False,
-          prompt_column: str | None = None, **options):
+          prompt_column: str | None = None, bands=None, **options):
     """inpaint and remove_clouds: prepare, put the mask (and a prompt map) on the grid, run the
     engine and chain the result's provenance onto the input's."""
     from .engine.raster import synthesize
 
-    m, opts, da, prior, history = _prepare(da, radiometry=radiometry, gsd=gsd, **options)
+    m, opts, da, prior, history, band_attrs = _prepare(da, radiometry=radiometry, gsd=gsd, bands=bands, **options)
     g = _gsd_for(da, gsd, m)
     runs, prompt_attr = _mask_runs(mask, da, prompt, prompt_column)
     _warn_long_prompts(m, [p for _, p in runs], da.data)
     _warn_unknown_words(m, [p for _, p in runs])
     return _chain(synthesize(da, runs, model=m, gsd=g, opts=opts, operation=operation, radiometry=radiometry,
-                             allow_empty=allow_empty, prompt_attr=prompt_attr), prior, history)
+                             allow_empty=allow_empty, prompt_attr=prompt_attr, extra_attrs=band_attrs or None),
+                  prior, history)
 
 
 # --------------------------------------------------------------------------- public functions
 def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | None = None,
-            model=_O["model"], guidance: float = _O["guidance"],
+            bands: Sequence[str] | None = None, model=_O["model"], guidance: float = _O["guidance"],
             guidance_interval: float = _O["guidance_interval"], steps: int | None = _O["steps"],
             seed: int = _O["seed"], samples: int = _O["samples"], tile: int = _O["tile"],
             overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
@@ -576,8 +639,8 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | No
     ----------
     da : xarray.DataArray
         Raster (band, y, x) or (y, x) — or (time, band, y, x), processed slice by slice —
-        numpy- or dask-backed, any dtype, with a CRS. Bands in the model's order
-        (``model.config.band_names``).
+        numpy- or dask-backed, any dtype, with a CRS. Bands with roles (``bands``), or
+        unnamed in the model's order (``model.config.band_names``).
     mask : bool DataArray, geometries or vector file path
         True = synthesize. A DataArray must be on ``da``'s grid (GridMismatchError
         otherwise); geometries in any CRS are rasterized with
@@ -594,6 +657,16 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | No
         polygon is filled with its own prompt (a prompt map; one run per distinct prompt,
         each run seeing the previous runs' pixels as context). ``prompt="<column>"`` still
         works for a column name, with a ``DeprecationWarning``.
+    bands : sequence of str, optional
+        The role of each band of ``da``, in its order: roles (``"red"``, ``"nir"``, ``"swir1"``),
+        STAC common names or sensor band names (``"B08"``, ``"SR_B5"``), see
+        :mod:`geot2e.geo.bands`. Default: the raster's band descriptions (``long_name``) or
+        band names. The model fills its own bands (``model.config.band_names``); the raster's
+        other reflective bands (nir, swir, red edge...) are filled from them by the spectral
+        head (:mod:`geot2e.geo.spectral`, fitted per tile on the clear pixels); the result keeps
+        ``da``'s band order. Unknown or repeated roles raise
+        :class:`~geot2e.errors.BandRoleError`, a count other than the raster's
+        :class:`~geot2e.errors.BandCountError` (docs/multiband.md).
     **options
         See the module docstring (model, guidance, steps, seed, samples, tile, overlap,
         gsd, device, progress, scheduler, harmonize, radiometry, threads).
@@ -610,7 +683,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | No
 
     Raises
     ------
-    GridMismatchError, EmptyMaskError, BandCountError, TileSizeError, MissingCRSError,
+    GridMismatchError, EmptyMaskError, BandCountError, BandRoleError, TileSizeError, MissingCRSError,
     ParameterError
 
     Warns
@@ -618,10 +691,11 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | No
     GSDRangeWarning
         The raster's GSD is outside the model's training range.
     """
-    return _edit("inpaint", da, mask, prompt, prompt_column=prompt_column, **_shared(locals()))
+    return _edit("inpaint", da, mask, prompt, prompt_column=prompt_column, bands=bands, **_shared(locals()))
 
 
-def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model=_RC["model"],
+def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", bands: Sequence[str] | None = None,
+                  model=_RC["model"],
                   guidance: float | None = _RC["guidance"], guidance_interval: float = _RC["guidance_interval"],
                   steps: int | None = _RC["steps"], seed: int = _RC["seed"], samples: int = _RC["samples"],
                   tile: int = _RC["tile"], overlap: int = _RC["overlap"], gsd: float | None = _RC["gsd"],
@@ -641,11 +715,11 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", model=_RC["model"
     accuracy; guidance on the noisiest steps only and ``harmonize="lowpass"``.
     """
     guidance, steps = cloud_sampler(samples, guidance, steps)
-    return _edit("remove_clouds", da, mask, prompt, allow_empty=True, **_shared(locals()))
+    return _edit("remove_clouds", da, mask, prompt, allow_empty=True, bands=bands, **_shared(locals()))
 
 
 def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
-             prompt: str = "", model=_O["model"], guidance: float = _O["guidance"],
+             prompt: str = "", bands: Sequence[str] | None = None, model=_O["model"], guidance: float = _O["guidance"],
              guidance_interval: float = _O["guidance_interval"], steps: int | None = _O["steps"],
              seed: int = _O["seed"], samples: int = _O["samples"], tile: int = _O["tile"],
              overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
@@ -657,6 +731,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
     The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
     and values (bit-identical); the new pixels are synthesized from ``prompt`` with the
     original as context. Repeated calls with a new prompt each build an unbounded scene.
+    ``bands`` as in :func:`inpaint`: a multi-band raster grows in every band.
 
     Returns
     -------
@@ -679,7 +754,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
                                  "geot2e.generate(bounds=..., crs=..., gsd=...) on a dask-backed template.")
     if not any(pads.values()):
         raise ParameterError("outpaint needs at least one of left, right, top, bottom > 0 (pixels to add).")
-    m, opts, da, prior, history = _prepare(da, **_shared(locals()))
+    m, opts, da, prior, history, band_attrs = _prepare(da, bands=bands, **_shared(locals()))
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
     g = _gsd_for(da, gsd, m)
@@ -689,7 +764,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
     canvas, mask = grow_canvas(da, **{k: int(v) for k, v in pads.items()})
     result = synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="outpaint",
                         radiometry=radiometry, prompt_attr=prompt,
-                        extra_attrs={"outpaint_pixels": [int(left), int(right), int(top), int(bottom)]})
+                        extra_attrs={"outpaint_pixels": [int(left), int(right), int(top), int(bottom)], **band_attrs})
     return _chain(result, prior, history, pads={k: int(v) for k, v in pads.items()})
 
 

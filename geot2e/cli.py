@@ -178,7 +178,10 @@ def _add_input(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input raster")
     g.add_argument("input", metavar="INPUT", help="GeoTIFF, COG, VRT or Zarr store (band, y, x) with a CRS")
     g.add_argument("--bands", nargs="+", type=_int_or_name, metavar="B",
-                   help="bands to use, in the model's order (1-based numbers or names), e.g. --bands 4 3 2")
+                   help="bands to use (1-based numbers or descriptions), e.g. --bands 4 3 2; NUMBER=ROLE selects "
+                        "and names them (--bands 2=blue 3=green 4=red 5=nir); role or sensor names alone name "
+                        "every band of the file in order (--bands blue green red nir swir1 swir2, or B02 B03 "
+                        "B04 B08): bands beyond red, green, blue are filled by the spectral head")
     g.add_argument("--nodata", type=float, help="nodata value to use when the file has none (e.g. 0)")
     g.add_argument("--chunks", type=_chunks, metavar="N|auto",
                    help="process lazily with dask in N x N pixel chunks (large rasters); "
@@ -445,10 +448,31 @@ def _check_output(path: str, overwrite: bool, samples: int = 1) -> Path:
 
 
 def _open(args) -> Any:
+    """Open INPUT. ``--bands`` selects bands (numbers or descriptions, as before), selects and
+    names them (``NUMBER=ROLE``), or, when every item is a band role or sensor band name that
+    is not one of the file's descriptions, names every band of the file in order; the names
+    go to the public function as ``bands=`` (:mod:`geot2e.geo.bands`)."""
+    from .geo.bands import role_of
     from .io import open_raster
 
     _require(args.input, "input raster")
-    return open_raster(args.input, chunks=args.chunks, bands=args.bands, nodata=args.nodata)
+    items, roles = args.bands, None
+    if items and any(isinstance(b, str) and "=" in b for b in items):
+        if not all(isinstance(b, str) and "=" in b for b in items):
+            raise _InputError(f"--bands {' '.join(map(str, items))}: give every band as NUMBER=ROLE (e.g. --bands "
+                                "2=blue 3=green 4=red 5=nir), or none of them.")
+        pairs = [b.split("=", 1) for b in items]
+        items, roles = [_int_or_name(n) for n, _ in pairs], [r for _, r in pairs]
+    elif items and all(isinstance(b, str) and role_of(b) for b in items):
+        whole = open_raster(args.input, chunks=args.chunks, nodata=args.nodata)
+        ln = whole.attrs.get("long_name")
+        names = {str(v) for v in ([ln] if isinstance(ln, str) else list(ln or ()))}
+        names |= {str(v) for v in whole["band"].values} if "band" in whole.coords else set()
+        if not any(b in names for b in items):
+            args.band_roles = list(items)
+            return whole
+    args.band_roles = roles
+    return open_raster(args.input, chunks=args.chunks, bands=items, nodata=args.nodata)
 
 
 def _is_vector_path(path: Path) -> bool:
@@ -507,7 +531,8 @@ def _opts(args) -> dict[str, Any]:
                 threads=args.threads,
                 **({} if getattr(args, "harmonize", None) is None else {"harmonize": args.harmonize}),
                 **({} if getattr(args, "guidance_interval", None) is None
-                   else {"guidance_interval": args.guidance_interval}))
+                   else {"guidance_interval": args.guidance_interval}),
+                **({} if getattr(args, "band_roles", None) is None else {"bands": args.band_roles}))
 
 
 def _file_id(path: Path):

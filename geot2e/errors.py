@@ -14,6 +14,7 @@ __all__ = [
     "NodataError",
     "DimensionError",
     "BandCountError",
+    "BandRoleError",
     "TileSizeError",
     "ParameterError",
     "GeometryCRSError",
@@ -65,6 +66,10 @@ class DimensionError(Geot2eError, ValueError):
 
 class BandCountError(Geot2eError, ValueError):
     """The raster's band count does not match the model's."""
+
+
+class BandRoleError(Geot2eError, ValueError):
+    """A band's role (red, nir, ...) is unknown, repeated, or not one the model can fill."""
 
 
 class TileSizeError(Geot2eError, ValueError):

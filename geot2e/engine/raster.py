@@ -16,7 +16,8 @@ from ..errors import EmptyMaskError, NodataError
 from ..sampling import MODEL_SAMPLING, OPTIONS
 from .execute import _is_dask, plan, run_eager, run_lazy
 from .grid import TileGrid
-from .tiles import Job, ModelRef
+from .bands import band_model_ref
+from .tiles import Job
 
 __all__ = ["Options", "synthesize", "plan_grid", "fit_radiometry", "run_slices", "assemble", "raster_dims",
            "fixed_scaling"]
@@ -38,6 +39,7 @@ class Options:
     harmonize: str = MODEL_SAMPLING["harmonize"]  # "boundary", "lowpass" or "none" (geot2e.models.fill)
     progress: bool | None = OPTIONS["progress"]
     threads: int | None = OPTIONS["threads"]     # torch CPU threads per tile (None: leave the thread's setting)
+    model_bands: tuple[int, ...] | None = None   # raster band of each model band (None: the same bands, in order)
 
 
 def raster_dims(da: xr.DataArray) -> tuple[list[str], str | None, str, str]:
@@ -179,7 +181,7 @@ def fit_radiometry(p: _Plan, *, model, dtype, radiometry=None) -> list:
     """Stage 2: the value scaling of every slice (the given one, the model's fixed one, or one
     fitted on the valid pixels outside the union of the masks), before any tile runs, so a
     slice without valid context fails early; None for a slice with nothing to synthesize."""
-    fixed = fixed_scaling(model, dtype, p.nodata)
+    fixed = fixed_scaling(model, dtype, p.nodata, bands=int(p.canon.sizes[p.band]) if p.band else 1)
     rads = []
     for li in p.lead_index:
         if radiometry is not None or fixed is not None:
@@ -198,7 +200,7 @@ def run_slices(p: _Plan, runs, rads, *, model, gsd, opts: Options, operation: st
     """Stage 3: run the tiles of every slice and run (each run sees the previous runs' pixels),
     eagerly with a progress bar, or as named dask tasks. Returns the slices' arrays and their
     uncertainties (None unless ``opts.samples > 1``)."""
-    ref = ModelRef(model, str(model.device))
+    ref = band_model_ref(model, str(model.device), opts.model_bands)
     progress = opts.progress if opts.progress is not None else not p.lazy
     total = p.total
     bar = None
@@ -277,13 +279,13 @@ def assemble(da: xr.DataArray, p: _Plan, outs, uncs, rads, *, model, gsd, opts: 
     return result
 
 
-def fixed_scaling(model, dtype, nodata):
+def fixed_scaling(model, dtype, nodata, bands: int | None = None):
     """The fixed 0-255 scaling (:meth:`Radiometry.full_range`) for a uint8 raster when the model
     asks for it (official Text2Earth models: ``fixed_uint8_range``), else None (fit percentiles)."""
     if getattr(model, "fixed_uint8_range", False) and np.dtype(dtype) == np.uint8:
         from ..geo import Radiometry
 
-        return Radiometry.full_range(model.bands, nodata=nodata)
+        return Radiometry.full_range(bands or model.bands, nodata=nodata)
     return None
 
 
