@@ -39,29 +39,23 @@ def find(names: list[str]) -> list[Path]:
 
 def execute(path: Path, *, out: Path, small: bool = False, model: str | None = None, timeout: int = 3600,
             params: dict[str, str] | None = None):
-    """Run ``path`` in a fresh kernel with the parameter environment; return the executed notebook."""
+    """Run ``path`` in a fresh kernel with the parameter environment; return the executed notebook.
+
+    The parameters go to the kernel's own environment (this process's is left as it is), so
+    several notebooks can run side by side from threads."""
     import nbclient
     import nbformat
 
-    env = {"GEOT2E_NOTEBOOK_OUT": str(out), **(params or {})}
+    env = {k: v for k, v in os.environ.items() if k not in ("GEOT2E_NOTEBOOK_SMALL", "MPLBACKEND")}
+    # MPLBACKEND left out: the notebooks pick matplotlib's inline backend themselves
+    env.update({"GEOT2E_NOTEBOOK_OUT": str(out), **(params or {})})
     if small:
         env["GEOT2E_NOTEBOOK_SMALL"] = "1"
     if model:
         env["GEOT2E_NOTEBOOK_MODEL"] = model
-    saved = {k: os.environ.get(k) for k in [*env, "GEOT2E_NOTEBOOK_SMALL", "MPLBACKEND"]}
-    os.environ.pop("GEOT2E_NOTEBOOK_SMALL", None)
-    os.environ.pop("MPLBACKEND", None)       # the notebooks pick matplotlib's inline backend themselves
-    os.environ.update(env)
-    try:
-        nb = nbformat.read(path, as_version=4)
-        nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
     return nb
 
 

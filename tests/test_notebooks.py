@@ -3,9 +3,9 @@
 Each notebook is executed in a fresh Jupyter kernel (nbclient, through scripts/run_notebooks.py,
 which users run for the full mode) with GEOT2E_NOTEBOOK_SMALL=1
 (small crops, 2 denoising steps), a tiny random model (GEOT2E_NOTEBOOK_MODEL) and an output
-folder under tmp_path (GEOT2E_NOTEBOOK_OUT). A cell that raises fails the test with the cell's
-traceback. The committed notebooks carry no outputs; the executed copies must show figures
-(image/png outputs) and write the files listed below.
+folder of its own (GEOT2E_NOTEBOOK_OUT), two notebooks at a time. A cell that raises fails the
+test with the cell's traceback. The committed notebooks carry no outputs; the executed copies
+must show figures (image/png outputs) and write the files listed below.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+from engine_helpers import tiny_model_path  # noqa: F401 (session fixture: one tiny model for all modules)
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -35,13 +36,9 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-
-    from geot2e.models import Text2Earth, save_pretrained, tiny_config
-
-    torch.manual_seed(0)
-    return str(save_pretrained(Text2Earth(tiny_config()), tmp_path_factory.mktemp("m") / "tiny"))
+def tiny_model(tiny_model_path):
+    """The session's seeded random tiny model (engine_helpers), as a folder path."""
+    return str(tiny_model_path)
 
 
 def _figures(nb) -> int:
@@ -68,14 +65,37 @@ def test_readme_links_every_notebook():
         assert f"](notebooks/{name})" in readme, name
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_notebook_runs_in_small_mode(name, tiny_model, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def executed(request, tiny_model, tmp_path_factory):
+    """The selected notebooks, run in small mode two at a time, each in its own fresh kernel: the
+    suite runs single-threaded (OMP_NUM_THREADS=1), so two kernels use two cores side by side.
+    ``executed(name)`` waits for that notebook and returns (executed notebook, output folder);
+    a cell that raised re-raises there, with the cell's traceback."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from script_helpers import load_script
 
-    out = tmp_path / "out"
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    nb = load_script("run_notebooks").execute(NOTEBOOKS / name, out=out, small=True, model=tiny_model, timeout=300)
+    run = load_script("run_notebooks")
+    names = [it.callspec.params["name"] for it in request.session.items
+             if it.module is request.module and "name" in getattr(getattr(it, "callspec", None), "params", {})]
+    root = tmp_path_factory.mktemp("notebooks")
+    params = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+    def one(name):  # timeout: seconds per cell, a hang bound (one small-mode cell took 284 s on a starved machine)
+        out = root / Path(name).stem / "out"
+        return run.execute(NOTEBOOKS / name, out=out, small=True, model=tiny_model, timeout=1200, params=params), out
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(one, name) for name in dict.fromkeys(names)}
+        yield lambda name: futures[name].result()
+        for f in futures.values():
+            f.cancel()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_notebook_runs_in_small_mode(name, executed):
+    nb, out = executed(name)
     files, figures = EXPECTED[name]
     for f in files:
         assert (out / f).is_file(), f"{name} did not write {f}"
