@@ -155,15 +155,26 @@ def _curve(run: Path, stage: str = "vae") -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The 1-process run and the 2-process launcher run, started side by side (independent
+    processes with their own out_dir; their start-up and single-threaded stretches overlap)."""
     tmp = tmp_path_factory.mktemp("ddp")
-    one = subprocess.run([sys.executable, "-c", "from geot2e.train import run_training; import sys; "
-                          "run_training(sys.argv[1], progress=False)", str(_config(tmp, "one", denoiser=False))],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "geot2e.train.distributed", str(_config(tmp, "two", denoiser=True)),
-                          "--nproc", "2", "--no-progress"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                         timeout=900)
-    assert two.returncode == 0, two.stderr[-3000:]
+    cmds = {
+        "one": [sys.executable, "-c", "from geot2e.train import run_training; import sys; "
+                "run_training(sys.argv[1], progress=False)", str(_config(tmp, "one", denoiser=False))],
+        "two": [sys.executable, "-m", "geot2e.train.distributed", str(_config(tmp, "two", denoiser=True)),
+                "--nproc", "2", "--no-progress"],
+    }
+    procs = {k: subprocess.Popen(c, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, c in cmds.items()}
+    try:
+        errs = {k: p.communicate(timeout=900)[1] for k, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for k, p in procs.items():
+        assert p.returncode == 0, f"{k}: {errs[k][-3000:]}"
     return tmp / "one", tmp / "two"
 
 
