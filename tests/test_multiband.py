@@ -130,6 +130,7 @@ def test_cli_bands_names_every_band(s2, tiny, tmp_path):
     mask = tmp_path / "mask.tif"
     m = s2.isel(band=0, drop=True).copy(data=np.zeros(s2.shape[-2:], np.uint8))
     m[10:30, 10:30] = 1
+    m.attrs = {}
     m.rio.to_raster(mask)
     out = tmp_path / "out.tif"
     fast = ["--model", tiny, "--tile", "64", "--overlap", "16", "--steps", "1", "--guidance", "0", "--no-progress"]
