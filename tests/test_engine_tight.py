@@ -42,12 +42,13 @@ def test_small_cloud_runs_on_a_window_smaller_than_the_cell_window(crop, tiny_mo
     mask = _mask(crop, (80, 90, 70, 100))  # inside cell (1, 1) (rows/cols 64-128), window 48-144
     inpaint(crop, mask, model=tiny_model, **FAST)
     assert len(spy.calls) == 1
-    # rows 80-90 + 16 halo = 64-106 -> aligned to 8 from the window origin 48: 64-112;
-    # cols 70-100 + 16 = 54-116 -> 48-120
-    assert spy.calls[0]["shape"] == (1, 3, 48, 72)
+    # context margin: half the cloud's 30-px extent, at least 16 px (geot2e.engine.grid.context_margin);
+    # rows 80-90 + 16 = 64-106 (42 px) -> 48 rows (a multiple of 8), centred at a start that is a
+    # multiple of the VAE factor 4 from the window origin 48: 60-108; cols 70-100 + 16 = 54-116 -> 52-116
+    assert spy.calls[0]["shape"] == (1, 3, 48, 64)
     # the model sees the cloud as unknown and the rest of the tight window as known
     model_mask = spy.calls[0]["masks"][0, 0].numpy() > 0.5
-    np.testing.assert_array_equal(model_mask, mask.values[64:112, 48:120])
+    np.testing.assert_array_equal(model_mask, mask.values[60:108, 52:116])
 
 
 def test_pixels_outside_the_mask_are_bit_identical(crop, tiny_model):
@@ -112,11 +113,15 @@ def test_tight_window_holds_the_masked_box_and_halo_inside_the_window(seed):
 
 
 def test_overlap_zero_still_shows_context_around_a_cloud():
-    """With overlap=0 the tight box keeps a context margin of tile // 4 around the cloud
-    (clipped to the cell's window), so the model still sees clear ground next to it."""
+    """With overlap=0 the tight box keeps a context margin around the cloud (half its extent,
+    at least MIN_CONTEXT = 16 px, at most tile // 4; clipped to the cell's window), so the model
+    still sees clear ground next to it."""
+    from geot2e.engine.grid import MIN_CONTEXT
+
     grid = TileGrid(128, 128, 128, 0, 4)
     cm = np.zeros((128, 128), bool)
     cm[60:70, 50:58] = True
     y0, y1, x0, x1 = grid.tight_window(0, 0, cm, 16)
-    assert y0 <= 60 - 32 and y1 >= 70 + 32 and x0 <= 50 - 32 and x1 >= 58 + 32
+    c = MIN_CONTEXT
+    assert y0 <= 60 - c and y1 >= 70 + c and x0 <= 50 - c and x1 >= 58 + c
     assert (y1 - y0) < 128 or (x1 - x0) < 128        # still smaller than the whole window

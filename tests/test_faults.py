@@ -94,12 +94,12 @@ class KillFirstPassB(WorkerPlugin):
     def setup(self, worker):
         import geot2e.engine.tiles as tiles
 
-        real = tiles.run_cell
+        real = tiles.run_batch
         if getattr(real, "_kills_once", False):
             return
         flag = self.flag
 
-        def run_cell(job, i, j, blocks, offsets, mblocks, context_values=(), context_cells=()):
+        def run_batch(job, items, blocks, offsets, mblocks, context_values=(), context_bounds=()):
             if len(context_values):
                 try:
                     fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -109,10 +109,10 @@ class KillFirstPassB(WorkerPlugin):
                     os.write(fd, str(os.getpid()).encode())
                     os.close(fd)
                     os.kill(os.getpid(), signal.SIGKILL)
-            return real(job, i, j, blocks, offsets, mblocks, context_values, context_cells)
+            return real(job, items, blocks, offsets, mblocks, context_values, context_bounds)
 
-        run_cell._kills_once = True
-        tiles.run_cell = run_cell  # tasks name the function by module and name: they find this one
+        run_batch._kills_once = True
+        tiles.run_batch = run_batch  # tasks name the function by module and name: they find this one
 
 
 @pytest.mark.slow

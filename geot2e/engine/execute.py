@@ -5,8 +5,11 @@ Pass A runs the masked cells with ``(i + j)`` even, pass B the masked cells with
 window as known context. Cells without masked pixels never run. Output blocks copy the
 input and paste the synthesized pixels of the cells they intersect.
 
-Both paths call :func:`~geot2e.engine.tiles.run_cell` with the same windows and the same
-batch (one cell, ``samples`` images), so they give bit-identical results.
+Each cell runs on one or more tight windows (:meth:`~geot2e.engine.grid.TileGrid.cell_windows`);
+windows of one pass and of similar size, from nearby cells, share a model call
+(:func:`schedule`). The batches are a pure function of the mask, and both paths call
+:func:`~geot2e.engine.tiles.run_batch` with the same batches, so they give bit-identical results
+(CPU kernels can differ in the last bit between batch compositions, never between runs of one).
 """
 from __future__ import annotations
 
@@ -16,9 +19,15 @@ from typing import Callable
 import numpy as np
 
 from .grid import TileGrid
-from .tiles import Job, assemble, run_cell
+from .tiles import Job, assemble, cell_items, item_bounds, paste, run_batch
 
-__all__ = ["plan", "run_eager", "run_lazy", "context_cells"]
+__all__ = ["plan", "schedule", "run_eager", "run_lazy", "context_cells", "SIMILAR", "REGION"]
+
+#: Windows share a model call when each keeps at least this share of the batch's window area
+#: (the smaller ones grow to the batch's shape, with more context).
+SIMILAR = 0.8
+#: Batches gather windows from squares of REGION x REGION cells, so a task reads nearby blocks.
+REGION = 8
 
 
 def _is_dask(a) -> bool:
@@ -56,26 +65,168 @@ def context_cells(grid: TileGrid, i: int, j: int, done: set) -> list[tuple[int, 
     return [c for c in grid.cells_touching(*grid.window(i, j)) if c in done and c != (i, j)]
 
 
+def _cell_items(job: Job, model, mask, cells: list) -> dict:
+    """``{cell: [(i, j, k, box), ...]}``: the windows of each cell, from a numpy or dask mask
+    (a dask mask is read in tile-aligned pieces, like :func:`occupancy`)."""
+    grid = job.grid
+    if not _is_dask(mask):
+        m = np.asarray(mask, dtype=bool)
+        return {c: cell_items(job, model, *c, m[slice(*grid.cell(*c)[:2]), slice(*grid.cell(*c)[2:])])
+                for c in cells}
+    import dask
+
+    t = grid.tile
+    step = max(1, 2048 // t) * t
+    m = mask.astype(bool).rechunk((step, step))
+    ey, ex = _offsets(m.chunks[0]), _offsets(m.chunks[1])
+    want = set(cells)
+    blocks = m.to_delayed()
+    tasks = []
+    for a in range(len(ey) - 1):
+        for b in range(len(ex) - 1):
+            mine = [c for c in cells if ey[a] <= grid.cell(*c)[0] < ey[a + 1] and ex[b] <= grid.cell(*c)[2] < ex[b + 1]]
+            if mine:
+                tasks.append(dask.delayed(_block_items)(job, model, blocks[a, b], (int(ey[a]), int(ex[b])), mine))
+    out = {}
+    for part in dask.compute(*tasks):
+        out.update(part)
+    if set(out) != want:  # pragma: no cover - every cell lies in one block
+        raise RuntimeError("internal error: a running cell was not found in the mask's blocks")
+    return out
+
+
+def _block_items(job, model, block, offset, cells):
+    grid = job.grid
+    return {c: cell_items(job, model, *c, paste([np.asarray(block)], [offset], grid.cell(*c), False)) for c in cells}
+
+
+def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, list]:
+    """The model calls of pass A and pass B: lists of batches, each a list of ``(i, j, k, box)``
+    items of one shape. A pure function of the mask (never of chunks or workers).
+
+    Windows of one pass, from one square of :data:`REGION` x :data:`REGION` cells, are taken
+    largest first; a batch takes the next window while every member keeps at least
+    :data:`SIMILAR` of the batch's (rows x cols) and the batch holds at most ``samples`` x the
+    cell window's pixels (the size of one full-window call); members grow to the batch's shape
+    (:meth:`~geot2e.engine.grid.TileGrid.grow`). ``job.batch=False``: one window per call.
+    """
+    grid = job.grid
+    items = _cell_items(job, model, mask, list(cells[0]) + list(cells[1]))
+    budget = grid.window_shape[0] * grid.window_shape[1]
+    out = []
+    for pass_cells in cells:
+        regions: dict = {}
+        for c in pass_cells:
+            regions.setdefault((c[0] // REGION, c[1] // REGION), []).extend(items[c])
+        batches = []
+        for key in sorted(regions):
+            todo = sorted(regions[key], key=lambda it: (-(it[3][1] - it[3][0]) * (it[3][3] - it[3][2]), it[:3]))
+            while todo:
+                batch, shape = [todo.pop(0)], None
+                h, w = batch[0][3][1] - batch[0][3][0], batch[0][3][3] - batch[0][3][2]
+                rest = []
+                for it in todo:
+                    ih, iw = it[3][1] - it[3][0], it[3][3] - it[3][2]
+                    th, tw = max(h, ih), max(w, iw)
+                    fits = (job.batch and (len(batch) + 1) * th * tw <= budget
+                            and all((b[3][1] - b[3][0]) * (b[3][3] - b[3][2]) >= SIMILAR * th * tw for b in batch + [it]))
+                    if fits:
+                        batch.append(it)
+                        h, w = th, tw
+                    else:
+                        rest.append(it)
+                todo = rest
+                shape = (h, w)
+                batch = sorted(batch, key=lambda it: it[:3])
+                batches.append([(i, j, k, box if (box[1] - box[0], box[3] - box[2]) == shape
+                                 else grid.grow(i, j, box, shape)) for i, j, k, box in batch])
+        out.append(batches)
+    return out[0], out[1]
+
+
+def _touches(a, b) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def _context(done: tuple[list, list], batch) -> tuple[list, list]:
+    """The pass-A results (values, bounds) that fall inside any window of ``batch``."""
+    keep = [n for n, bd in enumerate(done[1]) if any(_touches(bd, it[3]) for it in batch)]
+    return [done[0][n] for n in keep], [done[1][n] for n in keep]
+
+
 def run_eager(job: Job, data: np.ndarray, mask: np.ndarray, *,
               cells: tuple[list, list] | None = None, progress: Callable[[int], None] | None = None):
-    """Run on numpy arrays ``data`` (C, H, W) and ``mask`` (H, W); returns ``(out, uncertainty)``."""
+    """Run on numpy arrays ``data`` (C, H, W) and ``mask`` (H, W); returns ``(out, uncertainty)``.
+    ``progress(1)`` is called as each cell's last window finishes."""
     grid = job.grid
     mask = np.asarray(mask, dtype=bool)
-    pass_a, pass_b = cells if cells is not None else plan(grid, mask)
-    results: dict[tuple[int, int], np.ndarray] = {}
-    for c in pass_a:
-        results[c] = run_cell(job, *c, [data], [(0, 0)], [mask])
-        if progress:
-            progress(1)
-    done_a = set(pass_a)
-    for c in pass_b:
-        ctx = context_cells(grid, *c, done_a)
-        results[c] = run_cell(job, *c, [data], [(0, 0)], [mask], [results[k] for k in ctx],
-                              [grid.cell(*k) for k in ctx])
-        if progress:
-            progress(1)
-    keys = list(results)
-    return assemble(job, data, (0, 0), mask, [results[k] for k in keys], [grid.cell(*k) for k in keys])
+    cells = cells if cells is not None else plan(grid, mask)
+    batches_a, batches_b = schedule(job, job.model.get(), mask, cells)
+    left: dict = {}
+    for batch in batches_a + batches_b:
+        for i, j, _, _ in batch:
+            left[i, j] = left.get((i, j), 0) + 1
+    done_a: tuple[list, list] = ([], [])
+    values, bounds = [], []
+    for npass, batches in enumerate((batches_a, batches_b)):
+        for batch in batches:
+            ctx = _context(done_a, batch) if npass else ((), ())
+            n = len(batch)
+            values.extend(run_batch(job, batch, [[data]] * n, [[(0, 0)]] * n, [[mask]] * n, *ctx))
+            bounds.extend(item_bounds(grid, i, j, box) for i, j, _, box in batch)
+            for i, j, _, _ in batch:
+                left[i, j] -= 1
+                if progress and not left[i, j]:
+                    progress(1)
+        if npass == 0:
+            done_a = (list(values), list(bounds))
+    return assemble(job, data, (0, 0), mask, values, bounds)
+
+
+def lazy_array(arr: np.ndarray, chunks, *, name: str):
+    """A dask array of the in-memory ``arr``. With a ``dask.distributed`` client running, the
+    array is scattered to the cluster once and the graph holds a reference to it (its key),
+    not its pixels; otherwise (threads, processes) the blocks are slices of ``arr`` as usual."""
+    import dask.array as dsa
+
+    client = _client()
+    if client is None:
+        return dsa.from_array(arr, chunks=chunks, name=name)
+    from dask import delayed
+
+    future = client.scatter(arr, broadcast=False, hash=True)
+    whole = delayed(future)
+    edges = [_offsets(c) for c in dsa.core.normalize_chunks(chunks, arr.shape)]
+    rows = []
+    for a in range(len(edges[0]) - 1):
+        row = []
+        for b in range(len(edges[1]) - 1):
+            sl = (slice(int(edges[0][a]), int(edges[0][a + 1])), slice(int(edges[1][b]), int(edges[1][b + 1])))
+            shape = (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+            row.append(dsa.from_delayed(delayed(_take)(whole, sl, dask_key_name=f"{name}-{a}-{b}"), shape=shape,
+                                        dtype=arr.dtype, meta=np.empty((0, 0), arr.dtype)))
+        rows.append(row)
+    return dsa.block(rows)
+
+
+def _take(arr, sl):
+    return np.asarray(arr[sl])
+
+
+def _client():
+    """The running ``dask.distributed`` client, if dask's scheduler is one (else None)."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover
+        return None
+    import dask
+
+    try:
+        client = default_client()
+    except ValueError:
+        return None
+    sched = dask.config.get("scheduler", None)
+    return client if sched in (None, "dask.distributed", "distributed") else None
 
 
 def _offsets(chunks: tuple[int, ...]) -> np.ndarray:
@@ -101,11 +252,12 @@ def run_lazy(job: Job, data, mask, *, name: str, cells: tuple[list, list] | None
 
     grid = job.grid
     data = data.rechunk({0: -1})
+    mask_src = mask if _is_dask(mask) else np.asarray(mask, dtype=bool)
+    pass_a, pass_b = cells if cells is not None else plan(grid, mask_src)
     if _is_dask(mask):
         mask = mask.astype(bool).rechunk(data.chunks[1:])
     else:
-        mask = dsa.from_array(np.asarray(mask, dtype=bool), chunks=data.chunks[1:], name=f"{name}-mask")
-    pass_a, pass_b = cells if cells is not None else plan(grid, mask)
+        mask = lazy_array(mask_src, data.chunks[1:], name=f"{name}-mask")
     ey, ex = _offsets(data.chunks[1]), _offsets(data.chunks[2])
     dblocks = data.to_delayed()[0]
     mblocks = mask.to_delayed()
@@ -116,17 +268,19 @@ def run_lazy(job: Job, data, mask, *, name: str, cells: tuple[list, list] | None
         return ([dblocks[a, b] for a, b in idx], [(int(ey[a]), int(ex[b])) for a, b in idx],
                 [mblocks[a, b] for a, b in idx])
 
-    run = delayed(functools.partial(run_cell, job), pure=False, name=f"{name}-run")
-    results: dict = {}
-    for c in pass_a:
-        bl, off, ml = pieces(*grid.window(*c))
-        results[c] = run(*c, bl, off, ml, dask_key_name=f"{name}-cellA-{c[0]}-{c[1]}")
-    done_a = set(pass_a)
-    for c in pass_b:
-        bl, off, ml = pieces(*grid.window(*c))
-        ctx = context_cells(grid, *c, done_a)
-        results[c] = run(*c, bl, off, ml, [results[k] for k in ctx], [grid.cell(*k) for k in ctx],
-                         dask_key_name=f"{name}-cellB-{c[0]}-{c[1]}")
+    batches_a, batches_b = schedule(job, job.model.get(), mask_src, (pass_a, pass_b))
+    values, bounds, done_a = [], [], ((), ())
+    for npass, batches in enumerate((batches_a, batches_b)):
+        for nb, batch in enumerate(batches):
+            ps = [pieces(*grid.window(i, j)) for i, j, _, _ in batch]
+            ctx = _context(done_a, batch) if npass else ((), ())
+            run = delayed(functools.partial(run_batch, job), pure=False, nout=len(batch), name=f"{name}-run")
+            out = run(batch, [p[0] for p in ps], [p[1] for p in ps], [p[2] for p in ps], *ctx,
+                      dask_key_name=f"{name}-batch{'AB'[npass]}-{nb}")
+            values.extend(out[n] for n in range(len(batch)))
+            bounds.extend(item_bounds(grid, i, j, box) for i, j, _, box in batch)
+        if npass == 0:
+            done_a = (list(values), list(bounds))
     asm = delayed(functools.partial(assemble, job), pure=False, nout=2, name=f"{name}-asm")
     nb = data.shape[0]
     out_rows, unc_rows = [], []
@@ -135,13 +289,13 @@ def run_lazy(job: Job, data, mask, *, name: str, cells: tuple[list, list] | None
         for b in range(len(ex) - 1):
             y0, y1, x0, x1 = int(ey[a]), int(ey[a + 1]), int(ex[b]), int(ex[b + 1])
             shape = (nb, y1 - y0, x1 - x0)
-            touching = [k for k in grid.cells_touching(y0, y1, x0, x1) if k in results]
+            touching = [n for n, bd in enumerate(bounds) if _touches(bd, (y0, y1, x0, x1))]
             if not touching:
                 out_row.append(data.blocks[:, a, b])
                 unc_row.append(dsa.zeros(shape, dtype=np.float32, chunks=shape))
                 continue
-            o, u = asm(dblocks[a, b], (y0, x0), mblocks[a, b], [results[k] for k in touching],
-                       [grid.cell(*k) for k in touching], dask_key_name=f"{name}-block-{a}-{b}")
+            o, u = asm(dblocks[a, b], (y0, x0), mblocks[a, b], [values[n] for n in touching],
+                       [bounds[n] for n in touching], dask_key_name=f"{name}-block-{a}-{b}")
             out_row.append(dsa.from_delayed(o, shape=shape, dtype=data.dtype,
                                             meta=np.empty((0, 0, 0), data.dtype)))
             if job.samples > 1:

@@ -19,8 +19,8 @@ from ..sampling import MODEL_SAMPLING, OPTIONS
 from .grid import TileGrid
 from .noise import tile_noise
 
-__all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "spatial_multiple", "run_cell",
-           "assemble"]
+__all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "spatial_multiple", "item_bounds",
+           "cell_items", "run_batch", "run_cell", "assemble"]
 
 
 class ModelRef:
@@ -76,6 +76,7 @@ class Job:
     key: tuple[int, ...] = field(default=())  # (run, *leading index): part of the noise key
     threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
     tight: bool = True                        # run on tight windows (False: every cell on its full window)
+    batch: bool = True                        # windows of similar size share a model call (False: one each)
 
     #: the sampling options a Job takes from the API's resolved options (engine.raster.Options)
     OPTION_FIELDS = ("guidance", "guidance_interval", "steps", "scheduler", "seed", "samples", "harmonize",
@@ -149,43 +150,31 @@ def spatial_multiple(model) -> int:
     return f * 2 ** (len(chans) - 1) if chans else f
 
 
-def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=(), context_cells=()) -> np.ndarray:
-    """Synthesize the masked pixels of cell (i, j).
+def item_bounds(grid: TileGrid, i: int, j: int, box) -> tuple[int, int, int, int]:
+    """The pixels a window ``box`` of cell (i, j) may write: ``box`` clipped to the cell."""
+    cy0, cy1, cx0, cx1 = grid.cell(i, j)
+    return max(cy0, box[0]), min(cy1, box[1]), max(cx0, box[2]), min(cx1, box[3])
 
-    The model runs on the cell's tight window (:meth:`TileGrid.tight_window`): the
-    bounding box of the cell's masked pixels plus a context margin of
-    ``max(overlap, tile // 4)``, aligned to
-    :func:`spatial_multiple`, inside the cell's window (the whole window when it does
-    not fit), so the cost follows the masked area.
 
-    Parameters
-    ----------
-    job : Job
-    i, j : int
-        Cell row and column in the global grid.
-    blocks, offsets : raw input blocks (C, h, w) and their global (y, x) origins; together
-        they cover the cell's window (inside the raster).
-    mblocks : mask blocks (h, w), same offsets.
-    context_values, context_cells : results of already-run cells (pass A) and their cell
-        bounds: their synthesized pixels are known context for this cell.
-
-    Returns
-    -------
-    (K, C, h, w) float32 in [-1, 1] for the cell, NaN outside the mask.
-    """
+def _window_input(job: Job, model, i: int, j: int, k: int, box, blocks, offsets, mblocks,
+                  context_values, context_bounds):
+    """What the model sees for window ``box`` of cell (i, j): images (K, C, h, w), unknown
+    mask (K, 1, h, w), noise (K, c, h/f, w/f), and the cell pixels this window writes."""
     import torch
 
     grid = job.grid
-    model = job.model.get()
     f = model.vae_factor
     wy0, wy1, wx0, wx1 = grid.window(i, j)
     cy0, cy1, cx0, cx1 = grid.cell(i, j)
     cm = paste(mblocks, offsets, (cy0, cy1, cx0, cx1), False)
-    # the tight window: the cell's masked pixels + halo (a pure function of the mask)
-    region = grid.tight_window(i, j, cm, spatial_multiple(model)) if job.tight else (wy0, wy1, wx0, wx1)
-    ry0, ry1, rx0, rx1 = region
-    raw = paste(blocks, offsets, region, _fill_value(blocks[0].dtype))
-    m = paste(mblocks, offsets, region, False)
+    if job.tight:
+        _, owner = grid.cell_windows(i, j, cm, spatial_multiple(model))
+        own = owner == k
+    else:
+        own = cm
+    ry0, ry1, rx0, rx1 = box
+    raw = paste(blocks, offsets, box, _fill_value(blocks[0].dtype))
+    m = paste(mblocks, offsets, box, False)
     inside = np.zeros(m.shape, dtype=bool)
     inside[:max(0, grid.height - ry0), :max(0, grid.width - rx0)] = True
     unknown = m | invalid_pixels(raw, job.nodata) | ~inside
@@ -194,7 +183,7 @@ def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=
     k_samples = job.samples
     xs = np.repeat(x[None], k_samples, axis=0)
     unk = np.repeat(unknown[None, None], k_samples, axis=0)
-    for vals, (vy0, vy1, vx0, vx1) in zip(context_values, context_cells):
+    for vals, (vy0, vy1, vx0, vx1) in zip(context_values, context_bounds):
         ys, ye, xs0, xe = max(vy0, ry0), min(vy1, ry1), max(vx0, rx0), min(vx1, rx1)
         if ys >= ye or xs0 >= xe:
             continue
@@ -204,29 +193,105 @@ def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=
         np.copyto(dst, sub, where=np.broadcast_to(known, sub.shape))
         u = unk[:, :, ys - ry0:ye - ry0, xs0 - rx0:xe - rx0]
         u &= ~known
-    # the window's keyed noise, cut to the tight window (offsets are multiples of f), so
-    # each latent position gets the same noise whatever part of the window runs
+    # the cell window's keyed noise, cut to this window (offsets are multiples of f), so each
+    # latent position gets the same noise whatever part of the window runs
     shape = (model.latent_channels, (wy1 - wy0) // f, (wx1 - wx0) // f)
     ly, lx = (ry0 - wy0) // f, (rx0 - wx0) // f
-    noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, k)[:, ly:ly + (ry1 - ry0) // f,
+    noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, s)[:, ly:ly + (ry1 - ry0) // f,
                                                                          lx:lx + (rx1 - rx0) // f]
-                         for k in range(k_samples)])
+                         for s in range(k_samples)])
+    return xs, unk, noise, own
+
+
+def run_batch(job: Job, items, blocks, offsets, mblocks, context_values=(), context_bounds=()) -> tuple:
+    """Synthesize the masked pixels of several windows of one shape in one model call.
+
+    Parameters
+    ----------
+    job : Job
+    items : list of (i, j, k, box)
+        Cell row and column, the window's index among the cell's windows
+        (:meth:`TileGrid.cell_windows`; 0 with ``job.tight=False``) and its bounds (global
+        pixels, the same shape for every item).
+    blocks, offsets, mblocks : per item, the raw input blocks (C, h, w), their global (y, x)
+        origins and the mask blocks that together cover the item's cell window.
+    context_values, context_bounds : results of already-run windows (pass A) and their
+        :func:`item_bounds`: their synthesized pixels are known context.
+
+    Returns
+    -------
+    tuple of (K, C, h, w) float32 arrays in [-1, 1], one per item, over its
+    :func:`item_bounds`, NaN except on the masked pixels the item writes.
+    """
+    import torch
+
+    model = job.model.get()
+    parts = [_window_input(job, model, i, j, k, box, bl, off, ml, context_values, context_bounds)
+             for (i, j, k, box), bl, off, ml in zip(items, blocks, offsets, mblocks)]
     with torch_threads(job.threads):
-        out = model.inpaint(torch.from_numpy(xs), torch.from_numpy(unk.astype(np.float32)), gsd=job.gsd,
-                            prompts=job.prompt, guidance=job.guidance, steps=job.steps, scheduler=job.scheduler,
-                            noise=noise, harmonize=job.harmonize, guidance_interval=job.guidance_interval)
+        out = model.inpaint(torch.from_numpy(np.concatenate([p[0] for p in parts])),
+                            torch.from_numpy(np.concatenate([p[1] for p in parts]).astype(np.float32)),
+                            gsd=job.gsd, prompts=job.prompt, guidance=job.guidance, steps=job.steps,
+                            scheduler=job.scheduler, noise=torch.cat([p[2] for p in parts]),
+                            harmonize=job.harmonize, guidance_interval=job.guidance_interval)
     out = out.detach().to("cpu", torch.float32).numpy()
-    cell = np.full((k_samples, out.shape[1], cy1 - cy0, cx1 - cx0), np.nan, dtype=np.float32)
-    ys, ye, xs0, xe = max(cy0, ry0), min(cy1, ry1), max(cx0, rx0), min(cx1, rx1)
-    cell[:, :, ys - cy0:ye - cy0, xs0 - cx0:xe - cx0] = np.clip(
-        out[:, :, ys - ry0:ye - ry0, xs0 - rx0:xe - rx0], -1.0, 1.0)
-    cell[:, :, ~cm] = np.nan
-    return np.ascontiguousarray(cell)
+    k_samples = job.samples
+    results = []
+    for n, ((i, j, _k, box), part) in enumerate(zip(items, parts)):
+        by0, by1, bx0, bx1 = item_bounds(job.grid, i, j, box)
+        cy0, _, cx0, _ = job.grid.cell(i, j)
+        vals = np.clip(out[n * k_samples:(n + 1) * k_samples, :, by0 - box[0]:by1 - box[0], bx0 - box[2]:bx1 - box[2]],
+                       -1.0, 1.0)
+        own = part[3][by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0]
+        vals[:, :, ~own] = np.nan
+        results.append(np.ascontiguousarray(vals, dtype=np.float32))
+    return tuple(results)
+
+
+def cell_items(job: Job, model, i: int, j: int, cell_mask) -> list:
+    """The windows cell (i, j) runs on, as ``(i, j, k, box)`` items (:meth:`TileGrid.cell_windows`;
+    its whole window with ``job.tight=False``)."""
+    if not job.tight:
+        return [(i, j, 0, job.grid.window(i, j))]
+    wins, _ = job.grid.cell_windows(i, j, cell_mask, spatial_multiple(model))
+    return [(i, j, k, w) for k, w in enumerate(wins)]
+
+
+def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=(), context_cells=()) -> np.ndarray:
+    """Synthesize the masked pixels of cell (i, j) alone, each of its windows in its own call.
+
+    The engine runs windows in batches (:func:`run_batch`); this is the one-cell form, for
+    controls and tests. ``context_values`` are cell-shaped results over ``context_cells``.
+
+    Returns
+    -------
+    (K, C, h, w) float32 in [-1, 1] for the cell, NaN outside the mask.
+    """
+    grid = job.grid
+    model = job.model.get()
+    cy0, cy1, cx0, cx1 = grid.cell(i, j)
+    cm = paste(mblocks, offsets, (cy0, cy1, cx0, cx1), False)
+    bounds = [grid.cell(*c) if len(c) == 2 else c for c in context_cells]
+    cell = None
+    for item in cell_items(job, model, i, j, cm):
+        (vals,) = run_batch(job, [item], [blocks], [offsets], [mblocks], context_values, bounds)
+        if cell is None:
+            cell = np.full((vals.shape[0], vals.shape[1], cy1 - cy0, cx1 - cx0), np.nan, dtype=np.float32)
+        by0, by1, bx0, bx1 = item_bounds(grid, i, j, item[3])
+        dst = cell[:, :, by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0]
+        np.copyto(dst, vals, where=~np.isnan(vals))
+    if cell is None:
+        cell = np.full((job.samples, blocks[0].shape[0], cy1 - cy0, cx1 - cx0), np.nan, dtype=np.float32)
+    return cell
 
 
 def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.ndarray,
              cell_values=(), cell_bounds=()):
-    """Composite synthesized cells into one output block.
+    """Composite synthesized windows (or cells) into one output block.
+
+    ``cell_values`` / ``cell_bounds``: the results of :func:`run_batch` (or :func:`run_cell`)
+    and the pixels they cover; each masked pixel of the block must be written (not NaN) by
+    exactly one of them.
 
     Returns ``(out, uncertainty)``: ``out`` is a copy of ``block`` (input dtype) with the
     masked pixels replaced (the mean of the samples when K > 1); ``uncertainty`` is
@@ -249,12 +314,13 @@ def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.nd
         ys, ye, xs, xe = max(cy0, by), min(cy1, by + h), max(cx0, bx), min(cx1, bx + w)
         if ys >= ye or xs >= xe:
             continue
-        sel = where[ys - by:ye - by, xs - bx:xe - bx]
+        sub = vals[:, :, ys - cy0:ye - cy0, xs - cx0:xe - cx0]
+        sel = where[ys - by:ye - by, xs - bx:xe - bx] & ~np.isnan(sub[0, 0])
         if not sel.any():
             continue
-        picked = vals[:, :, ys - cy0:ye - cy0, xs - cx0:xe - cx0][:, :, sel]  # (K, C, n), model space
+        picked = sub[:, :, sel]  # (K, C, n), model space
         if np.isnan(picked).any():
-            raise RuntimeError("internal error: a masked pixel was not synthesized by its tile")
+            raise RuntimeError("internal error: a masked pixel was not synthesized in every band and sample")
         mean = picked[0].astype(np.float64)
         for s in range(1, k):
             mean += picked[s]
@@ -268,5 +334,5 @@ def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.nd
             unc[:, ys - by:ye - by, xs - bx:xe - bx][:, sel] = (np.sqrt(var / k) * scale[:, None]).astype(np.float32)
         written += int(sel.sum())
     if written != int(where.sum()):
-        raise RuntimeError("internal error: a masked pixel lies in no synthesized tile")
+        raise RuntimeError("internal error: a masked pixel lies in no synthesized window, or in two")
     return out, unc
