@@ -82,8 +82,15 @@ def write_to_zarr(result: xr.DataArray, store: str | os.PathLike, *, overwrite: 
     synth = result.coords.get("synthesized")
     sdata = None
     if synth is not None:
-        sdata = synth.data if isinstance(synth.data, dsa.Array) else dsa.from_array(np.asarray(synth.data))
-        sdata = sdata.rechunk((ych, xch))
+        if isinstance(synth.data, dsa.Array):
+            sdata = synth.data.rechunk((ych, xch))
+        else:  # scattered once on a distributed cluster: the graph holds its key, not its pixels
+            from dask.base import tokenize
+
+            from .execute import lazy_array
+
+            arr = np.asarray(synth.data, dtype=bool)
+            sdata = lazy_array(arr, (ych, xch), name=f"geot2e-synthesized-{tokenize(arr)}")
     vblocks = data.to_delayed()
     sblocks = sdata.to_delayed() if sdata is not None else None
     ey, ex = np.cumsum((0,) + ych), np.cumsum((0,) + xch)
