@@ -12,18 +12,15 @@ import xarray as xr  # noqa: E402
 import geot2e  # noqa: E402
 import geot2e.accessor  # noqa: E402,F401  (registers .t2e)
 from geot2e.accessor import Provenance  # noqa: E402
+from engine_helpers import tiny_model_path  # noqa: E402,F401 (session fixture: one tiny model for all modules)
 
 FAST = dict(steps=1, guidance=0.0, tile=32, overlap=8, progress=False)
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-
-    from geot2e.models import Text2Earth, save_pretrained, tiny_config
-
-    torch.manual_seed(0)
-    return str(save_pretrained(Text2Earth(tiny_config()), tmp_path_factory.mktemp("m") / "tiny"))
+def tiny_model(tiny_model_path):
+    """The session's seeded random tiny model (engine_helpers), as a folder path."""
+    return str(tiny_model_path)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 
 import geot2e  # noqa: E402
 from geot2e.errors import CheckpointError  # noqa: E402
+from engine_helpers import tiny_model_path  # noqa: E402,F401 (session fixture: one tiny model for all modules)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -26,13 +27,9 @@ def load(name: str):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-
-    from geot2e.models import Text2Earth, save_pretrained, tiny_config
-
-    torch.manual_seed(0)
-    return str(save_pretrained(Text2Earth(tiny_config()), tmp_path_factory.mktemp("m") / "tiny"))
+def tiny_model(tiny_model_path):
+    """The session's seeded random tiny model (engine_helpers), as a folder path."""
+    return str(tiny_model_path)
 
 
 def reopen(path: Path, crs="EPSG:32621"):
@@ -119,3 +116,4 @@ def test_readme_example_is_valid_python_and_uses_committed_files():
     for link in re.findall(r"\]\(((?:docs|examples)/[^)#]+)\)", readme):
         if link != "docs/img/before_after.png":  # made by examples/01 with the default model
             assert (EXAMPLES.parent / link).exists(), link
+
