@@ -14,6 +14,7 @@ import xarray as xr
 
 import geot2e
 from geot2e import cli
+from engine_helpers import tiny_model_path  # noqa: F401 (session fixture: one tiny model for all modules)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("remove-clouds", "inpaint", "outpaint", "generate", "train", "eval", "info")
@@ -21,13 +22,9 @@ FAST = ["--steps", "1", "--guidance", "0", "--tile", "32", "--overlap", "8", "--
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-
-    from geot2e.models import Text2Earth, save_pretrained, tiny_config
-
-    torch.manual_seed(0)
-    return str(save_pretrained(Text2Earth(tiny_config()), tmp_path_factory.mktemp("m") / "tiny"))
+def tiny_model(tiny_model_path):
+    """The session's seeded random tiny model (engine_helpers), as a folder path."""
+    return str(tiny_model_path)
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +377,7 @@ def blocking_setitem(self, key, value):
     tmp.write_text(f"writing {Path(self.path).exists()} {handlers[0]} {handlers[1]}")
     tmp.replace(ready)
     t0 = time.monotonic()
-    while Path(self.path).exists() and time.monotonic() - t0 < 300:  # until the cleanup removed it
+    while Path(self.path).exists() and time.monotonic() - t0 < 1800:  # until the cleanup removed it
         time.sleep(0.02)
 
 geot2e.inpaint = fake_inpaint
@@ -405,7 +402,10 @@ def test_sigterm_cleans_up_like_sigint(tmp_path, crop_tif, cloud_geojson, signam
     proc = subprocess.Popen([sys.executable, str(script), "x", str(marker), "inpaint", str(crop_tif),
                              str(outdir / "o.tif"), "--mask", str(cloud_geojson), "--no-progress"],
                             stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 300  # a bound only: the wait ends on the stub's readiness file
+    # the bounds below only catch a real hang: the waits end on the stub's readiness file and on the
+    # process's exit. They are generous: on a starved machine (two trainings at high priority) a child
+    # that had handled the signal and printed its error line was still exiting 400 s later.
+    deadline = time.monotonic() + 1200
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "the write never started"
@@ -414,11 +414,11 @@ def test_sigterm_cleans_up_like_sigint(tmp_path, crop_tif, cloud_geojson, signam
     assert any(".part." in n for n in os.listdir(outdir))  # the temporary exists while writing
     proc.send_signal(getattr(signal, signame))
     try:
-        _, err = proc.communicate(timeout=400)
+        _, err = proc.communicate(timeout=1200)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-        pytest.fail(f"the process did not stop after {signame}: {err[-2000:]}")
+        pytest.fail(f"the process did not stop after {signame} (left: {os.listdir(outdir)}): {err[-2000:]}")
     assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
     assert err.strip().splitlines()[-1].startswith("geot2e: error: "), err
     assert os.listdir(outdir) == []  # no output, no temporary
