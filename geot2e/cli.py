@@ -981,5 +981,25 @@ def _main(argv: list, debug: bool) -> int:
         return code
 
 
+def entry(argv: Sequence[str] | None = None) -> None:
+    """The ``geot2e`` executable: :func:`main`, then exit with its code.
+
+    After Ctrl-C or SIGTERM the process ends at once (``os._exit``) once :func:`main` has cleaned
+    up: the interrupt is raised wherever the main thread happened to be, possibly inside a
+    dask/thread-pool lock that a worker thread then waits on, and the interpreter's normal exit
+    joins those threads, so it could hang forever after the cleanup and the error line. Outputs and
+    temporaries are already removed at that point; only the thread joins are skipped.
+    """
+    code = main(argv)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
