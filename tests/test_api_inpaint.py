@@ -106,15 +106,20 @@ def test_nodata_outside_mask_is_never_context_and_stays_nodata(crop, tiny_model,
     mask = mask & ~xr.DataArray(nd_pixels, dims=("y", "x"))
     spy = InpaintSpy(tiny_model)
     monkeypatch.setattr(tiny_model, "inpaint", spy)
+    wins = _record_windows(monkeypatch)
     out = inpaint(crop, mask, model=tiny_model, **FAST)
-    assert len(spy.calls) == 1
+    assert len(spy.calls) == 1 and len(wins) == 1
     call = spy.calls[0]
-    # cell (0, 0) runs on its tight window, rows 0-80, cols 0-80 (the mask's 0-64 + the 16 px
-    # halo, inside its window 0-96): nodata pixels there are unknown to the model
-    assert call["shape"] == (1, 3, 80, 80)
+    # cell (0, 0) runs on one tight window around the mask's 0-64 box (plus its context margin):
+    # nodata pixels there are unknown to the model
+    y0, y1, x0, x1 = wins[0]
+    hole = mask.values
+    assert call["shape"] == (1, 3, y1 - y0, x1 - x0)
+    assert hole[y0:y1, x0:x1].sum() == hole.sum()  # the window holds the whole hole
     model_mask = call["masks"][0, 0].numpy() > 0.5
-    assert model_mask[nd_pixels[:80, :80]].all()
-    assert (call["images"][0][:, nd_pixels[:80, :80]] == 0).all()
+    nd_win = nd_pixels[y0:y1, x0:x1]
+    assert nd_win.any() and model_mask[nd_win].all()
+    assert (call["images"][0][:, nd_win] == 0).all()
     # and they stay nodata
     assert (out.values[nodata] == 0).all()
     np.testing.assert_array_equal(out.values[:, ~mask.values], crop.values[:, ~mask.values])
@@ -123,23 +128,41 @@ def test_nodata_outside_mask_is_never_context_and_stays_nodata(crop, tiny_model,
 def test_only_cells_with_masked_pixels_run_in_checkerboard_order(crop, tiny_model, monkeypatch):
     spy = InpaintSpy(tiny_model)
     monkeypatch.setattr(tiny_model, "inpaint", spy)
+    wins = _record_windows(monkeypatch)
     mask = _box(crop, 70, 80, 30, 100)  # cells (1, 0) [odd, pass B] and (1, 1) [even, pass A]
     calls_before = tiny_model.unet_calls
     inpaint(crop, mask, model=tiny_model, **FAST)
     assert len(spy.calls) == 2
     assert tiny_model.unet_calls - calls_before == 2 * FAST["steps"]  # guidance batched: 1 pass/step
-    # tight windows: each cell's masked box + the 16 px halo, aligned to 8 px inside its 96 px window
-    # (cell (1, 1): rows 48-96, cols 48-120; cell (1, 0): rows 48-96, cols 8-80)
-    assert [c["shape"] for c in spy.calls] == [(1, 3, 48, 72), (1, 3, 48, 72)]
-    # pass B (cell (1, 0)) sees pass A's pixels (cell (1, 1), cols 64-128) as known
+    # tight windows: each cell's masked box + a context margin, not the whole 96 px cell window
+    assert len(wins) == 2 and [c["shape"][2:] for c in spy.calls] == [(w[1] - w[0], w[3] - w[2]) for w in wins]
+    assert all((w[1] - w[0]) * (w[3] - w[2]) < 96 * 96 for w in wins)
+    # pass B (cell (1, 0), cols < 64) sees pass A's pixels (cell (1, 1), cols 64-128) as known
+    y0, y1, x0, x1 = wins[1]
+    assert x0 < 64 < x1
     b_mask = spy.calls[1]["masks"][0, 0].numpy() > 0.5
-    m = mask.values[48:96, 8:80]  # tight window of cell (1, 0)
+    m = mask.values[y0:y1, x0:x1]
     own = np.zeros_like(m)
-    own[:, :56] = m[:, :56]  # global cols 8-64
+    own[:, :64 - x0] = m[:, :64 - x0]  # global cols < 64
     assert own.any() and b_mask[own].all()  # own cell's masked pixels: unknown
     own_a = np.zeros_like(m)
-    own_a[:, 56:] = m[:, 56:]  # global cols 64-80
+    own_a[:, 64 - x0:] = m[:, 64 - x0:]  # global cols >= 64
     assert own_a.any() and not b_mask[own_a].any()  # A cell's synthesized pixels: known context
+
+
+def _record_windows(monkeypatch) -> list:
+    """The global (y0, y1, x0, x1) windows the engine runs the model on, in the order it plans them."""
+    from geot2e.engine.grid import TileGrid
+
+    seen, real = [], TileGrid.cell_windows
+
+    def spy(self, i, j, cell_mask, multiple):
+        wins, owner = real(self, i, j, cell_mask, multiple)
+        seen.extend(w for w in wins if w not in seen)
+        return wins, owner
+
+    monkeypatch.setattr(TileGrid, "cell_windows", spy)
+    return seen
 
 
 def test_determinism_and_seed(crop, tiny_model):
