@@ -28,17 +28,9 @@ ROLES = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 def s2_six_band():
     """The Sentinel-2 scene's six bands on the 20 m grid (uint16, nodata 0)."""
-    import xarray as xr
-    from rasterio.enums import Resampling
-
     from geot2e.io.sample_data import open_sentinel2
 
-    ten = open_sentinel2(bands=ROLES[:4]).load()
-    twenty = open_sentinel2(bands=ROLES[4:]).load()
-    da = xr.concat([ten.rio.reproject_match(twenty, resampling=Resampling.average), twenty], dim="band")
-    da = da.assign_coords(band=list(ROLES)).rio.write_nodata(0, encoded=False)
-    da.attrs["long_name"] = ROLES
-    return da
+    return open_sentinel2(bands=ROLES, resample_to=20)
 
 
 def _index(v, a, b):

@@ -43,17 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def scene_crop():
     """A 128 px crop of the held-out block of the six-band Sentinel-2 scene on its 20 m grid."""
-    import xarray as xr
-    from rasterio.enums import Resampling
-
     from geot2e.eval.holdout import block_crops
     from geot2e.io.sample_data import open_sentinel2
 
-    ten = open_sentinel2(bands=ROLES[:4]).load()
-    twenty = open_sentinel2(bands=ROLES[4:]).load()
-    da = xr.concat([ten.rio.reproject_match(twenty, resampling=Resampling.average), twenty], dim="band")
-    da = da.assign_coords(band=list(ROLES)).rio.write_nodata(0, encoded=False)
-    da.attrs["long_name"] = ROLES
+    da = open_sentinel2(bands=ROLES, resample_to=20)
     return block_crops(da, "sentinel2_chincoteague", 1, size=128, seed=0)[0]
 
 

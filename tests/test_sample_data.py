@@ -7,6 +7,8 @@ import io
 import tarfile
 import urllib.error
 import urllib.request
+
+import numpy as np
 import zipfile
 from dataclasses import replace
 
@@ -336,8 +338,21 @@ def test_open_sentinel2_chincoteague(cached_st):
     assert (da.sel(band="red").values[500:508, 700:708] == b04).all()
     s20 = sd.open_sentinel2(cached_st, bands=("rededge1", "swir1"))
     assert s20.rio.resolution() == (20.0, -20.0) and s20.rio.bounds() == pytest.approx(da.rio.bounds(), abs=20)  # same footprint
-    with pytest.raises(ParameterError, match="pixel sizes"):
+    with pytest.raises(ParameterError, match="pixel sizes.*resample_to=20"):
         sd.open_sentinel2(cached_st, bands=("red", "swir1"))
+    # mixed sizes on the coarsest grid: 2 x 2 area means of the 10 m band, the 20 m band as it is
+    mix = sd.open_sentinel2(cached_st, bands=("swir1", "red"), resample_to=20)
+    assert list(mix.band.values) == ["swir1", "red"] and mix.attrs["long_name"] == ("swir1", "red")
+    assert mix.rio.transform() == s20.rio.transform() and mix.rio.nodata == 0
+    assert (mix.sel(band="swir1").values == s20.sel(band="swir1").values).all()
+    t10, t20 = da.rio.transform(), s20.rio.transform()
+    r0, c0 = round((t10.f - t20.f) / 10), round((t20.c - t10.c) / 10)  # the 20 m origin on the 10 m grid
+    y, x = 2 - min(r0, 0) // 2 * 2, 2 - min(c0, 0) // 2 * 2  # a 20 m pixel well inside both grids
+    red = da.sel(band="red").values[r0 + y:r0 + y + 40, c0 + x:c0 + x + 40].astype(float)
+    means = red.reshape(20, 2, 20, 2).mean(axis=(1, 3))
+    assert np.abs(mix.sel(band="red").values[y // 2:y // 2 + 20, x // 2:x // 2 + 20] - means).max() <= 1
+    with pytest.raises(ParameterError, match="coarsest"):
+        sd.open_sentinel2(cached_st, bands=("red", "swir1"), resample_to=10)
     with pytest.raises(ParameterError, match="unknown band roles"):
         sd.open_sentinel2(cached_st, bands=("purple",))
 

