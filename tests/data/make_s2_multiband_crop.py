@@ -25,13 +25,12 @@ NAMES = ("B02", "B03", "B04", "B08", "B11", "B12")
 def main(argv=None) -> None:
     import rasterio
 
-    sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
-    from multiband_cloud_removal import s2_six_band  # noqa: E402
+    from geot2e.io.sample_data import open_sentinel2
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", default=None)
     ap.parse_args(argv)
-    da = s2_six_band().isel(y=slice(200, 264), x=slice(300, 364))
+    da = open_sentinel2(bands=("blue", "green", "red", "nir", "swir1", "swir2"), resample_to=20).isel(y=slice(200, 264), x=slice(300, 364))
     path = HERE / "s2_chincoteague_6band_crop.tif"
     da.attrs["long_name"] = NAMES
     da.rio.to_raster(path, tiled=True, blockxsize=64, blockysize=64, compress="deflate", predictor=2)
