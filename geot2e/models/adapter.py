@@ -1,9 +1,10 @@
-"""LoRA adapters on a model's UNet with peft: add, save, load and merge them.
+"""LoRA adapters on a model's UNet with peft: add, save, load, merge and unload them.
 
-The model side of LoRA; training an adapter is :mod:`geot2e.train.lora`, which re-exports
-these names and documents the workflow. Adapters sit on the UNet's attention projections
-(:data:`DEFAULT_TARGETS`) and are saved in peft's layout plus a ``geot2e_lora.json`` naming
-the base model (its id and checkpoint hash).
+The model side of LoRA (peft, no training loop): :mod:`geot2e.train.lora` trains adapters and
+re-exports these names, :mod:`geot2e.train.distill` trains the few-step student as one, and
+:func:`geot2e.models.load_model` (``few_step=True``) merges a model's student at load time.
+Adapters are saved in peft's layout plus a ``geot2e_lora.json`` naming the base model (its id
+and checkpoint hash).
 """
 from __future__ import annotations
 
@@ -19,13 +20,16 @@ import torch
 
 from ..errors import CheckpointError, Geot2eWarning, ParameterError
 
-__all__ = ["add_lora", "has_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "DEFAULT_TARGETS",
+__all__ = ["add_lora", "has_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "unload_lora",
+           "DEFAULT_TARGETS", "ADAPTER_DIR",
            "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 GEOT2E_META = "geot2e_lora.json"
+#: the sub-folder of a model folder that holds its few-step student (an adapter)
+ADAPTER_DIR = "few_step"
 _ATTR = "_geot2e_lora"
 
 
@@ -147,6 +151,35 @@ def load_lora(model, path: str | os.PathLike):
     return model
 
 
+def unload_lora(model):
+    """Remove the adapter without merging it (in place): the model computes what the base did."""
+    if not has_lora(model):
+        raise ParameterError("the model carries no LoRA adapter to unload.")
+    _strip_tuners(model, merge=False)
+    setattr(model, _ATTR, None)
+    return model
+
+
+@torch.no_grad()
+def _strip_tuners(model, *, merge: bool) -> None:
+    """Replace every peft tuner layer of the UNet by its base layer (merged into it first when
+    ``merge``) and forget the adapter's config."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    unet = model.unet
+    tuners = [(name, m) for name, m in unet.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name, m in tuners:
+        if merge:
+            m.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = unet.get_submodule(parent_name) if parent_name else unet
+        setattr(parent, child, m.get_base_layer())
+    if hasattr(unet, "peft_config"):
+        delattr(unet, "peft_config")
+    if hasattr(unet, "_hf_peft_config_loaded"):
+        unet._hf_peft_config_loaded = False
+
+
 @torch.no_grad()
 def merge_lora(model):
     """Bake the adapter into the UNet's weights and remove the LoRA layers (in place).
@@ -155,22 +188,9 @@ def merge_lora(model):
     and saves as a normal checkpoint (:func:`~geot2e.models.save_pretrained`). All weights
     stay frozen (``requires_grad=False``).
     """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     if not has_lora(model):
         raise ParameterError("the model carries no LoRA adapter to merge.")
-    unet = model.unet
-    tuners = [(name, m) for name, m in unet.named_modules() if isinstance(m, BaseTunerLayer)]
-    for name, m in tuners:
-        m.merge()
-        parent_name, _, child = name.rpartition(".")
-        parent = unet.get_submodule(parent_name) if parent_name else unet
-        setattr(parent, child, m.get_base_layer())
-    for attr in ("peft_config",):
-        if hasattr(unet, attr):
-            delattr(unet, attr)
-    if hasattr(unet, "_hf_peft_config_loaded"):
-        unet._hf_peft_config_loaded = False
+    _strip_tuners(model, merge=True)
     meta = getattr(model, _ATTR)
     model.config.model_id = f"{meta['base_model_id']}+lora"
     setattr(model, _ATTR, None)
