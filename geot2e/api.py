@@ -65,6 +65,12 @@ threads : int, optional
     ``torch.get_num_threads()``. CPU kernels split their reductions by thread count, so
     the result is bit-identical across chunkings and schedulers for the same ``threads``;
     with several dask workers on one machine, ``threads=1`` avoids oversubscription.
+few_step : bool, default {default_few_step} (inpaint and remove_clouds)
+    Sample with the model's few-step student (``<model>/few_step``, trained by the distill
+    stage of ``geot2e train``): unguided, its own number of steps (8 for the default model),
+    one UNet pass each, instead of the full sampler. ``steps`` and ``guidance`` still win when
+    given. A :class:`~geot2e.errors.CheckpointError` when the model has no student
+    (measured: model card, "Few-step sampler").
 """
 from __future__ import annotations
 
@@ -98,7 +104,7 @@ _O, _RC = options("inpaint"), options("remove_clouds")
 
 # --------------------------------------------------------------------------- validation
 def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd, device, progress,
-                   scheduler, harmonize, threads=None, guidance_interval=1.0):
+                   scheduler, harmonize, threads=None, guidance_interval=1.0, few_step=False):
     from .engine.raster import Options
     from .models import Text2Earth, load_model
 
@@ -129,7 +135,15 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         raise SizeLimitError(f"threads={threads} is far more than this machine's {os.cpu_count()} CPUs (each thread "
                              f"takes a stack; at most {max(64, 4 * (os.cpu_count() or 1))}): use threads=None (torch's "
                              "count) or at most the number of cores.")
-    m = model if isinstance(model, Text2Earth) else load_model(model, device=device)
+    if not isinstance(few_step, bool):
+        raise ParameterError(f"few_step must be True or False, got {few_step!r}.")
+    if isinstance(model, Text2Earth):
+        if few_step and getattr(model, "student_steps", None) is None:
+            raise ParameterError("few_step=True needs the model's name or folder (load_model(..., few_step=True) "
+                                 "merges its student), or a model loaded that way; this model has no student.")
+        m = model
+    else:
+        m = load_model(model, device=device, few_step=few_step)
     _check_finite_weights(m)
     from .models.defaults import resolve_sampling  # None/"auto": the model's own (official: 50 steps, folder's)
 
@@ -632,7 +646,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | No
             overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
             progress: bool | None = _O["progress"], scheduler: str = _O["scheduler"],
             harmonize: bool | str = _O["harmonize"], radiometry=_O["radiometry"],
-            threads: int | None = _O["threads"]) -> xr.DataArray:
+            threads: int | None = _O["threads"], few_step: bool = _O["few_step"]) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
 
     Parameters
@@ -669,7 +683,7 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | No
         :class:`~geot2e.errors.BandCountError` (docs/multiband.md).
     **options
         See the module docstring (model, guidance, steps, seed, samples, tile, overlap,
-        gsd, device, progress, scheduler, harmonize, radiometry, threads).
+        gsd, device, progress, scheduler, harmonize, radiometry, threads, few_step).
 
     Returns
     -------
@@ -701,7 +715,8 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", bands: Sequence[s
                   tile: int = _RC["tile"], overlap: int = _RC["overlap"], gsd: float | None = _RC["gsd"],
                   device: str = _RC["device"], progress: bool | None = _RC["progress"],
                   scheduler: str = _RC["scheduler"], harmonize: bool | str = _RC["harmonize"],
-                  radiometry=_RC["radiometry"], threads: int | None = _RC["threads"]) -> xr.DataArray:
+                  radiometry=_RC["radiometry"], threads: int | None = _RC["threads"],
+                  few_step: bool = _RC["few_step"]) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
 
     Same machinery as :func:`inpaint`; ``mask`` (True = cloud or shadow) typically comes
@@ -714,7 +729,7 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", bands: Sequence[s
     ``samples`` (:func:`cloud_sampler`): one sample for realism, the mean of K samples for
     accuracy; guidance on the noisiest steps only and ``harmonize="lowpass"``.
     """
-    guidance, steps = cloud_sampler(samples, guidance, steps)
+    guidance, steps = cloud_sampler(samples, guidance, steps, few_step)
     return _edit("remove_clouds", da, mask, prompt, allow_empty=True, bands=bands, **_shared(locals()))
 
 

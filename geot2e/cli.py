@@ -198,14 +198,19 @@ def _add_output(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blocksize", type=int, default=512, help="COG tile / Zarr chunk size (default: 512)")
 
 
-def _add_model(p: argparse.ArgumentParser, *, gsd_help: str | None = None) -> None:
-    """The shared options of the public functions; defaults and help from :mod:`geot2e.sampling`."""
+def _add_model(p: argparse.ArgumentParser, *, gsd_help: str | None = None, operation: str | None = None) -> None:
+    """The shared options of the public functions; defaults and help from :mod:`geot2e.sampling`.
+    ``operation`` (inpaint, remove_clouds) adds the options only those have (--few-step)."""
     from .sampling import SCHEDULER_CHOICES, fill_doc, options
 
     d = options("inpaint")  # the options the CLI leaves as None take each operation's own default
     g = p.add_argument_group("model and sampling")
     g.add_argument("--model", default=d["model"],
                    help="'default' (embedded model) or a checkpoint folder (default: %(default)s)")
+    if operation is not None:
+        g.add_argument("--few-step", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"sample with the model's few-step student (unguided, 8 UNet passes for the default "
+                            f"model) instead of the full sampler (default: {options(operation)['few_step']})")
     g.add_argument("--guidance", type=float, default=None,
                    help=fill_doc("classifier-free guidance ω, >= 0 (default: {default_guidance}; remove-clouds: "
                                  "{one_guidance} for one sample, {k_guidance} for a mean of --samples)"))
@@ -272,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--buffer", type=float, default=0.0, metavar="M",
                    help="grow the mask by M metres on the ground (default: 0)")
     g.add_argument("--prompt", default="", help="optional text for the filled ground (default: none)")
-    _add_model(p)
+    _add_model(p, operation="remove_clouds")
     _add_common(p)
 
     p = add("inpaint", "synthesize the pixels under polygons from text",
@@ -289,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="column of the vector file holding each polygon's prompt (a prompt map)")
     g.add_argument("--buffer", type=float, default=0.0, metavar="M",
                    help="grow the polygons by M metres (not with --prompt-column; default: 0)")
-    _add_model(p)
+    _add_model(p, operation="inpaint")
     _add_common(p)
 
     p = add("outpaint", "extend a raster beyond its edges",
@@ -532,7 +537,8 @@ def _opts(args) -> dict[str, Any]:
                 **({} if getattr(args, "harmonize", None) is None else {"harmonize": args.harmonize}),
                 **({} if getattr(args, "guidance_interval", None) is None
                    else {"guidance_interval": args.guidance_interval}),
-                **({} if getattr(args, "band_roles", None) is None else {"bands": args.band_roles}))
+                **({} if getattr(args, "band_roles", None) is None else {"bands": args.band_roles}),
+                **({} if getattr(args, "few_step", None) is None else {"few_step": args.few_step}))
 
 
 def _file_id(path: Path):

@@ -53,7 +53,10 @@ OPTIONS: dict[str, Any] = {
     "harmonize": "auto",        # the model's (MODEL_SAMPLING; official folders: none)
     "radiometry": None,
     "threads": None,
+    "few_step": False,          # the model's few-step student (load_model); operations: ONLY_FOR
 }
+#: options that only some operations have (the student is trained on masked edits, unguided)
+ONLY_FOR: dict[str, tuple[str, ...]] = {"few_step": ("inpaint", "remove_clouds")}
 #: what an operation does differently from :data:`OPTIONS`
 OPERATIONS: dict[str, dict[str, Any]] = {
     "inpaint": {},
@@ -80,14 +83,17 @@ def options(operation: str = "inpaint") -> dict[str, Any]:
     return {**OPTIONS, **OPERATIONS[operation]}
 
 
-def cloud_sampler(samples, guidance=None, steps=None) -> tuple[Any, Any]:
+def cloud_sampler(samples, guidance=None, steps=None, few_step=False) -> tuple[Any, Any]:
     """``(guidance, steps)`` that :func:`geot2e.remove_clouds` runs with: the given values, and for
     those left as None the :data:`CLOUD_SAMPLERS` entry of ``samples``: one sample
-    (``samples=1``, realism) or a mean of K (accuracy).
+    (``samples=1``, realism) or a mean of K (accuracy). The few-step student samples unguided
+    with its own number of steps (None: the model's) for both.
 
-    >>> cloud_sampler(1), cloud_sampler(4), cloud_sampler(1, steps=10)
-    ((0.0, 60), (3.0, 25), (0.0, 10))
+    >>> cloud_sampler(1), cloud_sampler(4), cloud_sampler(1, steps=10), cloud_sampler(4, few_step=True)
+    ((0.0, 60), (3.0, 25), (0.0, 10), (0.0, None))
     """
+    if few_step:
+        return (0.0 if guidance is None else guidance), steps
     mode = CLOUD_SAMPLERS["one sample" if isinstance(samples, numbers.Integral) and samples == 1 else "mean of K"]
     return (mode["guidance"] if guidance is None else guidance), (mode["steps"] if steps is None else steps)
 

@@ -17,7 +17,9 @@ def test_public_signatures_are_the_table(operation):
     params = inspect.signature(getattr(geot2e, operation)).parameters
     table = sampling.options(operation)
     shared = [n for n in OPTIONS if n in params and not (operation == "generate" and n == "gsd")]
-    assert len(shared) >= len(OPTIONS) - 1
+    expected = [n for n in OPTIONS if operation in sampling.ONLY_FOR.get(n, (operation,))
+                and not (operation == "generate" and n == "gsd")]
+    assert shared == expected
     assert {n: params[n].default for n in shared} == {n: table[n] for n in shared}
 
 

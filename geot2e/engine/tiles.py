@@ -33,13 +33,14 @@ class ModelRef:
     def __init__(self, model, device: str):
         self.path = getattr(model, "source", None)
         self.device = device
+        self.few_step = getattr(model, "student_steps", None) is not None   # a folder's few-step student
         self._model = model
 
     def get(self):
         if self._model is None:
             from ..models import load_model
 
-            self._model = load_model(self.path, device=self.device)
+            self._model = load_model(self.path, device=self.device, few_step=self.few_step)
         return self._model
 
     def __getstate__(self):

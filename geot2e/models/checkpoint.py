@@ -279,13 +279,42 @@ _CACHE: dict[tuple[str, str, str], Text2Earth] = {}
 _LOCK = threading.Lock()
 
 
+def _merge_student(model: Text2Earth, path: Path) -> None:
+    from .adapter import ADAPTER_DIR, GEOT2E_META, load_lora, merge_lora
+
+    folder = path / ADAPTER_DIR
+    if not has_few_step(path):
+        raise CheckpointError(f"{path} has no few-step student ({folder} is missing); use the full sampler "
+                              "(few_step=False), or train one with the distill stage of `geot2e train`.")
+    meta = json.loads((folder / GEOT2E_META).read_text())
+    load_lora(model, folder)
+    merge_lora(model)
+    steps = int(meta.get("student_steps", 8))
+    model.config.model_id = f"{meta.get('base_model_id', model.config.model_id)}+few-step"
+    model.student_steps = steps
+    model.sampling_defaults = {"steps": steps}
+    h = hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()[:8]
+    model.checkpoint_hash = f"{model.checkpoint_hash}+{h}"   # provenance names base and student
+
+
+def has_few_step(name_or_path: "str | os.PathLike" = "default") -> bool:
+    """True when the model folder (or ``"default"``) carries a few-step student (``few_step/``)."""
+    from .adapter import ADAPTER_DIR, ADAPTER_WEIGHTS
+
+    path = DEFAULT_WEIGHTS if str(name_or_path) == "default" else Path(name_or_path).expanduser()
+    return (path / ADAPTER_DIR / ADAPTER_WEIGHTS).is_file()
+
+
 def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, device: str | torch.device = "auto",
-               autocast: str | None = "auto") -> Text2Earth:
+               autocast: str | None = "auto", few_step: bool = False) -> Text2Earth:
     """Load a Text2Earth model: ``"default"`` (embedded weights), a local folder, or pass a model through.
 
-    Models are cached per (path, device, autocast), so dask workers load each checkpoint once.
-    ``autocast="auto"`` uses bf16 autocast for the UNet on CUDA and on CPUs with AMX
-    (measured ~1.9x faster here), float32 elsewhere; ``None`` forces float32.
+    Models are cached per (path, device, autocast, few_step), so dask workers load each
+    checkpoint once. ``autocast="auto"`` uses bf16 autocast for the UNet on CUDA and on CPUs
+    with AMX (measured ~1.9x faster here), float32 elsewhere; ``None`` forces float32.
+    ``few_step=True`` loads the folder's few-step student instead (its ``few_step/`` adapter,
+    trained by the distill stage of ``geot2e train``, merged into the UNet; ``model.student_steps``
+    says how many steps it samples with); a :class:`CheckpointError` when the folder has none.
     """
     if isinstance(name_or_path, Text2Earth):
         return name_or_path
@@ -297,11 +326,13 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
                                   "or train one with `geot2e train configs/default.yaml`.")
     else:
         path = Path(name_or_path).expanduser()
-    key = (str(path.resolve()), str(dev), str(autocast))
+    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step))
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
         model = from_pretrained(path, device=dev)
+        if few_step:
+            _merge_student(model, path)
         if autocast == "auto":
             if dev.type == "cuda" or (dev.type == "cpu" and _cpu_has_amx()):
                 model.autocast_dtype = torch.bfloat16

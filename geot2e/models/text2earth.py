@@ -112,6 +112,7 @@ class Text2Earth(nn.Module):
         self.checkpoint_hash: str = "unsaved"
         self.autocast_dtype: torch.dtype | None = None
         self.unet_calls = 0  # counts UNet forward passes (tests, benchmarks)
+        self.student_steps: int | None = None  # a few-step student's number of steps (load_model(few_step=True))
 
     # ------------------------------------------------------------------ properties
     @property

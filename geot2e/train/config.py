@@ -203,14 +203,19 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
                 save_pretrained(model, out / "vae" / "model")
                 (out / "vae_done").write_text("ok")
             D.barrier()
-    if run("denoiser"):
+    teacher = run("distill")               # the distill stage needs the finished denoiser (and fine-tune)
+    for st in ("denoiser", "finetune"):
+        if teacher and not run(st) and getattr(cfg, st) is not None and not stage_finished(out / st, getattr(cfg, st)):
+            raise ParameterError(f"the distill stage needs the finished {st} stage in {out}; "
+                                 f"train it first (geot2e train CONFIG --stage {st})")
+    if run("denoiser") or teacher:
         val = None
         if cfg.denoiser.val_every:
             val = val_pack if cfg.pack else validation_batch(cfg, bands=mcfg.bands, n=cfg.denoiser.val_tiles)
         train_denoiser(model, ds, cfg.denoiser, out, resume=resume, progress=progress, val_batch=val)
         if not stage_finished(out / "denoiser", cfg.denoiser):
             return model
-    if run("finetune"):
+    if cfg.finetune is not None and (run("finetune") or teacher):
         ft = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 1, min_texture=cfg.finetune_min_texture,
                                  sources=sources)
         train_denoiser(model, ft, cfg.finetune, out, resume=resume, progress=progress, stage="finetune")
@@ -220,15 +225,31 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
         train_decoder(model, ds, cfg.decoder, out, resume=resume, progress=progress)
         if not stage_finished(out / "decoder", cfg.decoder):
             return model
+    if run("distill"):
+        from ..models.adapter import has_lora, unload_lora
+        from .distill import train_distill
+
+        train_distill(model, ds, cfg.distill, out, resume=resume, progress=progress)
+        if has_lora(model):                 # the exported model is the teacher; the student is its adapter
+            unload_lora(model)
+        if not stage_finished(out / "distill", cfg.distill):
+            return model
     if stages is not None and any(getattr(cfg, s) is not None and s not in stages for s in STAGES):
         return model                        # a partial run exports nothing
     if main:
         save_pretrained(model, out / "final")
         record_vocabulary(cfg, out / "final")
+        dsts = [out / "final"]
         if cfg.export:
             dst = Path(cfg.export)
             save_pretrained(model, dst, dtype=torch.float16, max_shard_mb=cfg.export_shard_mb)
             record_vocabulary(cfg, dst)
+            dsts.append(dst)
+        if cfg.distill is not None:         # the few-step student beside the model it was distilled from
+            from .distill import export_student
+
+            for d in dsts:
+                export_student(out / "distill" / "adapter", d)
     D.barrier()
     return model
 

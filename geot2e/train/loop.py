@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..models.checkpoint import save_pretrained
 from ..models.text2earth import Text2Earth, make_scheduler
 from .masks import random_mask
-from .schema import StageConfig
+from .schema import StageConfig, scheduled
 
 __all__ = ["StageConfig", "train_vae", "train_decoder", "train_denoiser", "calibrate_latent_scale", "EMA"]
 
@@ -180,7 +180,7 @@ def _load_state(stage_dir: Path, params, opt, ema: EMA | None, *, extras: dict |
 
 def _export_model(model: Text2Earth, stage_dir: Path) -> None:
     """The stage's loadable model: a checkpoint folder, or the adapter of a LoRA model."""
-    from .adapter import has_lora, save_lora
+    from ..models.adapter import has_lora, save_lora
 
     if has_lora(model):
         save_lora(model, stage_dir / "adapter")
@@ -497,13 +497,14 @@ def train_decoder(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
         with ctx:
             rec = model.vae.decode(z).sample.float()
         rec_loss = _rec_loss(rec, x, cfg.grad_weight)
-        if cfg.tex_weight > 0:
-            rec_loss = rec_loss + cfg.tex_weight * _hf_energy_loss(rec, x)
+        tex, adv = scheduled(cfg.tex_weight, calls[0]), scheduled(cfg.adv_weight, calls[0])   # at this step
+        if tex > 0:
+            rec_loss = rec_loss + tex * _hf_energy_loss(rec, x)
         calls[0] += 1
-        if cfg.adv_weight <= 0 or calls[0] <= cfg.disc_start:
+        if adv <= 0 or calls[0] <= cfg.disc_start:
             return rec_loss
         critic_step(disc, dopt, x, rec, ctx)            # critic step on real vs. reconstructed tiles
-        term, _ = adversarial_term(disc, rec, rec_loss, last, cfg.adv_weight, ctx)
+        term, _ = adversarial_term(disc, rec, rec_loss, last, adv, ctx)
         return rec_loss + term
 
     stage_dir = Path(out_dir) / "decoder"

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from ..errors import ParameterError
-from .adapter import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEFAULT_TARGETS, add_lora, has_lora, load_lora,
+from ..models.adapter import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEFAULT_TARGETS, add_lora, has_lora, load_lora,
                       lora_parameters, merge_lora, save_lora)
 
 __all__ = ["add_lora", "has_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "train_lora",

@@ -17,10 +17,10 @@ import torch
 from ..errors import ParameterError
 
 __all__ = ["StageConfig", "SourceSpec", "TrainConfig", "SOURCE_KINDS", "STAGES", "load_train_config",
-           "resolve_source_path", "resolve_device_name", "stage_finished"]
+           "resolve_source_path", "resolve_device_name", "stage_finished", "scheduled"]
 
 SOURCE_KINDS = ("raster", "git10m")
-STAGES = ("vae", "denoiser", "finetune", "decoder")
+STAGES = ("vae", "denoiser", "finetune", "decoder", "distill")
 
 
 @dataclass
@@ -36,9 +36,14 @@ class StageConfig:
     masked_weight: float = 1.0   # extra loss weight on masked latents
     kl_weight: float = 1e-6      # VAE only
     grad_weight: float = 0.5     # VAE only: L1 on image gradients (keeps texture)
-    adv_weight: float = 0.5      # decoder stage only: weight of the PatchGAN term (times the adaptive weight)
+    # decoder stage only: weight of the PatchGAN term (times the adaptive weight); a number, or
+    # [[from_step, weight], ...] (piecewise constant, see scheduled()), as tex_weight
+    adv_weight: float | list = 0.5
     disc_start: int = 0          # decoder stage only: step at which the adversarial term starts
-    tex_weight: float = 0.0      # decoder stage only: weight of the local high-frequency energy term
+    tex_weight: float | list = 0.0   # decoder stage only: weight of the local high-frequency energy term
+    student_steps: int = 8       # distill stage only: the few-step student's DDIM steps
+    teacher_steps: int = 64      # distill stage only: the teacher's DDIM steps (a multiple of student_steps)
+    rank: int = 32               # distill stage only: rank of the student's LoRA adapter
     log_every: int = 50
     save_every: int = 250
     seed: int = 0
@@ -98,6 +103,9 @@ class TrainConfig:
     # window_stretch); in "vegetation" windows that scaling is where cyan-green comes from
     window_stretch: float = 0.5
     decoder: StageConfig | None = None    # decoder-only fine-tune (encoder frozen) with a PatchGAN term
+    # few-step student of the finished denoiser (a LoRA adapter; geot2e.train.distill), exported
+    # beside the model as <model>/few_step
+    distill: StageConfig | None = None
     # automatic captions name the scale ("field/landscape/regional scale") from the GSD. False leaves
     # the GSD to the resolution embedding alone: with scale words the text carries it, and the model
     # learns to ignore rho (measured: v1 generated the same tile at 30 m and 240 m)
@@ -119,6 +127,37 @@ class TrainConfig:
     validation: list[SourceSpec] | None = None
     workers: int = 0                       # DataLoader processes drawing batches (0: in the training process)
     lora: dict | None = None               # LoRA: {rank:, alpha:, targets:, dropout:, merge:}
+
+
+def scheduled(value: float | list, step: int) -> float:
+    """A stage weight at ``step``: ``value`` itself when it is a number; for a list of
+    ``[from_step, weight]`` pairs (ascending steps) the weight of the last pair whose step is
+    at most ``step``, and 0 before the first.
+
+    >>> scheduled(1.5, 10), scheduled([[0, 0.0], [3719, 1.0]], 3718), scheduled([[0, 0.0], [3719, 1.0]], 3719)
+    (1.5, 0.0, 1.0)
+    """
+    if not isinstance(value, (list, tuple)):
+        return float(value)
+    w = 0.0
+    for s, v in value:
+        if step >= s:
+            w = float(v)
+    return w
+
+
+def _check_schedule(path, section: str, key: str, value) -> None:
+    if isinstance(value, bool):
+        raise ParameterError(f"{path}: {section}.{key} must be a number or a list of [from_step, weight] pairs, "
+                             f"got {value!r}")
+    if isinstance(value, (int, float)):
+        return
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+        and isinstance(p[1], (int, float)) and not isinstance(p[1], bool) for p in value)
+    if not ok or [p[0] for p in value] != sorted({p[0] for p in value}):
+        raise ParameterError(f"{path}: {section}.{key} must be a number or a list of [from_step, weight] pairs in "
+                             f"ascending step order, e.g. [[0, 0.0], [3719, 1.0]]; got {value!r}")
 
 
 def _read(path: Path) -> dict:
@@ -183,6 +222,9 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
             raise ParameterError(f"{path}: sources[{i}]: 'sample' sources are rasters (kind: raster).")
     for st in STAGES:
         if d.get(st) is not None:
+            for key in ("adv_weight", "tex_weight"):
+                if key in d[st]:
+                    _check_schedule(path, st, key, d[st][key])
             kw[st] = StageConfig(**d[st])
     ws = kw.get("world_size", 1)
     if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
