@@ -56,6 +56,7 @@ class CloudRemovalConfig:
     coverage: tuple[float, float] = (0.15, 0.40)
     methods: tuple[str, ...] = ("geot2e_1", "geot2e_k", "vae", "biharmonic", "telea", "mean")
     use_engine: bool | None = None  # None: the public remove_clouds when importable, else direct model calls
+    few_step: bool = False          # remove_clouds(few_step=True): the model's few-step student
 
 
 def cloud_mask_for(i: int, h: int, w: int, *, seed: int = 0, coverage=(0.15, 0.40)) -> np.ndarray:
@@ -123,10 +124,10 @@ def run_cloud_removal(model=None, crops: Sequence[xr.DataArray] | None = None, *
             t0 = time.perf_counter()
             if m == "geot2e_1":
                 fill, route = geot2e_fill(model, crop, mask, samples=1, steps=cfg.steps, guidance=cfg.guidance,
-                                          seed=cfg.seed * 100003 + i, use_engine=use_engine)
+                                          seed=cfg.seed * 100003 + i, use_engine=use_engine, few_step=cfg.few_step)
             elif m == "geot2e_k":
                 fill, route = geot2e_fill(model, crop, mask, samples=cfg.k, steps=cfg.steps, guidance=cfg.guidance,
-                                          seed=cfg.seed * 100003 + i, use_engine=use_engine)
+                                          seed=cfg.seed * 100003 + i, use_engine=use_engine, few_step=cfg.few_step)
             elif m == "vae":
                 fill = vae_reconstruction(model, values, mask, nodata=crop.rio.nodata)
             elif m == "biharmonic":
@@ -159,9 +160,12 @@ def _result(cfg, methods, rows, seconds, route, use_engine, crops, coverages, mo
 
     cfgd = asdict(cfg)
     cfgd["methods"] = list(methods)
+    own = getattr(model, "student_steps", None) if cfg.few_step else None
     cfgd["samplers"] = {m: dict(zip(("guidance", "steps"), cloud_sampler(1 if m == "geot2e_1" else cfg.k,
-                                                                         cfg.guidance, cfg.steps)))
+                                                                         cfg.guidance, cfg.steps, cfg.few_step)))
                         for m in ("geot2e_1", "geot2e_k") if m in methods}
+    for s in cfgd["samplers"].values():
+        s["steps"] = own if s["steps"] is None else s["steps"]
     return {"config": cfgd, "route": route if model is not None else None, "engine": bool(use_engine),
             "n_crops": len(crops), "coverage_mean": float(np.mean(coverages)) if coverages else None,
             "windows": [list(c.attrs.get("eval_window", ())) for c in crops],

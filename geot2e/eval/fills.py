@@ -85,8 +85,8 @@ def engine_available() -> bool:
 
 
 def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1, steps: int | None = None,
-                guidance: float | None = None, seed: int = 0, prompt: str = "", use_engine: bool | None = None
-                ) -> tuple[np.ndarray, str]:
+                guidance: float | None = None, seed: int = 0, prompt: str = "", use_engine: bool | None = None,
+                few_step: bool = False) -> tuple[np.ndarray, str]:
     """Fill with geot2e: one sample, or the per-pixel mean of ``samples`` samples.
 
     Goes through the public :func:`geot2e.remove_clouds` (one tile covering the crop,
@@ -97,7 +97,8 @@ def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1
     Both routes sample as remove_clouds does (:func:`geot2e.sampling.options`): ``steps`` and
     ``guidance`` left as None take its defaults for ``samples``
     (:func:`geot2e.sampling.cloud_sampler`), and its guidance interval, colour harmonisation
-    and the model's own scheduler apply.
+    and the model's own scheduler apply. ``few_step``: the model's few-step student
+    (``model`` loaded with ``load_model(..., few_step=True)``), unguided, in its own steps.
 
     Returns
     -------
@@ -105,7 +106,7 @@ def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1
     """
     from ..sampling import cloud_sampler
 
-    guidance, steps = cloud_sampler(samples, guidance, steps)
+    guidance, steps = cloud_sampler(samples, guidance, steps, few_step)
     values = np.asarray(crop.values)
     h, w = values.shape[-2:]
     if use_engine is None:
@@ -116,7 +117,8 @@ def geot2e_fill(model, crop: xr.DataArray, mask: np.ndarray, *, samples: int = 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = remove_clouds(crop, np.asarray(mask, bool), model=model, guidance=guidance, steps=steps,
-                                seed=seed, samples=samples, tile=max(h, w), overlap=0, progress=False)
+                                seed=seed, samples=samples, tile=max(h, w), overlap=0, progress=False,
+                                few_step=few_step)
         return _composite(np.asarray(out.values, dtype=np.float64), values, mask), "geot2e.remove_clouds"
     import torch
 

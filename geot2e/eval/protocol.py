@@ -139,6 +139,8 @@ def main(argv=None) -> int:
                    help=fill_doc("guidance ω for cloud removal and the GSD probe (default: remove_clouds' own, by "
                                  "one sample / mean of K; {default_guidance} for the GSD probe)"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--few-step", action="store_true",
+                   help="cloud removal with the model's few-step student (remove_clouds(few_step=True))")
     p.add_argument("--direct", action="store_true",
                    help="call model.inpaint directly instead of geot2e.remove_clouds (the engine)")
     p.add_argument("--probe-per-gsd", type=int, default=16, help="generated tiles per requested GSD")
@@ -180,7 +182,7 @@ def main(argv=None) -> int:
     only = {s.strip() for s in a.only.split(",")}
     t_all = time.perf_counter()
     path = a.model if a.model == "default" else snapshot(Path(a.model))
-    model = load_model(path, device=a.device)
+    model = load_model(path, device=a.device, few_step=a.few_step)
     info = model_info(model)
     log = lambda s: print(f"  .. {s}", file=sys.stderr, flush=True)  # noqa: E731
     out = {"model": info, "interim": info.get("step") is not None, "args": vars(a),
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
     if "cloud" in only:
         t0 = time.perf_counter()
         cfg = CloudRemovalConfig(n_crops=a.n_crops, size=a.size, k=a.k, steps=a.steps, guidance=a.guidance,
-                                 seed=a.seed, use_engine=False if a.direct else None)
+                                 seed=a.seed, use_engine=False if a.direct else None, few_step=a.few_step)
 
         from .holdout import HELDOUT_SETS, heldout_set
 
