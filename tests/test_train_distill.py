@@ -177,3 +177,24 @@ def test_stage_weights_may_be_step_schedules(tmp_path):
         with pytest.raises(ParameterError, match="tex_weight must be a number or a list"):
             load_train_config(p)
     assert load_train_config(ROOT / "configs" / "default.yaml").decoder.tex_weight[-1][0] > 0
+
+
+def test_cli_few_step_writes_a_cog_whose_provenance_names_the_student(capsys, tmp_path, distilled, landsat_da):
+    from geot2e import cli
+
+    src = tmp_path / "in.tif"
+    landsat_da.isel(y=slice(200, 264), x=slice(200, 264)).rio.to_raster(src)
+    mask = tmp_path / "mask.tif"
+    m = landsat_da.isel(band=0, y=slice(200, 264), x=slice(200, 264)).copy(data=np.zeros((64, 64), np.uint8))
+    m.values[20:40, 10:30] = 1
+    m.attrs = {}
+    m.rio.write_nodata(None, inplace=True).rio.to_raster(mask)
+    out = tmp_path / "out.tif"
+    code = cli.main(["remove-clouds", str(src), str(out), "--mask", str(mask), "--model", str(distilled / "exported"),
+                     "--few-step", "--tile", "64", "--overlap", "0", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    prov = geot2e.io.read_provenance(out)
+    assert str(prov["geot2e_model_id"]).endswith("+few-step") and int(prov["geot2e_steps"]) == 2
+    res, before = geot2e.io.open_raster(out), geot2e.io.open_raster(src)
+    keep = m.values == 0
+    np.testing.assert_array_equal(res.values[:, keep], before.values[:, keep])
