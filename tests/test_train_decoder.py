@@ -147,3 +147,18 @@ def test_cli_stage_runs_one_stage_and_says_so(tmp_path, capsys):
     assert "stage(s) vae finished" in out and "without --stage" in out
     assert not (tmp_path / "run" / "final").exists()               # a --stage run exports nothing
     assert cli.main(["train", str(cfg), "--stage", "unet", "--no-progress"]) == 3  # bad input, typed
+
+
+def test_hf_energy_loss_wants_brightness_detail_not_colour_noise():
+    """Real ground's detail moves the bands together. Detail of the same per-band energy added
+    to each band independently (colour noise, the off-palette specks) costs more than detail
+    shared by the bands."""
+    from geot2e.train.loop import _hf_energy_loss
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.linspace(-0.5, 0.5, 32).expand(2, 3, 32, 32)
+    x = base + 0.1 * torch.randn(2, 1, 32, 32, generator=g)               # brightness detail
+    shared = base + 0.1 * torch.randn(2, 1, 32, 32, generator=g)          # other detail, bands together
+    noisy = base + 0.1 * torch.randn(2, 3, 32, 32, generator=g)           # same energy per band, independent
+    assert float(_hf_energy_loss(shared, x)) < 0.1
+    assert float(_hf_energy_loss(noisy, x)) > 1.0
