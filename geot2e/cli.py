@@ -208,9 +208,11 @@ def _add_model(p: argparse.ArgumentParser, *, gsd_help: str | None = None, opera
     g.add_argument("--model", default=d["model"],
                    help="'default' (embedded model) or a checkpoint folder (default: %(default)s)")
     if operation is not None:
+        default = ("the model's student when it has one and --guidance/--steps are not given"
+                   if options(operation)["few_step"] is None else "off")
         g.add_argument("--few-step", action=argparse.BooleanOptionalAction, default=None,
                        help=f"sample with the model's few-step student (unguided, 8 UNet passes for the default "
-                            f"model) instead of the full sampler (default: {options(operation)['few_step']})")
+                            f"model); --no-few-step: the full sampler (default: {default})")
     g.add_argument("--guidance", type=float, default=None,
                    help=fill_doc("classifier-free guidance ω, >= 0 (default: {default_guidance}; remove-clouds: "
                                  "{one_guidance} for one sample, {k_guidance} for a mean of --samples)"))

@@ -63,7 +63,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "outpaint": {},
     "generate": {},
     # guidance and steps None: by the kind of result (CLOUD_SAMPLERS)
-    "remove_clouds": {"guidance": None, "guidance_interval": 0.5, "harmonize": "lowpass"},
+    # few_step None: the model's few-step student when it has one and guidance/steps are left as None
+    "remove_clouds": {"guidance": None, "guidance_interval": 0.5, "harmonize": "lowpass", "few_step": None},
 }
 
 #: remove_clouds' sampler when ``guidance`` / ``steps`` are None, by the kind of result:

@@ -124,7 +124,8 @@ def test_public_functions_run_the_student_in_its_own_steps(distilled, landsat_da
     assert np.array_equal(out.values[:, keep], da.values[:, keep])
     assert out.attrs["geot2e_model_id"].endswith("+few-step")
     assert out.attrs["geot2e_steps"] == 2
-    full = geot2e.remove_clouds(da, mask, model=str(folder), tile=64, overlap=0, device="cpu", progress=False)
+    full = geot2e.remove_clouds(da, mask, model=str(folder), few_step=False, tile=64, overlap=0, device="cpu",
+                                progress=False)
     assert not np.array_equal(out.values[:, mask], full.values[:, mask])
 
 
@@ -198,3 +199,29 @@ def test_cli_few_step_writes_a_cog_whose_provenance_names_the_student(capsys, tm
     res, before = geot2e.io.open_raster(out), geot2e.io.open_raster(src)
     keep = m.values == 0
     np.testing.assert_array_equal(res.values[:, keep], before.values[:, keep])
+
+
+def test_remove_clouds_uses_the_student_by_default_when_the_model_has_one(distilled, tmp_path, landsat_da):
+    import shutil
+
+    from geot2e.api import resolve_few_step
+
+    folder = distilled / "exported"
+    bare = tmp_path / "bare"
+    shutil.copytree(folder, bare)
+    shutil.rmtree(bare / ADAPTER_DIR)
+    assert resolve_few_step(str(folder), None) is True
+    assert resolve_few_step(str(folder), None, steps=30) is False        # a sampler chosen by hand: the full one
+    assert resolve_few_step(str(folder), None, guidance=3.0) is False
+    assert resolve_few_step(str(folder), False) is False
+    assert resolve_few_step(str(bare), None) is False                    # no student: the full sampler, no error
+    da = landsat_da[:, :64, :64]
+    mask = np.zeros(da.shape[1:], bool)
+    mask[10:30, 10:30] = True
+    kw = dict(tile=64, overlap=0, device="cpu", progress=False)
+    auto = geot2e.remove_clouds(da, mask, model=str(folder), **kw)
+    assert auto.attrs["geot2e_model_id"].endswith("+few-step") and auto.attrs["geot2e_steps"] == 2
+    full = geot2e.remove_clouds(da, mask, model=str(folder), few_step=False, **kw)
+    assert not full.attrs["geot2e_model_id"].endswith("+few-step") and full.attrs["geot2e_steps"] == 60
+    plain = geot2e.remove_clouds(da, mask, model=str(bare), **kw)
+    assert plain.attrs["geot2e_steps"] == 60

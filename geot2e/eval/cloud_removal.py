@@ -56,7 +56,7 @@ class CloudRemovalConfig:
     coverage: tuple[float, float] = (0.15, 0.40)
     methods: tuple[str, ...] = ("geot2e_1", "geot2e_k", "vae", "biharmonic", "telea", "mean")
     use_engine: bool | None = None  # None: the public remove_clouds when importable, else direct model calls
-    few_step: bool = False          # remove_clouds(few_step=True): the model's few-step student
+    few_step: bool = False          # the model's few-step student (pass the model loaded with few_step=True)
 
 
 def cloud_mask_for(i: int, h: int, w: int, *, seed: int = 0, coverage=(0.15, 0.40)) -> np.ndarray:

@@ -139,8 +139,9 @@ def main(argv=None) -> int:
                    help=fill_doc("guidance ω for cloud removal and the GSD probe (default: remove_clouds' own, by "
                                  "one sample / mean of K; {default_guidance} for the GSD probe)"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--few-step", action="store_true",
-                   help="cloud removal with the model's few-step student (remove_clouds(few_step=True))")
+    p.add_argument("--sampler", default="auto", choices=("auto", "full", "few-step"),
+                   help="cloud removal's sampler: auto = as remove_clouds (the model's few-step student when it "
+                        "has one), full, or few-step (default: auto)")
     p.add_argument("--direct", action="store_true",
                    help="call model.inpaint directly instead of geot2e.remove_clouds (the engine)")
     p.add_argument("--probe-per-gsd", type=int, default=16, help="generated tiles per requested GSD")
@@ -182,8 +183,13 @@ def main(argv=None) -> int:
     only = {s.strip() for s in a.only.split(",")}
     t_all = time.perf_counter()
     path = a.model if a.model == "default" else snapshot(Path(a.model))
-    model = load_model(path, device=a.device, few_step=a.few_step)
-    info = model_info(model)
+    model = load_model(path, device=a.device)
+    from ..api import resolve_few_step
+
+    few = a.sampler == "few-step" or (a.sampler == "auto" and a.steps is None and a.guidance is None
+                                      and resolve_few_step(path, None))
+    cloud_model = load_model(path, device=a.device, few_step=True) if few else model
+    info = model_info(cloud_model if "cloud" in {s.strip() for s in a.only.split(",")} else model)
     log = lambda s: print(f"  .. {s}", file=sys.stderr, flush=True)  # noqa: E731
     out = {"model": info, "interim": info.get("step") is not None, "args": vars(a),
            "torch_threads": torch.get_num_threads()}
@@ -192,7 +198,7 @@ def main(argv=None) -> int:
     if "cloud" in only:
         t0 = time.perf_counter()
         cfg = CloudRemovalConfig(n_crops=a.n_crops, size=a.size, k=a.k, steps=a.steps, guidance=a.guidance,
-                                 seed=a.seed, use_engine=False if a.direct else None, few_step=a.few_step)
+                                 seed=a.seed, use_engine=False if a.direct else None, few_step=few)
 
         from .holdout import HELDOUT_SETS, heldout_set
 
@@ -208,7 +214,7 @@ def main(argv=None) -> int:
                     to_json({**out, "cloud_removal_sets": sets, "partial": True}, str(a.json) + ".partial.json")
 
             crops = heldout_set(name, n, size=a.size, seed=a.seed)
-            res = run_cloud_removal(model, crops, config=cfg, data_dir=a.data_dir, progress=log, partial=save_partial)
+            res = run_cloud_removal(cloud_model, crops, config=cfg, data_dir=a.data_dir, progress=log, partial=save_partial)
             res["targets"] = check_targets(res)
             res["set"] = {"name": name, "description": HELDOUT_SETS[name]}
             out["cloud_removal_sets"][name] = res
