@@ -20,7 +20,7 @@ import torch
 
 from ..errors import CheckpointError, Geot2eWarning, ParameterError
 
-__all__ = ["add_lora", "has_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "unload_lora",
+__all__ = ["add_lora", "has_lora", "annotate_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "unload_lora",
            "DEFAULT_TARGETS", "ADAPTER_DIR",
            "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
 
@@ -81,6 +81,14 @@ def add_lora(model, rank: int = 8, alpha: float = 8, targets: Sequence[str] = DE
                            "base_checkpoint_hash": getattr(model, "checkpoint_hash", "unsaved"),
                            "trainable_parameters": n})
     return model
+
+
+def annotate_lora(model, **fields) -> None:
+    """Add ``fields`` to the adapter's metadata (written to ``geot2e_lora.json`` by
+    :func:`save_lora`), e.g. what kind of adapter it is."""
+    if not has_lora(model):
+        raise ParameterError("the model carries no LoRA adapter; call add_lora() first.")
+    getattr(model, _ATTR).update(fields)
 
 
 def lora_parameters(model) -> dict[str, torch.nn.Parameter]:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ParameterError
-from ..models.adapter import _ATTR, ADAPTER_DIR, ADAPTER_WEIGHTS, GEOT2E_META, add_lora, has_lora, save_lora
+from ..models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, GEOT2E_META, add_lora, annotate_lora, has_lora, save_lora
 from ..models.checkpoint import checkpoint_hash
 from ..models.text2earth import Text2Earth, make_scheduler
 from . import loop as L
@@ -88,8 +88,7 @@ def train_distill(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
     model.autocast_dtype = torch.bfloat16 if cfg.bf16 else None
     if not has_lora(model):
         add_lora(model, rank=cfg.rank, alpha=cfg.rank, targets=DISTILL_TARGETS)
-    getattr(model, _ATTR).update({"kind": "few_step", "student_steps": n, "teacher_steps": int(cfg.teacher_steps),
-                                  "teacher_guidance": 0.0})
+    annotate_lora(model, kind="few_step", student_steps=n, teacher_steps=int(cfg.teacher_steps), teacher_guidance=0.0)
     unet = model.unet
     ts, a_t, a_next = student_schedule(model, n)
     step_len = model.config.scheduler.num_train_timesteps // n
