@@ -463,8 +463,8 @@ def _hf_energy_loss(rec: torch.Tensor, x: torch.Tensor, window: int = 8, eps: fl
     (or more) pixel-scale detail than the real tile has, which an L1/L2 loss rewards wherever
     the latents do not pin the detail down. Matched per band instead, it lets the decoder add
     detail to each band independently: colour noise, whose off-palette pixels the held-out
-    protocol counts (measured: model card, v8); in the opponent basis colour detail must stay as
-    small as the tile's own."""
+    protocol counts (measured: model card, "Sharper decoders"); in the opponent basis colour
+    detail must stay as small as the tile's own."""
     rec, x = _opponent(rec), _opponent(x.to(rec.dtype))
     c = x.shape[1]
     k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=rec.dtype, device=rec.device)
