@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from .._fs import atomic_folder
 from ..errors import CheckpointError, Geot2eWarning, ParameterError
 
 __all__ = ["add_lora", "has_lora", "annotate_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "unload_lora",
@@ -105,9 +104,7 @@ def save_lora(model, path: str | os.PathLike) -> Path:
     if not has_lora(model):
         raise ParameterError("the model carries no LoRA adapter; call add_lora() first.")
     dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with atomic_folder(dst) as tmp:
         sd = get_peft_model_state_dict(model.unet)
         sd = {k: v.detach().float().contiguous().cpu() for k, v in sd.items()}
         meta = dict(getattr(model, _ATTR))
@@ -115,12 +112,6 @@ def save_lora(model, path: str | os.PathLike) -> Path:
                                                              "base_model_id": str(meta["base_model_id"])})
         model.unet.peft_config["default"].save_pretrained(str(tmp))
         (tmp / GEOT2E_META).write_text(json.dumps(meta, indent=2))
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
+from .._fs import atomic_folder
 from ..errors import CheckpointError
 from .config import Text2EarthConfig
 from .text2earth import Text2Earth
@@ -99,10 +99,7 @@ def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.
     from safetensors.torch import save_file
 
     dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
-    try:
+    with atomic_folder(dst) as tmp:
         (tmp / "config.json").write_text(model.config.to_json())
         for comp in COMPONENTS:
             sd = getattr(model, comp).state_dict()
@@ -113,20 +110,6 @@ def save_pretrained(model: Text2Earth, path: str | os.PathLike, *, dtype: torch.
                 name = f"{comp}.safetensors" if len(parts) == 1 else f"{comp}-{i:05d}-of-{len(parts):05d}.safetensors"
                 save_file(part, str(tmp / name), metadata={"format": "pt", "component": comp})
                 os.chmod(tmp / name, 0o644)
-        if dst.exists():
-            old = dst.with_name(dst.name + ".old")
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            import shutil
-
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import ParameterError
 from ..models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, GEOT2E_META, add_lora, annotate_lora, has_lora, save_lora
+from .._fs import atomic_folder
 from ..models.checkpoint import checkpoint_hash
 from ..models.text2earth import Text2Earth, make_scheduler
 from . import loop as L
@@ -150,9 +150,7 @@ def export_student(adapter: str | Path, model_folder: str | Path) -> Path:
     weights as float16), recording the checkpoint hash of the model it belongs to."""
     src, dst_parent = Path(adapter), Path(model_folder)
     dst = dst_parent / ADAPTER_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.", dir=dst_parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_folder(dst) as tmp:
         for f in src.iterdir():
             if f.name == ADAPTER_WEIGHTS:       # float16 halves what a clone carries; loading casts back
                 from safetensors import safe_open
@@ -167,10 +165,4 @@ def export_student(adapter: str | Path, model_folder: str | Path) -> Path:
         meta = json.loads((tmp / GEOT2E_META).read_text())
         meta["base_checkpoint_hash"] = checkpoint_hash(dst_parent)
         (tmp / GEOT2E_META).write_text(json.dumps(meta, indent=2))
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
