@@ -92,6 +92,7 @@ def train_distill(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
     unet = model.unet
     ts, a_t, a_next = student_schedule(model, n)
     step_len = model.config.scheduler.num_train_timesteps // n
+    alphas = make_scheduler(model.config, "ddim").alphas_cumprod      # ᾱ of every training timestep
     gen = torch.Generator(device=model.device).manual_seed(rank_seed(cfg.seed, context()))
 
     def loss_fn(batch, rng):
@@ -115,7 +116,7 @@ def train_distill(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
         z = at.sqrt().view(-1, 1, 1, 1) * z0 + (1 - at).sqrt().view(-1, 1, 1, 1) * noise
         # the teacher: k DDIM sub-steps from t to the student's next timestep, adapter off
         subs = teacher_substeps(t, t - step_len, k)
-        ac = make_scheduler(model.config, "ddim").alphas_cumprod.to(dev)
+        ac = alphas.to(dev)
         zt = z
         unet.disable_adapters()
         try:
