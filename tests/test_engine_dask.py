@@ -70,6 +70,22 @@ def test_localcluster_threads_same_output(scene, reference, tiny_model_path):
     assert np.array_equal(got.values, reference.values)
 
 
+def test_a_result_built_under_a_client_computes_again_and_again(scene, reference, tiny_model_path):
+    """Built under a running client, the mask is scattered once and the graph references it;
+    that reference must survive the graph's conversion to tasks, or the first compute fails
+    with 'lost dependencies' (it did, in the cluster benchmark)."""
+    distributed = pytest.importorskip("distributed")
+    da, mask = scene
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        out = inpaint(da.chunk({"y": 64, "x": 96}), mask, "a lake", model=tiny_model_path, **FAST)
+        first = client.compute(out.isel(y=slice(0, 64))).result()
+        got = client.compute(out).result()
+        again = client.compute(out).result()
+    assert np.array_equal(got.values, reference.values) and np.array_equal(again.values, reference.values)
+    assert np.array_equal(first.values, reference.values[:, :64])
+
+
 @pytest.mark.slow
 def test_localcluster_two_worker_processes_same_output(scene, reference, tiny_model_path):
     """Workers get a model *reference*: each process loads the checkpoint itself."""

@@ -260,7 +260,7 @@ def run_lazy(job: Job, data, mask, *, name: str, cells: tuple[list, list] | None
         mask = lazy_array(mask_src, data.chunks[1:], name=f"{name}-mask")
     ey, ex = _offsets(data.chunks[1]), _offsets(data.chunks[2])
     dblocks = data.to_delayed()[0]
-    mblocks = mask.to_delayed()
+    mblocks = mask.to_delayed(optimize_graph=False)  # optimizing drops the scattered future's reference
 
     def pieces(y0, y1, x0, x1):
         idx = [(a, b) for a in _blocks_in(ey, y0, min(y1, grid.height))

@@ -92,7 +92,7 @@ def write_to_zarr(result: xr.DataArray, store: str | os.PathLike, *, overwrite: 
             arr = np.asarray(synth.data, dtype=bool)
             sdata = lazy_array(arr, (ych, xch), name=f"geot2e-synthesized-{tokenize(arr)}")
     vblocks = data.to_delayed()
-    sblocks = sdata.to_delayed() if sdata is not None else None
+    sblocks = sdata.to_delayed(optimize_graph=False) if sdata is not None else None  # keep a scattered future
     ey, ex = np.cumsum((0,) + ych), np.cumsum((0,) + xch)
     write = dask.delayed(_write_block, pure=False)
     tasks = []
