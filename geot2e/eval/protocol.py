@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     few = a.sampler == "few-step" or (a.sampler == "auto" and a.steps is None and a.guidance is None
                                       and resolve_few_step(path, None))
     cloud_model = load_model(path, device=a.device, few_step=True) if few else model
-    info = model_info(cloud_model if "cloud" in {s.strip() for s in a.only.split(",")} else model)
+    info = model_info(cloud_model if "cloud" in only else model)
     log = lambda s: print(f"  .. {s}", file=sys.stderr, flush=True)  # noqa: E731
     out = {"model": info, "interim": info.get("step") is not None, "args": vars(a),
            "torch_threads": torch.get_num_threads()}

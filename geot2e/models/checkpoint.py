@@ -263,7 +263,7 @@ _LOCK = threading.Lock()
 
 
 def _merge_student(model: Text2Earth, path: Path) -> None:
-    from .adapter import ADAPTER_DIR, GEOT2E_META, load_lora, merge_lora
+    from .adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, GEOT2E_META, load_lora, merge_lora
 
     folder = path / ADAPTER_DIR
     if not has_few_step(path):
@@ -276,7 +276,7 @@ def _merge_student(model: Text2Earth, path: Path) -> None:
     model.config.model_id = f"{meta.get('base_model_id', model.config.model_id)}+few-step"
     model.student_steps = steps
     model.sampling_defaults = {"steps": steps}
-    h = hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()[:8]
+    h = hashlib.sha256((folder / ADAPTER_WEIGHTS).read_bytes()).hexdigest()[:8]
     model.checkpoint_hash = f"{model.checkpoint_hash}+{h}"   # provenance names base and student
 
 
