@@ -113,6 +113,7 @@ class Text2Earth(nn.Module):
         self.autocast_dtype: torch.dtype | None = None
         self.unet_calls = 0  # counts UNet forward passes (tests, benchmarks)
         self.student_steps: int | None = None  # a few-step student's number of steps (load_model(few_step=True))
+        self.controlnet = None  # a translation ControlNet (geot2e.models.control.load_controlnet)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -177,21 +178,34 @@ class Text2Earth(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
-    def predict(self, z_t, t, m_lat, zm, text_emb, res_emb) -> torch.Tensor:
+    def predict(self, z_t, t, m_lat, zm, text_emb, res_emb, control: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's noise (or velocity) prediction; with ``control`` (a conditioning image,
+        :func:`geot2e.models.control.control_image`) the attached ControlNet's residuals are
+        added to the UNet's skip connections."""
         self.unet_calls += 1
         inp = torch.cat([z_t, m_lat, zm], dim=1)
-        if self.autocast_dtype is not None:
-            with torch.autocast(device_type=z_t.device.type, dtype=self.autocast_dtype):
-                out = self.unet(inp, t, encoder_hidden_states=text_emb, class_labels=res_emb).sample
-            return out.float()
-        return self.unet(inp, t, encoder_hidden_states=text_emb, class_labels=res_emb).sample
+        with self._autocast(z_t.device):
+            extra = {}
+            if control is not None:
+                if self.controlnet is None:
+                    from ..errors import CheckpointError
+
+                    raise CheckpointError("a control image was given but the model has no ControlNet; "
+                                          "attach one with geot2e.models.control.load_controlnet.")
+                down, mid = self.controlnet(inp, t, encoder_hidden_states=text_emb, controlnet_cond=control,
+                                            class_labels=res_emb, return_dict=False)
+                extra = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            out = self.unet(inp, t, encoder_hidden_states=text_emb, class_labels=res_emb, **extra).sample
+        return out.float() if self.autocast_dtype is not None else out
 
     # ------------------------------------------------------------------ training
     def training_loss(self, x: torch.Tensor, mask: torch.Tensor, gsd: torch.Tensor, prompts: Sequence[str], *,
                       p_text: float = 0.1, p_res: float = 0.1, scheduler=None,
-                      generator: torch.Generator | None = None, masked_weight: float = 1.0) -> torch.Tensor:
+                      generator: torch.Generator | None = None, masked_weight: float = 1.0,
+                      control: torch.Tensor | None = None) -> torch.Tensor:
         """Denoising loss with dynamic condition dropout (text with p_text, resolution with p_res,
-        independently). The VAE is used frozen (no gradients)."""
+        independently). The VAE is used frozen (no gradients). ``control``: a ControlNet
+        conditioning image per example (the translation ControlNet's training)."""
         b = x.shape[0]
         dev = x.device
         sched = scheduler or make_scheduler(self.config, "ddpm")
@@ -207,7 +221,7 @@ class Text2Earth(nn.Module):
         prompts = ["" if d else p for p, d in zip(prompts, drop_text.tolist())]
         text_emb = self.encode_prompts(prompts)
         res_emb = self.resolution(gsd.to(dev).float(), drop=drop_res)
-        pred = self.predict(z_t, t, m_lat, zm, text_emb, res_emb)
+        pred = self.predict(z_t, t, m_lat, zm, text_emb, res_emb, control=control)
         if self.config.scheduler.prediction_type == "v_prediction":
             target = sched.get_velocity(z0, noise, t)
         else:
@@ -237,7 +251,7 @@ class Text2Earth(nn.Module):
                 guidance_text: float | None = None, guidance_res: float | None = None,
                 steps: int = MODEL_SAMPLING["steps"], scheduler: str = MODEL_SAMPLING["scheduler"], noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, harmonize: bool | str = True,
-                guidance_interval: float = 1.0,
+                guidance_interval: float = 1.0, control: torch.Tensor | None = None,
                 callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Synthesize the masked pixels of a batch of tiles.
 
@@ -256,6 +270,8 @@ class Text2Earth(nn.Module):
             rest run unguided (one UNet pass). Guidance in the last, low-noise steps mostly
             smooths pixel-scale detail (Kynkäänniemi et al., 2024, guide in a limited interval).
         noise : (B, latent_channels, H/f, W/f) initial noise, for determinism across tilings.
+        control : (B, K, H, W) conditioning image of the attached ControlNet (translation,
+            :func:`geot2e.models.control.translate_tiles`); None = no ControlNet.
         harmonize : how the decoded fill is made to agree with the known pixels. True or
             ``"boundary"`` (default): the residual on the known ring around the mask is spread
             inward (:func:`~geot2e.models.fill.harmonize`); ``"lowpass"``: low frequencies
@@ -289,19 +305,21 @@ class Text2Earth(nn.Module):
             zin = sched.scale_model_input(z, t)
             tt = t.expand(b) if t.ndim == 0 else t
             if i >= n_guided:
-                eps = self.predict(zin, tt, m_lat, zm, text_c, res_c)
+                eps = self.predict(zin, tt, m_lat, zm, text_c, res_c, control)
             elif split:
                 wt, wr = guidance_text or 0.0, guidance_res or 0.0
                 zz = torch.cat([zin] * 3)
                 eps = self.predict(zz, torch.cat([tt] * 3), torch.cat([m_lat] * 3), torch.cat([zm] * 3),
-                                   torch.cat([text_c, null_t, text_c]), torch.cat([res_c, res_c, res_n]))
+                                   torch.cat([text_c, null_t, text_c]), torch.cat([res_c, res_c, res_n]),
+                                   None if control is None else torch.cat([control] * 3))
                 e_c, e_nt, e_nr = eps.chunk(3)
                 eps = e_c + wt * (e_c - e_nt) + wr * (e_c - e_nr)
             elif guidance == 0:
-                eps = self.predict(zin, tt, m_lat, zm, text_c, res_c)
+                eps = self.predict(zin, tt, m_lat, zm, text_c, res_c, control)
             else:
                 eps2 = self.predict(torch.cat([zin, zin]), torch.cat([tt, tt]), torch.cat([m_lat, m_lat]),
-                                    torch.cat([zm, zm]), torch.cat([text_c, null_t]), torch.cat([res_c, res_n]))
+                                    torch.cat([zm, zm]), torch.cat([text_c, null_t]), torch.cat([res_c, res_n]),
+                                    None if control is None else torch.cat([control, control]))
                 e_c, e_u = eps2.chunk(2)
                 eps = (1 + guidance) * e_c - guidance * e_u
             z = sched.step(eps, t, z).prev_sample

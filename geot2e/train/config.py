@@ -203,10 +203,12 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
                 save_pretrained(model, out / "vae" / "model")
                 (out / "vae_done").write_text("ok")
             D.barrier()
-    teacher = run("distill")               # the distill stage needs the finished denoiser (and fine-tune)
+    # the distill and control stages need the finished denoiser (and fine-tune)
+    teacher = run("distill") or run("control")
     for st in ("denoiser", "finetune"):
         if teacher and not run(st) and getattr(cfg, st) is not None and not stage_finished(out / st, getattr(cfg, st)):
-            raise ParameterError(f"the distill stage needs the finished {st} stage in {out}; "
+            which = "distill" if run("distill") else "control"
+            raise ParameterError(f"the {which} stage needs the finished {st} stage in {out}; "
                                  f"train it first (geot2e train CONFIG --stage {st})")
     if run("denoiser") or teacher:
         val = None
@@ -234,6 +236,15 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
             unload_lora(model)
         if not stage_finished(out / "distill", cfg.distill):
             return model
+    if run("control"):
+        from .control import train_control
+
+        nir = [r for r in sources if r.data.shape[0] >= 4]
+        rgbn = build_training_data(cfg, bands=4, seed=cfg.seed + 2, sources=nir) if nir else None
+        train_control(model, ds, rgbn, cfg.control, out, resume=resume, progress=progress)
+        model.controlnet = None             # the exported model is the denoiser; the ControlNet goes beside it
+        if not stage_finished(out / "control", cfg.control):
+            return model
     if stages is not None and any(getattr(cfg, s) is not None and s not in stages for s in STAGES):
         return model                        # a partial run exports nothing
     if main:
@@ -250,6 +261,11 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
 
             for d in dsts:
                 export_student(out / "distill" / "adapter", d)
+        if cfg.control is not None:         # the translation ControlNet beside the model it controls
+            from .control import export_controlnet
+
+            for d in dsts:
+                export_controlnet(out / "control" / "controlnet", d)
     D.barrier()
     return model
 

@@ -20,7 +20,7 @@ __all__ = ["StageConfig", "SourceSpec", "TrainConfig", "SOURCE_KINDS", "STAGES",
            "resolve_source_path", "resolve_device_name", "stage_finished", "scheduled"]
 
 SOURCE_KINDS = ("raster", "git10m")
-STAGES = ("vae", "denoiser", "finetune", "decoder", "distill")
+STAGES = ("vae", "denoiser", "finetune", "decoder", "distill", "control")
 
 
 @dataclass
@@ -44,6 +44,7 @@ class StageConfig:
     student_steps: int = 8       # distill stage only: the few-step student's DDIM steps
     teacher_steps: int = 64      # distill stage only: the teacher's DDIM steps (a multiple of student_steps)
     rank: int = 32               # distill stage only: rank of the student's LoRA adapter
+    tasks: dict | None = None    # control stage only: translation tasks and their share of batches
     log_every: int = 50
     save_every: int = 250
     seed: int = 0
@@ -106,6 +107,9 @@ class TrainConfig:
     # few-step student of the finished denoiser (a LoRA adapter; geot2e.train.distill), exported
     # beside the model as <model>/few_step
     distill: StageConfig | None = None
+    # translation ControlNet on the finished denoiser (geot2e.train.control), exported beside the
+    # model as <model>/translate
+    control: StageConfig | None = None
     # automatic captions name the scale ("field/landscape/regional scale") from the GSD. False leaves
     # the GSD to the resolution embedding alone: with scale words the text carries it, and the model
     # learns to ignore rho (measured: v1 generated the same tile at 30 m and 240 m)

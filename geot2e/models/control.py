@@ -1,0 +1,193 @@
+"""Image-to-image translation with a ControlNet on the frozen denoiser (pure torch/diffusers).
+
+One ControlNet (:class:`diffusers.ControlNetModel`, a trainable copy of the UNet's encoder
+whose outputs are added to the frozen UNet's skip connections through zero-initialised
+convolutions) serves every task: the task is part of its conditioning image. The tasks:
+
+``super_resolution``  the guide is the low-resolution image, nearest-replicated onto the
+                      fine grid (each coarse pixel an ``s × s`` block, ``s`` = 2 or 4)
+``pansharpen``        the same, plus the panchromatic band at the fine resolution
+``nir_to_rgb``        the near-infrared band alone
+``dehaze``            the hazy image itself (same grid)
+
+:func:`control_image` turns (task, guide, aux band, scale) into the ControlNet's input: the
+guide upsampled bicubically from its coarse pixels, the auxiliary band (PAN matched in mean
+and standard deviation to the guide's intensity, as component substitution does), a one-hot
+task code and the scale. Training (:mod:`geot2e.train.control`) and sampling
+(:func:`translate_tiles`) build it with this one function. Resolution tasks end with
+iterative back-projection (:func:`back_project`): the result area-averaged to the coarse
+grid equals the input there, so the model adds detail and never moves the coarse colours.
+
+Knows no CRS: grids, tiling and units are the engine's (:mod:`geot2e.engine.translate`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._fs import atomic_folder
+
+__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "build_controlnet", "control_image",
+           "back_project", "translate_tiles", "save_controlnet", "load_controlnet", "has_controlnet",
+           "controlnet_info"]
+
+TASKS = ("super_resolution", "pansharpen", "nir_to_rgb", "dehaze")
+#: tasks whose guide is a coarser image replicated onto the fine grid (scale 2 or 4)
+RESOLUTION_TASKS = ("super_resolution", "pansharpen")
+#: guide (3) + auxiliary band (1) + task one-hot + scale level (1)
+CONTROL_CHANNELS = 3 + 1 + len(TASKS) + 1
+#: the sub-folder of a model folder that holds its translation ControlNet
+CONTROL_DIR = "translate"
+CONTROL_META = "geot2e_control.json"
+BACK_PROJECT_ITERS = 3
+
+
+def build_controlnet(model):
+    """A ControlNet initialised from ``model``'s UNet (its encoder copied, zero convolutions
+    out), with a conditioning embedding that downsamples by the VAE factor."""
+    from diffusers import ControlNetModel
+
+    f = int(model.vae_factor)
+    levels = f.bit_length() - 1                  # stride-2 convolutions to reach the latent grid
+    widths = tuple(16 * 2 ** i for i in range(levels + 1))
+    return ControlNetModel.from_unet(model.unet, conditioning_channels=CONTROL_CHANNELS,
+                                     conditioning_embedding_out_channels=widths).to(model.device, torch.float32)
+
+
+def _coarse(guide: torch.Tensor, scale: int) -> torch.Tensor:
+    """The coarse image of a guide that replicates each coarse pixel over ``scale × scale``."""
+    return F.avg_pool2d(guide, scale) if scale > 1 else guide
+
+
+def _up(coarse: torch.Tensor, scale: int) -> torch.Tensor:
+    if scale <= 1:
+        return coarse
+    return F.interpolate(coarse, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def control_image(task: str, guide: torch.Tensor | None, aux: torch.Tensor | None, scale: int = 1) -> torch.Tensor:
+    """The ControlNet's conditioning image (B, :data:`CONTROL_CHANNELS`, H, W), in [-1, 1].
+
+    Parameters
+    ----------
+    task : one of :data:`TASKS`.
+    guide : (B, 3, H, W) in [-1, 1]: the low-resolution image replicated onto the fine grid
+        (resolution tasks), the hazy image (``dehaze``); None for ``nir_to_rgb``.
+    aux : (B, 1, H, W) in [-1, 1]: the PAN band (``pansharpen``) or the NIR band
+        (``nir_to_rgb``); None otherwise.
+    scale : the resolution tasks' factor (2 or 4); 1 otherwise.
+    """
+    if task not in TASKS:
+        from ..errors import ParameterError
+
+        raise ParameterError(f"unknown translation task {task!r}; choose one of {list(TASKS)}.")
+    ref = guide if guide is not None else aux
+    b, _, h, w = ref.shape
+    dev = ref.device
+    g = torch.zeros(b, 3, h, w, device=dev) if guide is None else guide.float()
+    if task in RESOLUTION_TASKS:
+        g = _up(_coarse(g, scale), scale)
+    a = torch.zeros(b, 1, h, w, device=dev) if aux is None else aux.float()
+    if task == "pansharpen":
+        # component substitution's histogram match: PAN takes the intensity's mean and spread,
+        # so its gain and offset (another sensor, other units) do not matter, only its pattern
+        inten = g.mean(1, keepdim=True)
+        mu_a, sd_a = a.mean((2, 3), keepdim=True), a.std((2, 3), keepdim=True).clamp_min(1e-3)
+        mu_i, sd_i = inten.mean((2, 3), keepdim=True), inten.std((2, 3), keepdim=True)
+        a = ((a - mu_a) / sd_a * sd_i + mu_i).clamp(-1, 1)
+    onehot = torch.zeros(b, len(TASKS), h, w, device=dev)
+    onehot[:, TASKS.index(task)] = 1.0
+    level = torch.full((b, 1, h, w), (torch.log2(torch.tensor(float(max(1, scale)))) / 2).item(), device=dev)
+    return torch.cat([g, a, onehot, level], 1)
+
+
+def back_project(x: torch.Tensor, guide: torch.Tensor, scale: int, iters: int = BACK_PROJECT_ITERS) -> torch.Tensor:
+    """Iterative back-projection: correct ``x`` (B, C, H, W) by the bicubic upsampling of its
+    coarse residual, so that ``x`` area-averaged by ``scale`` approaches the coarse image of
+    ``guide`` (replicated, as :func:`control_image` takes it). Detail finer than the coarse
+    pixels stays the model's."""
+    if scale <= 1:
+        return x
+    lo = _coarse(guide.float(), scale)
+    for _ in range(iters):
+        x = x + F.interpolate(lo - _coarse(x, scale), scale_factor=scale, mode="bicubic", align_corners=False)
+    return x
+
+
+@torch.no_grad()
+def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Tensor | None, *,
+                    known: torch.Tensor | None = None, mask: torch.Tensor | None = None, scale: int = 1,
+                    **sampling) -> torch.Tensor:
+    """Translate a batch of tiles with ``model`` (a :class:`~geot2e.models.Text2Earth` with a
+    ControlNet attached, :func:`load_controlnet`).
+
+    ``known``/``mask``: pixels already produced (by neighbouring windows, mask 0) that the
+    result must continue; by default every pixel is synthesized (mask 1). ``sampling``: the
+    options of :meth:`~geot2e.models.Text2Earth.inpaint` (gsd, prompts, guidance, steps,
+    scheduler, noise, ...). Returns (B, 3, H, W) float32 in [-1, 1] (not clipped).
+    """
+    ref = guide if guide is not None else aux
+    b, _, h, w = ref.shape
+    if mask is None:
+        mask = torch.ones(b, 1, h, w, device=ref.device)
+    if known is None:
+        known = torch.zeros(b, model.bands, h, w, device=ref.device)
+    cond = control_image(task, guide, aux, scale)
+    sampling.setdefault("harmonize", "none")
+    out = model.inpaint(known, mask, control=cond, **sampling)
+    if task in RESOLUTION_TASKS:
+        out = back_project(out, guide, scale)
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+def has_controlnet(folder: str | Path) -> bool:
+    """True when the model folder carries a translation ControlNet (``translate/``)."""
+    return (Path(folder) / CONTROL_DIR / "config.json").is_file()
+
+
+def controlnet_info(folder: str | Path) -> dict:
+    """What the folder's ControlNet was trained for (tasks, steps, base model hash)."""
+    f = Path(folder) / CONTROL_DIR / CONTROL_META
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def save_controlnet(controlnet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:
+    """Write ``controlnet`` (diffusers layout: config.json + safetensors) and ``meta`` to
+    ``folder`` atomically (a failed write leaves what was there)."""
+    dst = Path(folder)
+    with atomic_folder(dst) as tmp:
+        cn = controlnet
+        if dtype is not None:
+            import copy
+
+            cn = copy.deepcopy(controlnet).to(dtype)
+        cn.save_pretrained(str(tmp), safe_serialization=True)
+        (tmp / CONTROL_META).write_text(json.dumps(meta, indent=2))
+    return dst
+
+
+def load_controlnet(model, folder: str | Path | None = None):
+    """Attach the ControlNet of ``folder`` (default: ``model.source/translate``) to ``model``
+    (as ``model.controlnet``, float32, eval mode) and return the model. Raises
+    :class:`~geot2e.errors.CheckpointError` when there is none."""
+    from diffusers import ControlNetModel
+
+    from ..errors import CheckpointError
+
+    base = Path(folder) if folder is not None else (Path(model.source) / CONTROL_DIR if model.source else None)
+    if base is None or not (base / "config.json").is_file():
+        raise CheckpointError(f"no translation ControlNet in {base}; train one with the control stage of "
+                              "`geot2e train` (configs/default.yaml, section control:).")
+    cn = ControlNetModel.from_pretrained(str(base), use_safetensors=True)
+    model.controlnet = cn.to(model.device, torch.float32).eval()
+    model.controlnet.requires_grad_(False)
+    return model
+
+
+def tasks_of(folder: str | Path) -> Sequence[str]:
+    return tuple(controlnet_info(folder).get("tasks", TASKS))
