@@ -1,6 +1,7 @@
 """geot2e — Text2Earth-style generative editing of georeferenced rasters.
 
-Cloud removal, inpainting, outpainting and text-to-image generation on rioxarray
+Cloud removal, inpainting, outpainting, text-to-image generation and image-to-image
+translation (pan-sharpening, super-resolution, NIR → RGB, dehazing) on rioxarray
 DataArrays (numpy or dask), at the right ground sample distance, tile by tile, with
 outputs a GIS opens as they are (DataArrays, Zarr, Cloud-Optimized GeoTIFFs).
 
@@ -37,6 +38,7 @@ __all__ = [
     "inpaint",
     "outpaint",
     "generate",
+    "translate",
     "io",
     "errors",
     "plot",
@@ -51,6 +53,7 @@ _LAZY = {
     "inpaint": ("geot2e.api", "inpaint"),
     "outpaint": ("geot2e.api", "outpaint"),
     "generate": ("geot2e.api", "generate"),
+    "translate": ("geot2e.translation", "translate"),
     "io": ("geot2e.io", None),
     "plot": ("geot2e.plot", None),
     "models": ("geot2e.models", None),

@@ -123,7 +123,7 @@ def resolve_few_step(model, few_step, guidance=None, steps=None) -> bool:
 
 
 def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd, device, progress,
-                   scheduler, harmonize, threads=None, guidance_interval=1.0, few_step=False):
+                   scheduler, harmonize, threads=None, guidance_interval=1.0, few_step=False, translate=False):
     from .engine.raster import Options
     from .models import Text2Earth, load_model
 
@@ -160,9 +160,12 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
         if few_step and getattr(model, "student_steps", None) is None:
             raise ParameterError("few_step=True needs the model's name or folder (load_model(..., few_step=True) "
                                  "merges its student), or a model loaded that way; this model has no student.")
+        if translate and getattr(model, "controlnet", None) is None:
+            raise ParameterError("translate needs a model with its translation ControlNet: pass the model's name "
+                                 "or folder, or load_model(..., translate=True).")
         m = model
     else:
-        m = load_model(model, device=device, few_step=few_step)
+        m = load_model(model, device=device, few_step=few_step, translate=translate)
     _check_finite_weights(m)
     from .models.defaults import resolve_sampling  # None/"auto": the model's own (official: 50 steps, folder's)
 

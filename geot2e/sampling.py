@@ -65,6 +65,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     # guidance and steps None: by the kind of result (CLOUD_SAMPLERS)
     # few_step None: the model's few-step student when it has one and guidance/steps are left as None
     "remove_clouds": {"guidance": None, "guidance_interval": 0.5, "harmonize": "lowpass", "few_step": None},
+    # the input image is the condition (a ControlNet's): unguided, the decoder's output as it is
+    "translate": {"guidance": 0.0, "harmonize": "none"},
 }
 
 #: remove_clouds' sampler when ``guidance`` / ``steps`` are None, by the kind of result:

@@ -40,6 +40,9 @@ class Options:
     progress: bool | None = OPTIONS["progress"]
     threads: int | None = OPTIONS["threads"]     # torch CPU threads per tile (None: leave the thread's setting)
     model_bands: tuple[int, ...] | None = None   # raster band of each model band (None: the same bands, in order)
+    task: str | None = None                       # translation task (geot2e.translate); None: inpainting
+    scale: int = 1                                # the translation's resolution factor
+    control_bands: int = 0                        # trailing bands of the raster that are the translation's input
 
 
 def raster_dims(da: xr.DataArray) -> tuple[list[str], str | None, str, str]:

@@ -34,13 +34,15 @@ class ModelRef:
         self.path = getattr(model, "source", None)
         self.device = device
         self.few_step = getattr(model, "student_steps", None) is not None   # a folder's few-step student
+        self.translate = getattr(model, "controlnet", None) is not None     # with its translation ControlNet
         self._model = model
 
     def get(self):
         if self._model is None:
             from ..models import load_model
 
-            self._model = load_model(self.path, device=self.device, few_step=self.few_step)
+            self._model = load_model(self.path, device=self.device, few_step=self.few_step,
+                                     translate=getattr(self, "translate", False))
         return self._model
 
     def __getstate__(self):
@@ -78,10 +80,13 @@ class Job:
     threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
     tight: bool = True                        # run on tight windows (False: every cell on its full window)
     batch: bool = True                        # windows of similar size share a model call (False: one each)
+    task: str | None = None                   # a translation task (geot2e.models.control.TASKS): not inpainting
+    scale: int = 1                            # the translation's resolution factor
+    control_bands: int = 0                    # trailing raster bands that are the translation's input
 
     #: the sampling options a Job takes from the API's resolved options (engine.raster.Options)
     OPTION_FIELDS = ("guidance", "guidance_interval", "steps", "scheduler", "seed", "samples", "harmonize",
-                     "threads")
+                     "threads", "task", "scale", "control_bands")
 
     @classmethod
     def from_options(cls, opts, **fields) -> "Job":
@@ -160,7 +165,8 @@ def item_bounds(grid: TileGrid, i: int, j: int, box) -> tuple[int, int, int, int
 def _window_input(job: Job, model, i: int, j: int, k: int, box, blocks, offsets, mblocks,
                   context_values, context_bounds):
     """What the model sees for window ``box`` of cell (i, j): images (K, C, h, w), unknown
-    mask (K, 1, h, w), noise (K, c, h/f, w/f), and the cell pixels this window writes."""
+    mask (K, 1, h, w), noise (K, c, h/f, w/f), the cell pixels this window writes, and the
+    translation's input (K, job.control_bands, h, w) in model space (None without one)."""
     import torch
 
     grid = job.grid
@@ -180,8 +186,14 @@ def _window_input(job: Job, model, i: int, j: int, k: int, box, blocks, offsets,
     inside[:max(0, grid.height - ry0), :max(0, grid.width - rx0)] = True
     unknown = m | invalid_pixels(raw, job.nodata) | ~inside
     x = np.clip(job.scaling.to_model(raw), -1.0, 1.0)
-    x[:, unknown] = 0.0
     k_samples = job.samples
+    control = None
+    if job.control_bands:                     # the translation's input: never masked, never written
+        nc = x.shape[0] - job.control_bands
+        ctrl = np.where(invalid_pixels(raw[nc:], job.nodata) | ~inside, 0.0, x[nc:]).astype(np.float32)
+        control = np.repeat(ctrl[None], k_samples, axis=0)
+        x = x[:nc]
+    x[:, unknown] = 0.0
     xs = np.repeat(x[None], k_samples, axis=0)
     unk = np.repeat(unknown[None, None], k_samples, axis=0)
     for vals, (vy0, vy1, vx0, vx1) in zip(context_values, context_bounds):
@@ -201,7 +213,7 @@ def _window_input(job: Job, model, i: int, j: int, k: int, box, blocks, offsets,
     noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, s)[:, ly:ly + (ry1 - ry0) // f,
                                                                          lx:lx + (rx1 - rx0) // f]
                          for s in range(k_samples)])
-    return xs, unk, noise, own
+    return xs, unk, noise, own, control
 
 
 def run_batch(job: Job, items, blocks, offsets, mblocks, context_values=(), context_bounds=()) -> tuple:
@@ -229,12 +241,19 @@ def run_batch(job: Job, items, blocks, offsets, mblocks, context_values=(), cont
     model = job.model.get()
     parts = [_window_input(job, model, i, j, k, box, bl, off, ml, context_values, context_bounds)
              for (i, j, k, box), bl, off, ml in zip(items, blocks, offsets, mblocks)]
+    images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+    masks = torch.from_numpy(np.concatenate([p[1] for p in parts]).astype(np.float32))
+    sampling = dict(gsd=job.gsd, prompts=job.prompt, guidance=job.guidance, steps=job.steps,
+                    scheduler=job.scheduler, noise=torch.cat([p[2] for p in parts]), harmonize=job.harmonize,
+                    guidance_interval=job.guidance_interval)
     with torch_threads(job.threads):
-        out = model.inpaint(torch.from_numpy(np.concatenate([p[0] for p in parts])),
-                            torch.from_numpy(np.concatenate([p[1] for p in parts]).astype(np.float32)),
-                            gsd=job.gsd, prompts=job.prompt, guidance=job.guidance, steps=job.steps,
-                            scheduler=job.scheduler, noise=torch.cat([p[2] for p in parts]),
-                            harmonize=job.harmonize, guidance_interval=job.guidance_interval)
+        if job.task is not None:
+            from ..models.control import split_control, translate_tiles
+
+            guide, aux = split_control(job.task, torch.from_numpy(np.concatenate([p[4] for p in parts])))
+            out = translate_tiles(model, job.task, guide, aux, known=images, mask=masks, scale=job.scale, **sampling)
+        else:
+            out = model.inpaint(images, masks, **sampling)
     out = out.detach().to("cpu", torch.float32).numpy()
     k_samples = job.samples
     results = []
@@ -307,6 +326,11 @@ def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.nd
     if not where.any():
         return out, unc
     rad = job.scaling
+    nc = block.shape[0] - job.control_bands  # bands written (a translation's input bands are not)
+    if job.control_bands:
+        import dataclasses
+
+        rad = dataclasses.replace(rad, lo=rad.lo[:nc], hi=rad.hi[:nc])
     scale = (np.asarray(rad.hi, np.float64) - np.asarray(rad.lo, np.float64)) / 2.0
     by, bx = offset
     h, w = block.shape[-2:]
@@ -326,13 +350,13 @@ def assemble(job: Job, block: np.ndarray, offset: tuple[int, int], mblock: np.nd
         for s in range(1, k):
             mean += picked[s]
         mean /= k
-        dst = out[:, ys - by:ye - by, xs - bx:xe - bx]
+        dst = out[:nc, ys - by:ye - by, xs - bx:xe - bx]
         dst[:, sel] = rad.from_model(mean[:, :, None], dtype=out.dtype)[:, :, 0]
         if k > 1:
             var = np.zeros_like(mean)
             for s in range(k):
                 var += (picked[s] - mean) ** 2
-            unc[:, ys - by:ye - by, xs - bx:xe - bx][:, sel] = (np.sqrt(var / k) * scale[:, None]).astype(np.float32)
+            unc[:nc, ys - by:ye - by, xs - bx:xe - bx][:, sel] = (np.sqrt(var / k) * scale[:, None]).astype(np.float32)
         written += int(sel.sum())
     if written != int(where.sum()):
         raise RuntimeError("internal error: a masked pixel lies in no synthesized window, or in two")

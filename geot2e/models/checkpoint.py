@@ -289,7 +289,7 @@ def has_few_step(name_or_path: "str | os.PathLike" = "default") -> bool:
 
 
 def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, device: str | torch.device = "auto",
-               autocast: str | None = "auto", few_step: bool = False) -> Text2Earth:
+               autocast: str | None = "auto", few_step: bool = False, translate: bool = False) -> Text2Earth:
     """Load a Text2Earth model: ``"default"`` (embedded weights), a local folder, or pass a model through.
 
     Models are cached per (path, device, autocast, few_step), so dask workers load each
@@ -298,6 +298,8 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     ``few_step=True`` loads the folder's few-step student instead (its ``few_step/`` adapter,
     trained by the distill stage of ``geot2e train``, merged into the UNet; ``model.student_steps``
     says how many steps it samples with); a :class:`CheckpointError` when the folder has none.
+    ``translate=True`` attaches the folder's translation ControlNet (``translate/``, trained by
+    the control stage; :func:`geot2e.translate`), a :class:`CheckpointError` when it has none.
     """
     if isinstance(name_or_path, Text2Earth):
         return name_or_path
@@ -309,13 +311,17 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
                                   "or train one with `geot2e train configs/default.yaml`.")
     else:
         path = Path(name_or_path).expanduser()
-    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step))
+    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate))
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
         model = from_pretrained(path, device=dev)
         if few_step:
             _merge_student(model, path)
+        if translate:
+            from .control import CONTROL_DIR, load_controlnet
+
+            load_controlnet(model, path / CONTROL_DIR)
         if autocast == "auto":
             if dev.type == "cuda" or (dev.type == "cpu" and _cpu_has_amx()):
                 model.autocast_dtype = torch.bfloat16

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from .._fs import atomic_folder
 
-__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "build_controlnet", "control_image",
+__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "split_control",
+           "build_controlnet", "control_image",
            "back_project", "translate_tiles", "save_controlnet", "load_controlnet", "has_controlnet",
            "controlnet_info"]
 
@@ -44,6 +45,19 @@ CONTROL_CHANNELS = 3 + 1 + len(TASKS) + 1
 CONTROL_DIR = "translate"
 CONTROL_META = "geot2e_control.json"
 BACK_PROJECT_ITERS = 3
+
+
+#: bands of the translation's input per task, in order: the guide's three, then the auxiliary band
+CONTROL_BANDS = {"super_resolution": 3, "pansharpen": 4, "nir_to_rgb": 1, "dehaze": 3}
+
+
+def split_control(task: str, control: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(guide, aux)`` of a task's input bands (B, :data:`CONTROL_BANDS`, H, W)."""
+    if task == "nir_to_rgb":
+        return None, control[:, :1]
+    if task == "pansharpen":
+        return control[:, :3], control[:, 3:4]
+    return control[:, :3], None
 
 
 def build_controlnet(model):
