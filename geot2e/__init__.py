@@ -53,7 +53,7 @@ _LAZY = {
     "inpaint": ("geot2e.api", "inpaint"),
     "outpaint": ("geot2e.api", "outpaint"),
     "generate": ("geot2e.api", "generate"),
-    "translate": ("geot2e.translation", "translate"),
+    "translate": ("geot2e.api", "translate"),
     "io": ("geot2e.io", None),
     "plot": ("geot2e.plot", None),
     "models": ("geot2e.models", None),

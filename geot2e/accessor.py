@@ -149,6 +149,16 @@ class Geot2eAccessor:
 
         return outpaint(self._da, **kw)
 
+    def translate(self, task: str, **kw) -> xr.DataArray:
+        """Pan-sharpen, super-resolve, NIR → RGB or dehaze (see :func:`geot2e.translate`).
+
+        Keywords: ``control`` (the PAN band for ``"pansharpen"``), ``scale`` (2 or 4 for
+        ``"super_resolution"``), ``prompt`` and the shared options.
+        """
+        from .api import translate
+
+        return translate(self._da, task, **kw)
+
     # ---------------------------------------------------------------- output and display
     def to_cog(self, path: str | os.PathLike, **opts):
         """Write a Cloud-Optimized GeoTIFF (see :func:`geot2e.io.to_cog`); returns its path."""

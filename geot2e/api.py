@@ -77,6 +77,7 @@ few_step : bool, default {default_few_step} (inpaint); None for remove_clouds
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -92,7 +93,8 @@ from .sampling import CLOUD_SAMPLERS, OPTIONS, SCHEDULER_CHOICES, cloud_sampler,
 
 __doc__ = fill_doc(__doc__)
 
-__all__ = ["remove_clouds", "inpaint", "outpaint", "generate", "process_zarr", "cloud_sampler", "CLOUD_SAMPLERS"]
+__all__ = ["remove_clouds", "inpaint", "outpaint", "generate", "translate", "process_zarr", "cloud_sampler",
+           "CLOUD_SAMPLERS"]
 
 #: Upper bounds of the size-like options, checked before a model is loaded or an array is built.
 MAX_STEPS = 1000               # the models' training timesteps: more steps only repeat timesteps
@@ -102,7 +104,7 @@ MAX_EAGER_PIXELS = 50_000_000  # height x width of a numpy-backed (in-memory) ou
 MAX_TILE = 4096                # tile cell size in pixels (the UNet's memory grows with its square)
 
 #: defaults of the shared options (the table: geot2e.sampling): inpaint, outpaint and generate; remove_clouds
-_O, _RC = options("inpaint"), options("remove_clouds")
+_O, _RC, _TR = options("inpaint"), options("remove_clouds"), options("translate")
 
 
 # --------------------------------------------------------------------------- validation
@@ -860,6 +862,75 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
     _warn_unknown_words(m, [prompt])
     return synthesize(canvas, [(mask, prompt)], model=m, gsd=g, opts=opts, operation="generate",
                       radiometry=rad, prompt_attr=prompt)
+
+
+def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = None, scale: int | None = None,
+              prompt: str = "", model=_TR["model"], guidance: float = _TR["guidance"],
+              guidance_interval: float = _TR["guidance_interval"], steps: int | None = _TR["steps"],
+              seed: int = _TR["seed"], samples: int = _TR["samples"], tile: int = _TR["tile"],
+              overlap: int = _TR["overlap"], gsd: float | None = _TR["gsd"], device: str = _TR["device"],
+              progress: bool | None = _TR["progress"], scheduler: str = _TR["scheduler"],
+              radiometry=_TR["radiometry"], threads: int | None = _TR["threads"]) -> xr.DataArray:
+    """Translate a raster: pan-sharpening, super-resolution, NIR → RGB or dehazing.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        The input, (band, y, x) or (y, x), numpy- or dask-backed, with a CRS:
+        ``"super_resolution"``, ``"dehaze"``: the RGB raster; ``"pansharpen"``: the
+        multispectral RGB raster (its coarser grid); ``"nir_to_rgb"``: the NIR band (or a
+        raster with a band labelled ``"nir"``). Bands labelled red/green/blue are picked by
+        name, else three bands are taken as red, green, blue.
+    task : {"pansharpen", "super_resolution", "nir_to_rgb", "dehaze"}
+    control : xarray.DataArray, optional
+        ``"pansharpen"`` only: the panchromatic band on its own finer grid, which must be an
+        integer refinement of ``da``'s (:func:`geot2e.geo.refine.refinement_of`); the result
+        lies on the PAN grid over the two rasters' common extent.
+    scale : int, optional
+        ``"super_resolution"``: 2 or 4 (required). ``"pansharpen"``: read from the grids
+        (an explicit value must match). Not used by the other tasks.
+    prompt : str
+        Optional text (the default is the null text: the model follows the input alone).
+    **options
+        As :func:`geot2e.inpaint` (model, guidance, guidance_interval, steps, seed, samples,
+        tile, overlap, gsd, device, progress, scheduler, radiometry, threads); translation
+        samples unguided (``guidance=0``) by default. ``gsd`` is the output's (default: the
+        output grid's own). ``radiometry`` scales ``da``'s bands (default: fitted on them);
+        the result is in ``da``'s units (for ``"nir_to_rgb"``: the NIR band's scaling).
+
+    Returns
+    -------
+    xarray.DataArray
+        (band, y, x) with bands red, green, blue in ``da``'s dtype and CRS: on a grid
+        exactly ``scale`` times finer with the same bounds (``"super_resolution"``: the
+        transform's pixel size divided by ``scale``), on the PAN grid (``"pansharpen"``), on
+        ``da``'s grid otherwise; ``geot2e_*`` provenance attrs (``geot2e_operation`` =
+        ``"translate"``, ``geot2e_task``, ``geot2e_scale``) and an ``uncertainty``
+        coordinate when ``samples > 1``. Every pixel is synthesized; the resolution tasks
+        keep the input exactly at its own resolution up to the back-projection's residual
+        (the result area-averaged to the input grid is the input, within a fraction of a
+        digital number after 3 iterations).
+
+    Raises
+    ------
+    ParameterError (unknown task, bad scale, a control where none is used),
+    GridMismatchError (a PAN grid that does not refine ``da``'s, or no overlap),
+    BandCountError, MissingCRSError, CheckpointError (a model without a translation ControlNet).
+    """
+    from .engine.raster import synthesize
+    from .translation import check_request, finish, full_mask, prepare
+
+    check_request(task, da, control, scale)
+    _check_dims(da)
+    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
+                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
+                             harmonize="none", threads=threads, guidance_interval=guidance_interval, translate=True)
+    prep = prepare(da, task, control=control, scale=scale, radiometry=radiometry)
+    g = _gsd_for(prep.guide, gsd, m)               # the output grid's
+    opts = dataclasses.replace(opts, task=task, scale=prep.scale, control_bands=prep.control_bands)
+    res = synthesize(prep.work, [(full_mask(prep.work), str(prompt or ""))], model=m, gsd=g, opts=opts,
+                     operation="translate", radiometry=prep.radiometry, extra_attrs={"task": task, "scale": prep.scale})
+    return finish(res, da, prep)
 
 
 def process_zarr(src_store, dst_store, mask, prompt: str = "", *, operation: str = "inpaint",

@@ -125,6 +125,19 @@ examples:
   geot2e generate new.tif --prompt "farmland" --bounds 737145 -2791095 742265 -2785695 \\
       --crs EPSG:32621 --gsd 10
 """,
+    "translate": """\
+examples:
+  # super-resolution: a grid twice as fine, same bounds and CRS
+  geot2e translate super_resolution tests/data/landsat_224078_rgb_crop.tif sr.tif --scale 2
+
+  # pan-sharpening: Landsat 8 B4 B3 B2 (30 m) with B8 (15 m); --align-pan resamples the PAN
+  # onto the 30 m grid's refinement first (Landsat's PAN is offset by half a PAN pixel)
+  geot2e translate pansharpen rgb_30m.tif sharp.tif --pan LC08_B8.TIF --align-pan
+
+  # NIR to RGB, and haze / thin cloud removal, on the input's grid
+  geot2e translate nir_to_rgb s2.tif rgb.tif --bands B08
+  geot2e translate dehaze hazy.tif clear.tif --samples 4
+""",
     "train": """\
 examples:
   # train (or resume) the model described by a YAML config: VAE, denoiser, fine-tune
@@ -326,6 +339,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="canvas size in pixels (with --bounds, instead of --gsd)")
     _add_model(p, gsd_help="ground sample distance in metres: the pixel size with --bounds, "
                               "or what the model is told with --like")
+    _add_common(p)
+
+    p = add("translate", "pan-sharpen, super-resolve, NIR to RGB, dehaze",
+            "Image-to-image translation with the model's translation ControlNet. super_resolution and "
+            "pansharpen write a finer grid (--scale times finer, or the PAN grid); nir_to_rgb and dehaze "
+            "keep the input's grid. Every output pixel is synthesized.")
+    from .translation import SR_SCALES, TASKS
+
+    p.add_argument("task", metavar="TASK", choices=TASKS, help=f"one of {', '.join(TASKS)}")
+    _add_input(p)
+    _add_output(p)
+    g = p.add_argument_group("translation")
+    g.add_argument("--pan", metavar="PATH", help="pansharpen: the panchromatic band (a finer grid that refines "
+                                                 "INPUT's)")
+    g.add_argument("--align-pan", action="store_true",
+                   help="resample --pan onto the integer refinement of INPUT's grid first (bilinear; for PAN "
+                        "bands whose pixel edges are offset from the multispectral ones, as Landsat's)")
+    g.add_argument("--scale", type=int, choices=SR_SCALES, help="super_resolution: how many times finer")
+    g.add_argument("--prompt", default="", help="optional text (default: none)")
+    _add_model(p)
     _add_common(p)
 
     p = add("train", "train or fine-tune a model from a YAML/TOML config",
@@ -690,6 +723,38 @@ def cmd_inpaint(args) -> int:
     return EXIT_OK
 
 
+def cmd_translate(args) -> int:
+    import geot2e
+
+    _check_not_an_input(args)
+    if args.harmonize is not None:
+        raise UsageError("--harmonize does not apply to translate (every pixel is synthesized)")
+    if args.pan and args.task != "pansharpen":
+        raise UsageError(f"--pan is the PAN band of 'pansharpen'; {args.task} takes none")
+    if args.task == "pansharpen" and not args.pan:
+        raise UsageError("pansharpen needs the PAN band: --pan PATH")
+    if args.task == "super_resolution" and args.scale is None:
+        raise UsageError("super_resolution needs --scale 2 or --scale 4")
+    out = _check_output(args.output, args.overwrite, args.samples)
+    da = _open(args)
+    _check_writable(args, da.dtype)
+    control = None
+    if args.pan:
+        from .io import open_raster
+
+        control = open_raster(_require(args.pan, "PAN raster"), chunks=args.chunks)
+        if args.align_pan:
+            from .geo.refine import align_to_refinement
+
+            control = align_to_refinement(control, da)
+    if getattr(args, "band_roles", None) is not None:      # names the bands; translate picks them by role
+        da = da.assign_coords(band=[str(r) for r in args.band_roles])
+    opts = {k: v for k, v in _opts(args).items() if k not in ("bands", "harmonize", "few_step")}
+    result = geot2e.translate(da, args.task, control=control, scale=args.scale, prompt=args.prompt, **opts)
+    _write(result, out, args)
+    return EXIT_OK
+
+
 def cmd_outpaint(args) -> int:
     import geot2e
 
@@ -850,6 +915,7 @@ COMMANDS = {
     "inpaint": cmd_inpaint,
     "outpaint": cmd_outpaint,
     "generate": cmd_generate,
+    "translate": cmd_translate,
     "train": cmd_train,
     "eval": cmd_eval,
     "info": cmd_info,

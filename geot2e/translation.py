@@ -1,4 +1,5 @@
-"""Image-to-image translation of georeferenced rasters: :func:`translate`.
+"""Image-to-image translation of georeferenced rasters: the working raster behind
+:func:`geot2e.translate`.
 
 Super-resolution and pan-sharpening put the result on a finer grid (an integer refinement
 of the input's, :mod:`geot2e.geo.refine`); NIR → RGB and dehazing keep the input's grid.
@@ -11,17 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from typing import Any
 import numpy as np
 import xarray as xr
 
 from .errors import BandCountError, ParameterError
-from .sampling import options
 
-__all__ = ["translate", "TASKS"]
+__all__ = ["TASKS", "SR_SCALES", "OUTPUT_BANDS", "Prepared", "check_request", "prepare", "full_mask", "finish"]
 
 TASKS = ("pansharpen", "super_resolution", "nir_to_rgb", "dehaze")
 SR_SCALES = (2, 4)
-_T = options("translate")
 OUTPUT_BANDS = ["red", "green", "blue"]
 
 
@@ -41,7 +41,10 @@ def _bands(da: xr.DataArray, want: list[str], what: str) -> xr.DataArray:
                              "slice at a time: da.isel(time=0)).")
     bd = others[0]
     da = da.transpose(bd, ydim, xdim)
-    labels = [str(v).lower() for v in np.atleast_1d(da[bd].values)] if bd in da.coords else []
+    from .geo.bands import role_of
+
+    # band labels: roles, aliases or sensor band names (B08, SR_B5), as geot2e.geo.bands reads them
+    labels = [role_of(str(v)) or str(v).lower() for v in np.atleast_1d(da[bd].values)] if bd in da.coords else []
     if all(w in labels for w in want):
         return da.isel({bd: [labels.index(w) for w in want]})
     if da.sizes[bd] != len(want):
@@ -85,64 +88,21 @@ def _joint_radiometry(rads, dtype):
                       n_pixels=first.n_pixels, stride=first.stride, method=first.method)
 
 
-def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = None, scale: int | None = None,
-              prompt: str = "", model=_T["model"], guidance: float = _T["guidance"],
-              guidance_interval: float = _T["guidance_interval"], steps: int | None = _T["steps"],
-              seed: int = _T["seed"], samples: int = _T["samples"], tile: int = _T["tile"],
-              overlap: int = _T["overlap"], gsd: float | None = _T["gsd"], device: str = _T["device"],
-              progress: bool | None = _T["progress"], scheduler: str = _T["scheduler"],
-              radiometry=_T["radiometry"], threads: int | None = _T["threads"]) -> xr.DataArray:
-    """Translate a raster: pan-sharpening, super-resolution, NIR → RGB or dehazing.
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The working raster of a translation: the three output bands (placeholders in the
+    input's units, all synthesized), then the task's input bands
+    (:data:`geot2e.models.control.CONTROL_BANDS`), on the output grid, with its scaling."""
 
-    Parameters
-    ----------
-    da : xarray.DataArray
-        The input, (band, y, x) or (y, x), numpy- or dask-backed, with a CRS:
-        ``"super_resolution"``, ``"dehaze"``: the RGB raster; ``"pansharpen"``: the
-        multispectral RGB raster (its coarser grid); ``"nir_to_rgb"``: the NIR band (or a
-        raster with a band labelled ``"nir"``). Bands labelled red/green/blue are picked by
-        name, else three bands are taken as red, green, blue.
-    task : {"pansharpen", "super_resolution", "nir_to_rgb", "dehaze"}
-    control : xarray.DataArray, optional
-        ``"pansharpen"`` only: the panchromatic band on its own finer grid, which must be an
-        integer refinement of ``da``'s (:func:`geot2e.geo.refine.refinement_of`); the result
-        lies on the PAN grid over the two rasters' common extent.
-    scale : int, optional
-        ``"super_resolution"``: 2 or 4 (required). ``"pansharpen"``: read from the grids
-        (an explicit value must match). Not used by the other tasks.
-    prompt : str
-        Optional text (the default is the null text: the model follows the input alone).
-    **options
-        As :func:`geot2e.inpaint` (model, guidance, guidance_interval, steps, seed, samples,
-        tile, overlap, gsd, device, progress, scheduler, radiometry, threads); translation
-        samples unguided (``guidance=0``) by default. ``gsd`` is the output's (default: the
-        output grid's own). ``radiometry`` scales ``da``'s bands (default: fitted on them);
-        the result is in ``da``'s units (for ``"nir_to_rgb"``: the NIR band's scaling).
+    work: xr.DataArray
+    radiometry: Any
+    guide: xr.DataArray           # the input on the output grid (what the GSD is read from)
+    scale: int
+    control_bands: int
 
-    Returns
-    -------
-    xarray.DataArray
-        (band, y, x) with bands red, green, blue in ``da``'s dtype and CRS: on a grid
-        exactly ``scale`` times finer with the same bounds (``"super_resolution"``: the
-        transform's pixel size divided by ``scale``), on the PAN grid (``"pansharpen"``), on
-        ``da``'s grid otherwise; ``geot2e_*`` provenance attrs (``geot2e_operation`` =
-        ``"translate"``, ``geot2e_task``, ``geot2e_scale``) and an ``uncertainty``
-        coordinate when ``samples > 1``. Every pixel is synthesized; the resolution tasks
-        keep the input exactly at its own resolution up to the back-projection's residual
-        (the result area-averaged to the input grid is the input, within a fraction of a
-        digital number after 3 iterations).
 
-    Raises
-    ------
-    ParameterError (unknown task, bad scale, a control where none is used),
-    GridMismatchError (a PAN grid that does not refine ``da``'s, or no overlap),
-    BandCountError, MissingCRSError, CheckpointError (a model without a translation ControlNet).
-    """
-    from .api import _check_dims, _check_options, _gsd_for
-    from .engine.raster import synthesize
-    from .geo.refine import refine, refinement_of
-    from .models.control import CONTROL_BANDS
-
+def check_request(task: str, da, control, scale) -> None:
+    """The typed errors of a request that need no model: task, scale and control."""
     if task not in TASKS:
         raise ParameterError(f"unknown translation task {task!r}; choose one of {list(TASKS)}.")
     if not isinstance(da, xr.DataArray):
@@ -158,10 +118,13 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
                              f"times finer), got {scale!r}.")
     if task in ("nir_to_rgb", "dehaze") and scale not in (None, 1):
         raise ParameterError(f"{task!r} keeps the input's grid; leave scale unset (got {scale!r}).")
-    _check_dims(da)
-    m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
-                             overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
-                             harmonize="none", threads=threads, guidance_interval=guidance_interval, translate=True)
+
+
+def prepare(da: xr.DataArray, task: str, *, control=None, scale: int | None = None, radiometry=None) -> Prepared:
+    """The working raster of ``task`` on the output grid (:class:`Prepared`)."""
+    from .geo.refine import refine, refinement_of
+    from .models.control import CONTROL_BANDS
+
     if task == "nir_to_rgb":
         src = _bands(da, ["nir"], "the NIR raster")
     else:
@@ -179,8 +142,6 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
         s = int(scale)
     rad_in = _fit(src, radiometry)
     guide = refine(src, s) if s > 1 else src
-    # the working raster: the three output bands (placeholders in the input's units, all
-    # synthesized), then the task's input bands (geot2e.models.control.CONTROL_BANDS)
     if task == "nir_to_rgb":
         parts, part_rads = [src] * 4, [rad_in] * 4
     elif task == "pansharpen":
@@ -188,12 +149,15 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
     else:
         parts, part_rads = [guide, guide], [rad_in, rad_in]
     work = _concat(parts, guide)
-    rad = _joint_radiometry(part_rads, work.dtype)
     nc = CONTROL_BANDS[task]
     if int(work.sizes["band"]) != 3 + nc:
         raise RuntimeError(f"internal error: {task} built {work.sizes['band']} bands, expected {3 + nc}")
-    g = _gsd_for(guide, gsd, m)               # the output grid's
-    opts = dataclasses.replace(opts, task=task, scale=s, control_bands=nc)
+    return Prepared(work=work, radiometry=_joint_radiometry(part_rads, work.dtype), guide=guide, scale=s,
+                    control_bands=nc)
+
+
+def full_mask(work: xr.DataArray) -> xr.DataArray:
+    """Every pixel of the working raster synthesized (lazy for a dask-backed one)."""
     ydim, xdim = work.dims[-2:]
     shape = (work.sizes[ydim], work.sizes[xdim])
     if hasattr(work.data, "dask"):
@@ -202,15 +166,18 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
         ones = dsa.ones(shape, dtype=bool, chunks=work.data.chunks[-2:])
     else:
         ones = np.ones(shape, dtype=bool)
-    mask = xr.DataArray(ones, dims=(ydim, xdim), coords={ydim: work[ydim], xdim: work[xdim]})
-    res = synthesize(work, [(mask, str(prompt or ""))], model=m, gsd=g, opts=opts, operation="translate",
-                     radiometry=rad, extra_attrs={"task": task, "scale": s})
+    return xr.DataArray(ones, dims=(ydim, xdim), coords={ydim: work[ydim], xdim: work[xdim]})
+
+
+def finish(res: xr.DataArray, da: xr.DataArray, prep: Prepared) -> xr.DataArray:
+    """The engine's result as the user gets it: the output bands, ``da``'s dtype, attrs and
+    nodata, the output grid's CRS and transform."""
     res = res.isel(band=slice(0, 3)).assign_coords(band=OUTPUT_BANDS)
     if res.dtype != da.dtype:
         res = res.astype(da.dtype)
     res.attrs = {**{k: v for k, v in da.attrs.items() if k not in ("long_name",)},
                  **{k: v for k, v in res.attrs.items() if k.startswith("geot2e_")}}
     res.attrs["long_name"] = tuple(OUTPUT_BANDS)
+    res = res.rio.write_crs(prep.guide.rio.crs).rio.write_transform(prep.guide.rio.transform())
     nd = da.rio.nodata
-    res = res.rio.write_crs(guide.rio.crs).rio.write_transform(guide.rio.transform())
     return res.rio.write_nodata(nd) if nd is not None else res

@@ -9,6 +9,9 @@ windows without resampling, rows 400:528, cols 96:224 (128 x 128, EPSG:32616, 30
   nodata 0. A real cumulus bank covers the top third; fields and forest below are clear.
 - pensacola_bqa_crop.tif: the same window of the pre-Collection BQA band (uint16),
   decoded by ``geot2e.cloud_mask(qa, kind="landsat8_bqa")``.
+- pensacola_pan_crop.tif: the PAN band (B8, 15 m) over the same ground, rows 800:1056,
+  cols 192:448 of its own grid (256 x 256), which is offset by half a PAN pixel from the
+  30 m grid (as in every Landsat 8 product): pan-sharpening tests.
 
 The notebooks' small mode (``notebooks/01_real_clouds.ipynb``) reads these crops, so it
 runs offline; the full mode reads the whole scene.
@@ -29,6 +32,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from geot2e.io import sample_data  # noqa: E402
 
 WINDOW = Window(96, 400, 128, 128)  # col_off, row_off, width, height
+PAN_WINDOW = Window(192, 800, 256, 256)
 PROFILE = dict(driver="GTiff", tiled=True, blockxsize=128, blockysize=128,
                compress="deflate", predictor=2, zlevel=9, interleave="pixel")
 
@@ -57,6 +61,9 @@ def main(argv=None) -> None:
     with rasterio.open(files["l8_BQA.tif"]) as src:
         _write(HERE / "pensacola_bqa_crop.tif", src.read([1], window=WINDOW), src.window_transform(WINDOW),
                src.crs, ("BQA",), None)
+    with rasterio.open(files["l8_B8.tif"]) as src:
+        _write(HERE / "pensacola_pan_crop.tif", src.read([1], window=PAN_WINDOW), src.window_transform(PAN_WINDOW),
+               src.crs, ("pan",), 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,253 @@
+"""geot2e.translate: grids as geospatial facts (integer refinements, typed errors), the four
+tasks on real crops with the shipped translation ControlNet, the engine's guarantees (chunk
+invariance, K samples, provenance, input untouched), the CLI's COG, and the control stage of
+`geot2e train` that trains and exports the ControlNet."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401
+import torch
+import xarray as xr
+import yaml
+from affine import Affine
+
+import geot2e
+from geot2e.errors import BandCountError, CheckpointError, GridMismatchError, ParameterError
+from geot2e.geo.refine import align_to_refinement, refine, refinement_of
+from geot2e.models.control import CONTROL_DIR, TASKS, back_project, control_image, has_controlnet
+from geot2e.train.control import degrade
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+FAST = dict(steps=2, tile=64, overlap=16, progress=False, threads=1)
+
+
+def _open(name: str) -> xr.DataArray:
+    da = rioxarray.open_rasterio(DATA / name)
+    return da.assign_coords(band=list(da.attrs["long_name"])) if isinstance(da.attrs.get("long_name"), tuple) else da
+
+
+def _on(da: xr.DataArray, t: Affine) -> xr.DataArray:
+    """``da``'s values on the grid of transform ``t`` (coordinates and transform)."""
+    h, w = da.shape[-2:]
+    out = da.assign_coords(x=t.c + t.a * (np.arange(w) + 0.5), y=t.f + t.e * (np.arange(h) + 0.5))
+    return out.rio.write_transform(t)
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return _open("landsat_224078_rgb_crop.tif").isel(x=slice(100, 148), y=slice(200, 248)).load()
+
+
+@pytest.fixture(scope="module")
+def pensacola():
+    return _open("pensacola_rgb_crop.tif").load(), _open("pensacola_pan_crop.tif").load()
+
+
+# ----------------------------------------------------------------------------- grids
+def test_refine_divides_the_pixel_size_exactly_and_keeps_bounds_and_crs(rgb):
+    fine = refine(rgb, 4)
+    t, f = rgb.rio.transform(), fine.rio.transform()
+    assert (f.a, f.e, f.c, f.f) == (t.a / 4, t.e / 4, t.c, t.f)
+    assert fine.rio.bounds() == rgb.rio.bounds() and fine.rio.crs == rgb.rio.crs
+    assert fine.shape == (3, 192, 192)
+    assert np.array_equal(fine.values[:, ::4, ::4], rgb.values)      # each value replicated
+    lazy = refine(rgb.chunk({"x": 16, "y": 16}), 2)
+    assert hasattr(lazy.data, "dask") and np.array_equal(lazy.values, refine(rgb, 2).values)
+
+
+def test_refinement_checks_ratio_offset_crs_and_overlap(pensacola):
+    ms, pan = pensacola
+    with pytest.raises(GridMismatchError, match="half a PAN pixel"):    # Landsat's real PAN grid
+        refinement_of(ms, pan)
+    aligned = align_to_refinement(pan, ms)
+    s, mpart, ppart = refinement_of(ms, aligned)
+    assert s == 2 and ppart.shape[-2:] == (2 * mpart.shape[-2], 2 * mpart.shape[-1])
+    assert ppart.rio.bounds() == mpart.rio.bounds()
+    # aligned by half a PAN pixel: the PAN's pattern is kept (correlation with the original)
+    orig = pan.rio.reproject_match(aligned).values[0].astype(float)
+    assert np.corrcoef(orig[4:-4, 4:-4].ravel(), aligned.values[0][4:-4, 4:-4].ravel().astype(float))[0, 1] > 0.95
+    odd = _on(aligned, aligned.rio.transform() * Affine.scale(1.5))
+    with pytest.raises(GridMismatchError, match="integer"):
+        refinement_of(ms, odd)
+    far = _on(aligned, Affine.translation(1.5e6, 0) * aligned.rio.transform())   # whole pixels away
+    with pytest.raises(GridMismatchError, match="overlap"):
+        refinement_of(ms, far)
+    with pytest.raises(GridMismatchError, match="CRS"):
+        refinement_of(ms, aligned.rio.write_crs("EPSG:32617"))
+
+
+# ----------------------------------------------------------------------------- model layer
+def test_back_projection_makes_the_coarse_image_the_input():
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    guide = coarse.repeat_interleave(4, -2).repeat_interleave(4, -1)
+    x = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1                  # unrelated detail
+    before = (torch.nn.functional.avg_pool2d(x, 4) - coarse).abs().mean()
+    after = (torch.nn.functional.avg_pool2d(back_project(x, guide, 4), 4) - coarse).abs().mean()
+    assert after < 0.1 * before
+
+
+def test_training_pairs_degrade_real_tiles_as_the_inputs_look():
+    da = _open("rgbn_5m_crop.tif").values[:, :64, :64].astype(np.float32)
+    x = torch.from_numpy(da / 127.5 - 1)[None].repeat(2, 1, 1, 1)
+    rng = np.random.default_rng(0)
+    tgt, guide, aux, s = degrade("super_resolution", x, rng)
+    assert s in (2, 4) and torch.allclose(torch.nn.functional.avg_pool2d(guide, s),
+                                          torch.nn.functional.avg_pool2d(tgt, s), atol=1e-5)
+    tgt, guide, aux, s = degrade("nir_to_rgb", x, rng)
+    assert guide is None and torch.equal(aux, x[:, 3:4]) and torch.equal(tgt, x[:, :3])
+    tgt, guide, aux, s = degrade("dehaze", x, rng)
+    assert guide.shape == tgt.shape and guide.abs().max() <= 1 and tgt.abs().max() <= 1
+    cond = control_image("pansharpen", *degrade("pansharpen", x, rng)[1:])
+    assert cond.shape[1] == 9 and torch.all(cond[:, 4 + TASKS.index("pansharpen")] == 1)
+
+
+# ----------------------------------------------------------------------------- the shipped model
+@pytest.fixture(scope="module")
+def model():
+    if not has_controlnet(ROOT / "geot2e" / "weights" / "default"):
+        pytest.fail("the default model ships its translation ControlNet (geot2e/weights/default/translate)")
+    return geot2e.load_model("default", device="cpu", translate=True)
+
+
+def test_super_resolution_grid_units_and_back_projection(model, rgb):
+    before = rgb.copy(deep=True)
+    out = geot2e.translate(rgb, "super_resolution", scale=2, model=model, **FAST)
+    assert rgb.identical(before)                                         # input never modified
+    t, f = rgb.rio.transform(), out.rio.transform()
+    assert (f.a, f.e, f.c, f.f) == (t.a / 2, t.e / 2, t.c, t.f) and out.rio.crs == rgb.rio.crs
+    assert out.shape == (3, 96, 96) and out.dtype == rgb.dtype and list(out.band.values) == ["red", "green", "blue"]
+    assert out.attrs["geot2e_operation"] == "translate" and out.attrs["geot2e_task"] == "super_resolution"
+    assert out.attrs["geot2e_scale"] == 2 and abs(out.attrs["geot2e_gsd"] - 15.0) < 0.1
+    # the result averaged back to the input's pixels is the input (back-projection)
+    back = out.values.astype(float).reshape(3, 48, 2, 48, 2).mean((2, 4))
+    span = np.percentile(rgb.values, 99, axis=(1, 2)) - np.percentile(rgb.values, 1, axis=(1, 2))
+    assert np.abs(back - rgb.values).mean(axis=(1, 2)).max() < 0.01 * span.min()
+
+
+def test_chunked_input_gives_the_same_pixels_and_k_samples_an_uncertainty(model, rgb):
+    eager = geot2e.translate(rgb, "dehaze", model=model, samples=2, **FAST)
+    lazy = geot2e.translate(rgb.chunk({"x": 24, "y": 24}), "dehaze", model=model, samples=2, **FAST)
+    assert hasattr(lazy.data, "dask")
+    assert np.array_equal(eager.values, lazy.values)
+    assert eager.coords["uncertainty"].shape == eager.shape and float(eager.coords["uncertainty"].max()) > 0
+    assert eager.rio.transform() == rgb.rio.transform()
+
+
+def test_pansharpen_on_the_real_landsat_pan_lands_on_the_pan_grid(model, pensacola):
+    ms, pan = pensacola
+    ms = ms.isel(x=slice(0, 40), y=slice(80, 120))
+    with pytest.raises(GridMismatchError):
+        geot2e.translate(ms, "pansharpen", control=pan, model=model, **FAST)
+    aligned = align_to_refinement(pan, ms)
+    out = geot2e.translate(ms, "pansharpen", control=aligned, model=model, **FAST)
+    assert out.rio.transform() == aligned.rio.transform() and out.shape == (3, 80, 80)
+    assert out.attrs["geot2e_scale"] == 2
+    with pytest.raises(ParameterError, match="scale"):
+        geot2e.translate(ms, "pansharpen", control=aligned, scale=4, model=model, **FAST)
+
+
+def test_nir_to_rgb_picks_the_nir_band_by_its_name(model):
+    s2 = _open("s2_chincoteague_6band_crop.tif").load()                # B02 B03 B04 B08 B11 B12
+    out = geot2e.translate(s2, "nir_to_rgb", model=model, **FAST)
+    assert out.shape == (3, 64, 64) and out.rio.transform() == s2.rio.transform()
+    with pytest.raises(BandCountError, match="nir"):
+        geot2e.translate(s2.isel(band=[0, 1]), "nir_to_rgb", model=model, **FAST)
+
+
+def test_bad_requests_are_typed_errors(model, rgb, tmp_path):
+    with pytest.raises(ParameterError, match="unknown translation task"):
+        geot2e.translate(rgb, "colorize", model=model)
+    with pytest.raises(ParameterError, match="scale"):
+        geot2e.translate(rgb, "super_resolution", model=model)
+    with pytest.raises(ParameterError, match="scale"):
+        geot2e.translate(rgb, "super_resolution", scale=3, model=model)
+    with pytest.raises(ParameterError, match="control"):
+        geot2e.translate(rgb, "dehaze", control=rgb, model=model)
+    with pytest.raises(ParameterError, match="PAN"):
+        geot2e.translate(rgb, "pansharpen", model=model)
+    plain = geot2e.load_model("default", device="cpu")
+    with pytest.raises(ParameterError, match="ControlNet"):
+        geot2e.translate(rgb, "dehaze", model=plain, **FAST)
+    bare = tmp_path / "bare"
+    import shutil
+
+    shutil.copytree(ROOT / "geot2e" / "weights" / "default", bare, ignore=shutil.ignore_patterns(CONTROL_DIR))
+    with pytest.raises(CheckpointError, match="control stage"):
+        geot2e.translate(rgb, "dehaze", model=str(bare), **FAST)
+
+
+def test_accessor_and_cli_write_a_valid_cog(model, rgb, tmp_path, capsys):
+    via = rgb.t2e.translate("super_resolution", scale=2, model=model, **FAST)
+    assert via.shape == (3, 96, 96)
+    src = tmp_path / "in.tif"
+    rgb.rio.to_raster(src)
+    out = tmp_path / "sr.tif"
+    from geot2e.cli import main
+
+    rc = main(["translate", "super_resolution", str(src), str(out), "--scale", "2", "--steps", "2", "--tile", "64",
+               "--overlap", "16", "--no-progress", "--threads", "1"])
+    assert rc == 0 and "GSD 15" in capsys.readouterr().out
+    from rio_cogeo.cogeo import cog_validate
+
+    valid, errors, _ = cog_validate(out, quiet=True)
+    assert valid, errors
+    got = geot2e.io.open_raster(out)
+    assert got.rio.transform() == via.rio.transform() and got.rio.crs == rgb.rio.crs
+    prov = geot2e.io.read_provenance(out)
+    assert prov["geot2e_operation"] == "translate" and prov["geot2e_task"] == "super_resolution"
+    assert main(["translate", "super_resolution", str(src), str(tmp_path / "x.tif")]) != 0   # no --scale
+    assert not (tmp_path / "x.tif").exists()
+
+
+# ----------------------------------------------------------------------------- the training stage
+def _config(tmp_path: Path) -> Path:
+    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
+    d["out_dir"] = str(tmp_path / "run")
+    d["export"] = str(tmp_path / "exported")
+    for s in d["sources"]:
+        s["path"] = str(ROOT / s["path"])
+    d.pop("finetune", None)
+    for st in ("vae", "denoiser", "decoder"):
+        d[st].update(steps=2, save_every=2, batch_size=2)
+    d["control"] = {"steps": 3, "batch_size": 4, "lr": 0.001, "warmup": 1, "ema_decay": 0.9, "save_every": 2,
+                    "log_every": 1, "tile_sizes": [32]}
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_control_stage_trains_and_exports_a_controlnet_beside_the_model(tmp_path):
+    from geot2e.models.checkpoint import checkpoint_hash
+    from geot2e.models.control import controlnet_info
+    from geot2e.train import run_training
+
+    cfg = _config(tmp_path)
+    run_training(cfg, progress=False)
+    state = json.loads((tmp_path / "run" / "control" / "state.json").read_text())
+    assert state["step"] == 3 and all(np.isfinite(r["loss"]) for r in state["log"] if "loss" in r)
+    for folder in (tmp_path / "exported", tmp_path / "run" / "final"):
+        assert has_controlnet(folder)
+        info = controlnet_info(folder)
+        assert set(info["tasks"]) == set(TASKS)                       # the RGBN crop gives nir_to_rgb its tiles
+        assert info["base_checkpoint_hash"] == checkpoint_hash(folder)
+    m = geot2e.load_model(tmp_path / "exported", device="cpu", translate=True)
+    assert m.controlnet is not None
+    trained = dict(m.controlnet.named_parameters())
+    zero = [k for k in trained if k.startswith("controlnet_down_blocks") and k.endswith("weight")]
+    assert any(trained[k].abs().max() > 0 for k in zero)               # the zero convolutions moved
+    # the denoiser is unchanged by the control stage (frozen)
+    from geot2e.models import from_pretrained
+
+    den = from_pretrained(tmp_path / "run" / "denoiser" / "model")
+    for k, v in den.unet.state_dict().items():
+        assert torch.equal(v, m.unet.state_dict()[k].float()) or torch.allclose(v.half().float(),
+                                                                                m.unet.state_dict()[k].float()), k
+    # a rerun resumes: nothing left to train, same export
+    run_training(cfg, progress=False)
+    assert json.loads((tmp_path / "run" / "control" / "state.json").read_text())["step"] == 3
