@@ -55,7 +55,7 @@ def _cases(small: bool):
         s2 = s2.assign_coords(band=list(s2.attrs["long_name"])).sel(band=["B04", "B03", "B02", "B08"])
         from geot2e.geo.refine import align_to_refinement
 
-        ms = rioxarray.open_rasterio(d / "pensacola_rgb_crop.tif").isel(x=slice(0, 64), y=slice(64, 128)).load()
+        ms = rioxarray.open_rasterio(d / "pensacola_rgb_crop.tif").isel(x=slice(0, 56), y=slice(64, 120)).load()
         pan = align_to_refinement(rioxarray.open_rasterio(d / "pensacola_pan_crop.tif").load(), ms)
         pan30 = pan.astype(float).coarsen(x=2, y=2).mean().values[0]
         pairs = [(ms, pan30)]

@@ -101,6 +101,16 @@ def test_04_train_finetune(tmp_path, tiny_model, capsys):
     assert (tmp_path / "finetuned_inpaint.png").is_file()
 
 
+def test_06_translate_runs_every_task_with_the_default_models_controlnet(tmp_path, capsys):
+    figure = tmp_path / "translation_tasks.png"
+    assert load("06_translate").main(["--small", "--out", str(tmp_path), "--figure", str(figure)]) == 0
+    out = capsys.readouterr().out
+    for task, baseline in (("super_resolution", "bicubic"), ("pansharpen", "GIHS"), ("nir_to_rgb", "linear regression"),
+                           ("dehaze", "dark channel prior")):
+        assert task in out and baseline in out
+    assert figure.stat().st_size > 10_000
+
+
 def test_readme_example_is_valid_python_and_uses_committed_files():
     import ast
     import re

@@ -32,6 +32,7 @@ EXPECTED = {
     "04_train_finetune.ipynb": (["finetune/config.yaml", "finetune/final/config.json", "04_loss_curve.png",
                                  "finetuned_inpaint.tif", "04_finetuned_inpaint.png"], 2),
     "05_model_vs_classical.ipynb": (["05_heldout_1to1.png"], 1),
+    "06_translation.ipynb": (["sr_x2.tif", "06_translation.png"], 1),
 }
 
 

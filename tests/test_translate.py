@@ -152,6 +152,16 @@ def test_pansharpen_on_the_real_landsat_pan_lands_on_the_pan_grid(model, pensaco
         geot2e.translate(ms, "pansharpen", control=aligned, scale=4, model=model, **FAST)
 
 
+def test_a_model_reference_reloads_the_controlnet_on_a_worker(model):
+    import pickle
+
+    from geot2e.engine.tiles import ModelRef
+
+    ref = pickle.loads(pickle.dumps(ModelRef(model, "cpu")))      # what a dask.distributed worker gets
+    assert ref.translate and ref._model is None
+    assert ref.get().controlnet is not None
+
+
 def test_nir_to_rgb_picks_the_nir_band_by_its_name(model):
     s2 = _open("s2_chincoteague_6band_crop.tif").load()                # B02 B03 B04 B08 B11 B12
     out = geot2e.translate(s2, "nir_to_rgb", model=model, **FAST)
