@@ -870,7 +870,8 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
               seed: int = _TR["seed"], samples: int = _TR["samples"], tile: int = _TR["tile"],
               overlap: int = _TR["overlap"], gsd: float | None = _TR["gsd"], device: str = _TR["device"],
               progress: bool | None = _TR["progress"], scheduler: str = _TR["scheduler"],
-              radiometry=_TR["radiometry"], threads: int | None = _TR["threads"]) -> xr.DataArray:
+              radiometry=_TR["radiometry"], threads: int | None = _TR["threads"],
+              strength: float | None = None) -> xr.DataArray:
     """Translate a raster: pan-sharpening, super-resolution, NIR → RGB or dehazing.
 
     Parameters
@@ -891,6 +892,11 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
         (an explicit value must match). Not used by the other tasks.
     prompt : str
         Optional text (the default is the null text: the model follows the input alone).
+    strength : float, optional
+        Where sampling starts, in (0, 1]: from the input (bicubic for the resolution tasks, the
+        hazy image for ``"dehaze"``) noised to this share of the steps (SDEdit); 1 starts from
+        pure noise. Default: the task's (:data:`geot2e.models.control.STRENGTH`, measured);
+        ``"nir_to_rgb"`` always starts from noise (there is no RGB to start from).
     **options
         As :func:`geot2e.inpaint` (model, guidance, guidance_interval, steps, seed, samples,
         tile, overlap, gsd, device, progress, scheduler, radiometry, threads); translation
@@ -921,16 +927,27 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
     from .translation import check_request, finish, full_mask, prepare
 
     check_request(task, da, control, scale)
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, numbers.Real)
+                                 or not 0 < strength <= 1):
+        raise ParameterError(f"strength must be a number in (0, 1] (where sampling starts), got {strength!r}.")
     _check_dims(da)
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
                              harmonize="none", threads=threads, guidance_interval=guidance_interval, translate=True)
     prep = prepare(da, task, control=control, scale=scale, radiometry=radiometry)
     g = _gsd_for(prep.guide, gsd, m)               # the output grid's
-    opts = dataclasses.replace(opts, task=task, scale=prep.scale, control_bands=prep.control_bands)
+    opts = dataclasses.replace(opts, task=task, scale=prep.scale, control_bands=prep.control_bands,
+                               strength=None if strength is None else float(strength))
     res = synthesize(prep.work, [(full_mask(prep.work), str(prompt or ""))], model=m, gsd=g, opts=opts,
-                     operation="translate", radiometry=prep.radiometry, extra_attrs={"task": task, "scale": prep.scale})
+                     operation="translate", radiometry=prep.radiometry,
+                     extra_attrs={"task": task, "scale": prep.scale, "strength": _strength_of(task, strength)})
     return finish(res, da, prep)
+
+
+def _strength_of(task: str, strength):
+    from .models.control import STRENGTH
+
+    return float(STRENGTH[task] if strength is None or task == "nir_to_rgb" else strength)
 
 
 def process_zarr(src_store, dst_store, mask, prompt: str = "", *, operation: str = "inpaint",

@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resample --pan onto the integer refinement of INPUT's grid first (bilinear; for PAN "
                         "bands whose pixel edges are offset from the multispectral ones, as Landsat's)")
     g.add_argument("--scale", type=int, choices=SR_SCALES, help="super_resolution: how many times finer")
+    g.add_argument("--strength", type=float, default=None, metavar="S",
+                   help="where sampling starts, in (0, 1]: the input noised to this share of the steps; 1 = "
+                        "pure noise (default: the task's, measured)")
     g.add_argument("--prompt", default="", help="optional text (default: none)")
     _add_model(p)
     _add_common(p)
@@ -750,7 +753,8 @@ def cmd_translate(args) -> int:
     if getattr(args, "band_roles", None) is not None:      # names the bands; translate picks them by role
         da = da.assign_coords(band=[str(r) for r in args.band_roles])
     opts = {k: v for k, v in _opts(args).items() if k not in ("bands", "harmonize", "few_step")}
-    result = geot2e.translate(da, args.task, control=control, scale=args.scale, prompt=args.prompt, **opts)
+    result = geot2e.translate(da, args.task, control=control, scale=args.scale, prompt=args.prompt,
+                              strength=args.strength, **opts)
     _write(result, out, args)
     return EXIT_OK
 

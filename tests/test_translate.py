@@ -18,7 +18,7 @@ from affine import Affine
 import geot2e
 from geot2e.errors import BandCountError, CheckpointError, GridMismatchError, ParameterError
 from geot2e.geo.refine import align_to_refinement, refine, refinement_of
-from geot2e.models.control import CONTROL_DIR, TASKS, back_project, control_image, has_controlnet
+from geot2e.models.control import CONTROL_DIR, STRENGTH, TASKS, back_project, control_image, has_controlnet
 from geot2e.train.control import degrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +124,7 @@ def test_super_resolution_grid_units_and_back_projection(model, rgb):
     assert out.shape == (3, 96, 96) and out.dtype == rgb.dtype and list(out.band.values) == ["red", "green", "blue"]
     assert out.attrs["geot2e_operation"] == "translate" and out.attrs["geot2e_task"] == "super_resolution"
     assert out.attrs["geot2e_scale"] == 2 and abs(out.attrs["geot2e_gsd"] - 15.0) < 0.1
+    assert out.attrs["geot2e_strength"] == STRENGTH["super_resolution"]
     # the result averaged back to the input's pixels is the input (back-projection)
     back = out.values.astype(float).reshape(3, 48, 2, 48, 2).mean((2, 4))
     span = np.percentile(rgb.values, 99, axis=(1, 2)) - np.percentile(rgb.values, 1, axis=(1, 2))
@@ -181,6 +182,8 @@ def test_bad_requests_are_typed_errors(model, rgb, tmp_path):
         geot2e.translate(rgb, "dehaze", control=rgb, model=model)
     with pytest.raises(ParameterError, match="PAN"):
         geot2e.translate(rgb, "pansharpen", model=model)
+    with pytest.raises(ParameterError, match="strength"):
+        geot2e.translate(rgb, "dehaze", strength=0, model=model)
     plain = geot2e.load_model("default", device="cpu")
     with pytest.raises(ParameterError, match="ControlNet"):
         geot2e.translate(rgb, "dehaze", model=plain, **FAST)

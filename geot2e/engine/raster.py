@@ -43,6 +43,7 @@ class Options:
     task: str | None = None                       # translation task (geot2e.translate); None: inpainting
     scale: int = 1                                # the translation's resolution factor
     control_bands: int = 0                        # trailing bands of the raster that are the translation's input
+    strength: float | None = None                 # the translation's start (None: the task's default)
 
 
 def raster_dims(da: xr.DataArray) -> tuple[list[str], str | None, str, str]:

@@ -83,10 +83,11 @@ class Job:
     task: str | None = None                   # a translation task (geot2e.models.control.TASKS): not inpainting
     scale: int = 1                            # the translation's resolution factor
     control_bands: int = 0                    # trailing raster bands that are the translation's input
+    strength: float | None = None             # the translation's start (geot2e.models.control.STRENGTH)
 
     #: the sampling options a Job takes from the API's resolved options (engine.raster.Options)
     OPTION_FIELDS = ("guidance", "guidance_interval", "steps", "scheduler", "seed", "samples", "harmonize",
-                     "threads", "task", "scale", "control_bands")
+                     "threads", "task", "scale", "control_bands", "strength")
 
     @classmethod
     def from_options(cls, opts, **fields) -> "Job":
@@ -190,7 +191,10 @@ def _window_input(job: Job, model, i: int, j: int, k: int, box, blocks, offsets,
     control = None
     if job.control_bands:                     # the translation's input: never masked, never written
         nc = x.shape[0] - job.control_bands
-        ctrl = np.where(invalid_pixels(raw[nc:], job.nodata) | ~inside, 0.0, x[nc:]).astype(np.float32)
+        ctrl = np.where(invalid_pixels(raw[nc:], job.nodata), 0.0, x[nc:]).astype(np.float32)
+        hh, ww = max(1, min(m.shape[0], grid.height - ry0)), max(1, min(m.shape[1], grid.width - rx0))
+        ctrl[:, hh:, :] = ctrl[:, hh - 1:hh, :]          # past the raster's edge: its last row / column
+        ctrl[:, :, ww:] = ctrl[:, :, ww - 1:ww]
         control = np.repeat(ctrl[None], k_samples, axis=0)
         x = x[:nc]
     x[:, unknown] = 0.0
@@ -251,7 +255,8 @@ def run_batch(job: Job, items, blocks, offsets, mblocks, context_values=(), cont
             from ..models.control import split_control, translate_tiles
 
             guide, aux = split_control(job.task, torch.from_numpy(np.concatenate([p[4] for p in parts])))
-            out = translate_tiles(model, job.task, guide, aux, known=images, mask=masks, scale=job.scale, **sampling)
+            out = translate_tiles(model, job.task, guide, aux, known=images, mask=masks, scale=job.scale,
+                                  strength=job.strength, **sampling)
         else:
             out = model.inpaint(images, masks, **sampling)
     out = out.detach().to("cpu", torch.float32).numpy()
