@@ -242,9 +242,12 @@ def _scores(fill: np.ndarray, truth: np.ndarray, lo, hi, *, spectral: bool = Fal
 
 # ----------------------------------------------------------------------------- protocol
 def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 128, samples: Sequence[int] = (1, 4),
-                    model="default", steps: int | None = None, seed: int = 0, progress: bool = False) -> dict:
+                    model="default", steps: int | None = None, seed: int = 0, progress: bool = False,
+                    strength: float | None = None, crops: Sequence[xr.DataArray] | None = None) -> dict:
     """Score geot2e and the task's baselines on ``n_crops`` crops of one held-out set.
 
+    ``crops``: score these georeferenced crops instead (RGB, or RGB + NIR for ``nir_to_rgb``;
+    pan-sharpening then uses the synthetic PAN); ``set_name`` only labels them.
     Returns ``{"task", "set", "rows": {method: [per-crop scores]}, "seconds": {method: s}}``;
     geot2e appears as ``geot2e (1 sample)`` and ``geot2e (mean of K)`` for each K in ``samples``.
     """
@@ -259,12 +262,16 @@ def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 1
 
     def run_model(k, *args, **kw):
         t0 = time.perf_counter()
-        out = translate(*args, samples=k, model=model, steps=steps, seed=seed, progress=progress, **kw)
+        out = translate(*args, samples=k, model=model, steps=steps, seed=seed, progress=progress, strength=strength,
+                        **kw)
         return np.asarray(out.values, np.float64), time.perf_counter() - t0
 
     label = {k: "geot2e (1 sample)" if k == 1 else f"geot2e (mean of {k})" for k in samples}
+    def pick(bands=("red", "green", "blue")):
+        return list(crops) if crops is not None else _crops(set_name, n_crops, size, seed, bands=bands)
+
     if task == "super_resolution":
-        for c in _crops(set_name, n_crops, size, seed):
+        for c in pick():
             truth = np.asarray(c.values, np.float64)
             lo, hi = robust_range(truth)
             coarse = _coarsen(truth, 2)
@@ -276,10 +283,10 @@ def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 1
                 v, t = run_model(k, inp, "super_resolution", scale=2)
                 add(label[k], v, truth, lo, hi, t=t)
     elif task == "pansharpen":
-        if set_name == "landsat8_pensacola_pan":        # popcorn clouds: only 64-px windows are clear
+        if set_name == "landsat8_pensacola_pan" and crops is None:   # popcorn clouds: only 64-px windows are clear
             pairs = _pensacola_pairs(n_crops, min(size, 64), seed)
         else:
-            pairs = [(c, np.asarray(c.values[:2], np.float64).mean(0)) for c in _crops(set_name, n_crops, size, seed)]
+            pairs = [(c, np.asarray(c.values[:2], np.float64).mean(0)) for c in pick()]
         for c, pan in pairs:
             truth = np.asarray(c.values, np.float64)
             lo, hi = robust_range(truth)
@@ -297,7 +304,7 @@ def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 1
         from ..geo import Radiometry
 
         a, b = nir_regression()
-        for c in _crops(set_name, n_crops, size, seed, bands=("red", "green", "blue", "nir")):
+        for c in pick(("red", "green", "blue", "nir")):
             rgb, nir = c.isel(band=[0, 1, 2]), c.isel(band=[3])
             r_rgb, r_nir = Radiometry.fit(rgb), Radiometry.fit(nir)
             truth = r_rgb.to_model(np.asarray(rgb.values))                 # [-1, 1], stretched
@@ -309,7 +316,7 @@ def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 1
                 rad = Radiometry(lo=r_nir.lo * 3, hi=r_nir.hi * 3, dtype="float64")
                 add(label[k], rad.to_model(v), truth, lo, hi, t=t)
     elif task == "dehaze":
-        for i, c in enumerate(_crops(set_name, n_crops, size, seed)):
+        for i, c in enumerate(pick()):
             truth = np.asarray(c.values, np.float64)
             lo, hi = robust_range(truth)
             hazy01 = haze(np.clip(to_unit(truth, lo, hi), 0, 1), seed=1000 + i)
@@ -325,7 +332,8 @@ def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 1
         from ..errors import ParameterError
 
         raise ParameterError(f"unknown task {task!r}; choose from {sorted(EVAL_SETS)}")
-    return {"task": task, "set": set_name, "n_crops": n_crops, "size": size, "rows": rows, "seconds": secs}
+    return {"task": task, "set": set_name, "n_crops": len(next(iter(rows.values()), [])), "size": size,
+            "strength": strength, "rows": rows, "seconds": secs}
 
 
 def _mean(rows, key):
@@ -355,6 +363,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--model", default="default")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--strength", type=float, default=None, help="translate's strength (default: the task's)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     results = []
@@ -363,7 +372,7 @@ def main(argv=None) -> int:
             if s not in EVAL_SETS[task]:
                 continue
             res = run_translation(task, s, n_crops=a.n_crops, size=a.size, samples=a.samples, model=a.model,
-                                  steps=a.steps)
+                                  steps=a.steps, strength=a.strength)
             results.append(res)
             print(translation_table([res]).split("\n", 2)[2], flush=True)
     print()
