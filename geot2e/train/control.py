@@ -157,9 +157,13 @@ def train_control(model, rgb_dataset, rgbn_dataset, cfg: StageConfig, out_dir: s
     log = L._run(model, data, cfg, stage_dir, ["controlnet"], loss_fn, use_ema=cfg.ema_decay > 0, resume=resume,
                  progress=progress, desc="control", extra={}, generator=gen)
     if is_main():
+        import json
+
+        state = stage_dir / "state.json"
+        steps = int(json.loads(state.read_text())["step"]) if state.is_file() else 0
         save_controlnet(model.controlnet, stage_dir / "controlnet",
                         meta={"tasks": [t for t in TASKS if weights.get(t, 0) > 0], "task_weights": weights,
-                              "steps": int(log[-1]["step"]) if log else 0, "base_model": model.model_id})
+                              "steps": steps, "base_model": model.model_id})
     return log
 
 
