@@ -78,8 +78,13 @@ def tiny_default(tmp_path_factory):
     from geot2e.models import Text2Earth, save_pretrained, tiny_config
     from geot2e.models.checkpoint import DEFAULT_WEIGHTS
 
+    from geot2e.models.control import CONTROL_DIR, build_controlnet, save_controlnet
+
     torch.manual_seed(0)
-    path = save_pretrained(Text2Earth(tiny_config()), tmp_path_factory.mktemp("m") / "tiny-default")
+    model = Text2Earth(tiny_config())
+    path = save_pretrained(model, tmp_path_factory.mktemp("m") / "tiny-default")
+    # like the real default, a translation ControlNet beside it (untrained: the pages' code paths only)
+    save_controlnet(build_controlnet(model), Path(path) / CONTROL_DIR, meta={"tasks": []})
     if (DEFAULT_WEIGHTS / "vocabulary.json").is_file():
         shutil.copy(DEFAULT_WEIGHTS / "vocabulary.json", Path(path) / "vocabulary.json")
     return Path(path)
