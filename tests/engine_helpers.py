@@ -81,3 +81,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def tiny_train_config(tmp_path, *, stages=("vae", "denoiser"), **sections):
+    """configs/tiny_test.yaml as a file in ``tmp_path``: run and export folders there, source paths
+    absolute, no fine-tune, ``stages`` cut to 2 steps of 2 tiles, plus extra ``sections``
+    (e.g. ``distill={...}``); returns its path."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    d = yaml.safe_load((root / "configs" / "tiny_test.yaml").read_text())
+    d["out_dir"] = str(tmp_path / "run")
+    d["export"] = str(tmp_path / "exported")
+    for s in d["sources"]:
+        s["path"] = str(root / s["path"])
+    d.pop("finetune", None)
+    for st in stages:
+        d[st].update(steps=2, save_every=2, batch_size=2)
+    d.update(sections)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p

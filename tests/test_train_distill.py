@@ -21,26 +21,16 @@ from geot2e.models.text2earth import make_scheduler
 from geot2e.train import run_training
 from geot2e.train.distill import _ddim, student_schedule, teacher_substeps
 from geot2e.train.schema import load_train_config, scheduled
+from engine_helpers import tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::geot2e.errors.PromptTruncatedWarning")
 
 
 def _config(tmp_path: Path, **distill) -> Path:
-    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
-    d["out_dir"] = str(tmp_path / "run")
-    d["export"] = str(tmp_path / "exported")
-    for s in d["sources"]:
-        s["path"] = str(ROOT / s["path"])
-    d.pop("finetune", None)
-    for st in ("vae", "denoiser"):
-        d[st].update(steps=2, save_every=2, batch_size=2)
-    d["distill"] = {"steps": 3, "batch_size": 2, "lr": 0.001, "warmup": 1, "ema_decay": 0.9, "save_every": 2,
-                    "student_steps": 2, "teacher_steps": 4, "rank": 4, **distill}
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    p = tmp_path / "tiny.yaml"
-    p.write_text(yaml.safe_dump(d))
-    return p
+    return tiny_train_config(tmp_path, distill={"steps": 3, "batch_size": 2, "lr": 0.001, "warmup": 1,
+                                                "ema_decay": 0.9, "save_every": 2, "student_steps": 2,
+                                                "teacher_steps": 4, "rank": 4, **distill})
 
 
 @pytest.fixture(scope="module")

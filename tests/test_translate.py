@@ -12,7 +12,6 @@ import pytest
 import rioxarray  # noqa: F401
 import torch
 import xarray as xr
-import yaml
 from affine import Affine
 
 import geot2e
@@ -20,6 +19,7 @@ from geot2e.errors import BandCountError, CheckpointError, GridMismatchError, Pa
 from geot2e.geo.refine import align_to_refinement, refine, refinement_of
 from geot2e.models.control import CONTROL_DIR, STRENGTH, TASKS, back_project, control_image, has_controlnet
 from geot2e.train.control import degrade
+from engine_helpers import tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -220,19 +220,9 @@ def test_accessor_and_cli_write_a_valid_cog(model, rgb, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- the training stage
 def _config(tmp_path: Path) -> Path:
-    d = yaml.safe_load((ROOT / "configs" / "tiny_test.yaml").read_text())
-    d["out_dir"] = str(tmp_path / "run")
-    d["export"] = str(tmp_path / "exported")
-    for s in d["sources"]:
-        s["path"] = str(ROOT / s["path"])
-    d.pop("finetune", None)
-    for st in ("vae", "denoiser", "decoder"):
-        d[st].update(steps=2, save_every=2, batch_size=2)
-    d["control"] = {"steps": 3, "batch_size": 4, "lr": 0.001, "warmup": 1, "ema_decay": 0.9, "save_every": 2,
-                    "log_every": 1, "tile_sizes": [32]}
-    p = tmp_path / "tiny.yaml"
-    p.write_text(yaml.safe_dump(d))
-    return p
+    return tiny_train_config(tmp_path, stages=("vae", "denoiser", "decoder"),
+                             control={"steps": 3, "batch_size": 4, "lr": 0.001, "warmup": 1, "ema_decay": 0.9,
+                                      "save_every": 2, "log_every": 1, "tile_sizes": [32]})
 
 
 def test_control_stage_trains_and_exports_a_controlnet_beside_the_model(tmp_path):

@@ -29,7 +29,6 @@ SSIM, texture ratio, and the spectral angle (SAM, degrees) for pan-sharpening.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -38,6 +37,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
+from .common import to_json
 from .metrics import psnr, robust_range, ssim, texture_ratio, to_unit
 
 __all__ = ["bicubic", "lanczos", "brovey", "gihs", "dark_channel_dehaze", "nir_regression", "sam",
@@ -378,8 +378,7 @@ def main(argv=None) -> int:
     print()
     print(translation_table(results))
     if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        to_json(results, a.json)
     return 0
 
 
