@@ -214,6 +214,3 @@ def load_controlnet(model, folder: str | Path | None = None):
     model.controlnet.requires_grad_(False)
     return model
 
-
-def tasks_of(folder: str | Path) -> Sequence[str]:
-    return tuple(controlnet_info(folder).get("tasks", TASKS))
