@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 
