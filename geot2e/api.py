@@ -926,10 +926,9 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
     from .engine.raster import synthesize
     from .translation import check_request, finish, full_mask, prepare
 
-    check_request(task, da, control, scale)
-    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, numbers.Real)
-                                 or not 0 < strength <= 1):
-        raise ParameterError(f"strength must be a number in (0, 1] (where sampling starts), got {strength!r}.")
+    from .models.control import resolve_strength
+
+    check_request(task, da, control, scale, strength)
     _check_dims(da)
     m, opts = _check_options(model, guidance=guidance, steps=steps, seed=seed, samples=samples, tile=tile,
                              overlap=overlap, gsd=gsd, device=device, progress=progress, scheduler=scheduler,
@@ -940,14 +939,8 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
                                strength=None if strength is None else float(strength))
     res = synthesize(prep.work, [(full_mask(prep.work), str(prompt or ""))], model=m, gsd=g, opts=opts,
                      operation="translate", radiometry=prep.radiometry,
-                     extra_attrs={"task": task, "scale": prep.scale, "strength": _strength_of(task, strength)})
+                     extra_attrs={"task": task, "scale": prep.scale, "strength": resolve_strength(task, strength)})
     return finish(res, da, prep)
-
-
-def _strength_of(task: str, strength):
-    from .models.control import STRENGTH
-
-    return float(STRENGTH[task] if strength is None or task == "nir_to_rgb" else strength)
 
 
 def process_zarr(src_store, dst_store, mask, prompt: str = "", *, operation: str = "inpaint",

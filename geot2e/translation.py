@@ -59,8 +59,7 @@ def _concat(parts: list[xr.DataArray], like: xr.DataArray) -> xr.DataArray:
     arrs = []
     for p in parts:
         p = p.rename({p.dims[0]: "band", p.dims[1]: ydim, p.dims[2]: xdim})
-        arrs.append(p.drop_vars([c for c in p.coords if c not in ()], errors="ignore")
-                    .assign_coords({ydim: like[ydim].values, xdim: like[xdim].values}))
+        arrs.append(p.drop_vars(list(p.coords)).assign_coords({ydim: like[ydim].values, xdim: like[xdim].values}))
     dtype = np.result_type(*[a.dtype for a in arrs])
     out = xr.concat([a.astype(dtype) for a in arrs], dim="band", coords="minimal", compat="override")
     out = out.assign_coords(band=np.arange(1, out.sizes["band"] + 1))
@@ -101,8 +100,11 @@ class Prepared:
     control_bands: int
 
 
-def check_request(task: str, da, control, scale) -> None:
-    """The typed errors of a request that need no model: task, scale and control."""
+def check_request(task: str, da, control, scale, strength=None) -> None:
+    """The typed errors of a request that need no model: task, scale, control and strength."""
+    if strength is not None and (isinstance(strength, bool) or not isinstance(strength, numbers.Real)
+                                 or not 0 < strength <= 1):
+        raise ParameterError(f"strength must be a number in (0, 1] (where sampling starts), got {strength!r}.")
     if task not in TASKS:
         raise ParameterError(f"unknown translation task {task!r}; choose one of {list(TASKS)}.")
     if not isinstance(da, xr.DataArray):

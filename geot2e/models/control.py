@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from .._fs import atomic_folder
 
-__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "STRENGTH", "split_control",
+__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "STRENGTH", "resolve_strength",
+           "split_control",
            "build_controlnet", "control_image",
            "back_project", "translate_tiles", "save_controlnet", "load_controlnet", "has_controlnet",
            "controlnet_info"]
@@ -54,6 +55,14 @@ CONTROL_BANDS = {"super_resolution": 3, "pansharpen": 4, "nir_to_rgb": 1, "dehaz
 #: sets): the resolution tasks score best from 0.3 (and run in a third of the steps), dehazing
 #: from pure noise (model card, "Translation").
 STRENGTH = {"super_resolution": 0.3, "pansharpen": 0.3, "nir_to_rgb": 1.0, "dehaze": 1.0}
+
+
+def resolve_strength(task: str, strength: float | None = None) -> float:
+    """The strength a task samples with: ``strength``, or the task's :data:`STRENGTH` when None;
+    always 1 for ``nir_to_rgb`` (no RGB guide to start from)."""
+    if task == "nir_to_rgb" or strength is None:
+        return float(STRENGTH[task])
+    return float(strength)
 
 
 def split_control(task: str, control: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -159,10 +168,8 @@ def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Ten
         known = torch.zeros(b, model.bands, h, w, device=ref.device)
     cond = control_image(task, guide, aux, scale)
     sampling.setdefault("harmonize", "none")
-    strength = STRENGTH[task] if strength is None else float(strength)
     init = cond[:, :3] if guide is not None else None          # the guide, bicubic for the resolution tasks
-    out = model.inpaint(known, mask, control=cond, init=init, strength=strength if init is not None else 1.0,
-                        **sampling)
+    out = model.inpaint(known, mask, control=cond, init=init, strength=resolve_strength(task, strength), **sampling)
     if task in RESOLUTION_TASKS:
         out = back_project(out, guide, scale)
     return out
