@@ -74,6 +74,12 @@ few_step : bool, default {default_few_step} (inpaint); None for remove_clouds
     are left as None (the default model has one: the same held-out scores as the full
     sampler in a fifth of the time; measured: model card, "Few-step sampler"), else the
     full sampler; ``few_step=False`` is the full sampler.
+modality : str, optional (inpaint, remove_clouds, outpaint, generate)
+    Generate another kind of image than RGB with the model's adapter for it
+    (:data:`geot2e.models.modality.MODALITIES`: ``"nir"``, ``"pan"``, ``"cir"`` = NIR, red,
+    green; trained by ``geot2e train configs/modality_<name>.yaml``): the raster holds that
+    modality's bands (a NIR or PAN band, on its own grid), and ``generate`` returns them. None
+    or ``"rgb"``: the base model. Not combined with ``few_step`` (the student is RGB's).
 """
 from __future__ import annotations
 
@@ -108,13 +114,13 @@ _O, _RC, _TR = options("inpaint"), options("remove_clouds"), options("translate"
 
 
 # --------------------------------------------------------------------------- validation
-def resolve_few_step(model, few_step, guidance=None, steps=None) -> bool:
+def resolve_few_step(model, few_step, guidance=None, steps=None, modality=None) -> bool:
     """remove_clouds' ``few_step=None``: True when ``model`` has a few-step student (a folder,
     or ``"default"``, with ``few_step/``; a model loaded with ``few_step=True``) and
-    ``guidance`` and ``steps`` are left as None; an explicit value as it is."""
+    ``guidance``, ``steps`` and ``modality`` are left as None; an explicit value as it is."""
     if few_step is not None:
         return few_step
-    if guidance is not None or steps is not None:
+    if guidance is not None or steps is not None or modality not in (None, "rgb"):
         return False
     from .models import Text2Earth
     from .models.checkpoint import has_few_step
@@ -125,7 +131,8 @@ def resolve_few_step(model, few_step, guidance=None, steps=None) -> bool:
 
 
 def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd, device, progress,
-                   scheduler, harmonize, threads=None, guidance_interval=1.0, few_step=False, translate=False):
+                   scheduler, harmonize, threads=None, guidance_interval=1.0, few_step=False, translate=False,
+                   modality=None):
     from .engine.raster import Options
     from .models import Text2Earth, load_model
 
@@ -158,7 +165,19 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
                              "count) or at most the number of cores.")
     if not isinstance(few_step, bool):
         raise ParameterError(f"few_step must be True or False, got {few_step!r}.")
+    if modality is not None:
+        from .models.modality import get_modality
+
+        modality = get_modality(modality).name      # ParameterError naming the registered ones
+        if modality == "rgb":
+            modality = None
+        elif few_step:
+            raise ParameterError(f"few_step=True with modality={modality!r}: the few-step student is the RGB "
+                                 "model's; leave few_step unset (or False) for a modality.")
     if isinstance(model, Text2Earth):
+        if modality is not None and getattr(model, "modality", None) != modality:
+            raise ParameterError(f"modality={modality!r} needs the model's name or folder (load_model(..., "
+                                 f"modality={modality!r}) merges its adapter), or a model loaded that way.")
         if few_step and getattr(model, "student_steps", None) is None:
             raise ParameterError("few_step=True needs the model's name or folder (load_model(..., few_step=True) "
                                  "merges its student), or a model loaded that way; this model has no student.")
@@ -167,7 +186,7 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
                                  "or folder, or load_model(..., translate=True).")
         m = model
     else:
-        m = load_model(model, device=device, few_step=few_step, translate=translate)
+        m = load_model(model, device=device, few_step=few_step, translate=translate, modality=modality)
     _check_finite_weights(m)
     from .models.defaults import resolve_sampling  # None/"auto": the model's own (official: 50 steps, folder's)
 
@@ -352,6 +371,11 @@ def _band_plan(da, model, nb: int, band, bands):
         roles = None  # descriptions that are no roles on a raster of the model's band count: as before
     model_roles = [role_of(n) for n in model_names]
     if roles is None:
+        if nb != model.bands and getattr(model, "modality", None) not in (None, "rgb"):
+            raise BandCountError(f"the raster has {nb} band(s) but modality {model.modality!r} fills "
+                                 f"{', '.join(model_names)} alone: pass those bands (e.g. da.sel(band=[...]) or "
+                                 "geot2e.io.open_raster(path, bands=[...]); CLI: --bands), or leave modality unset "
+                                 "for an RGB raster.")
         if nb != model.bands:
             raise BandCountError(
                 f"the raster has {nb} band(s) but the model expects {model.bands} ({', '.join(model_names)}, in "
@@ -365,6 +389,12 @@ def _band_plan(da, model, nb: int, band, bands):
                                  f"({', '.join(model_names)}); {count_hint}.")
         return roles, None
     missing = [r for r in model_roles if r not in roles]
+    modality = getattr(model, "modality", None)
+    if modality not in (None, "rgb") and (missing or len(roles) != len(model_roles)):
+        raise BandCountError(f"the raster's bands are {', '.join(roles)} but modality {modality!r} fills "
+                             f"{', '.join(model_roles)} alone: pass those bands (e.g. da.sel(band=[...]) or "
+                             "geot2e.io.open_raster(path, bands=[...]); CLI: --bands), or leave modality unset for "
+                             "an RGB or multi-band raster.")
     if missing:
         raise BandCountError(
             f"the raster's bands are {', '.join(roles)} but the model needs {', '.join(model_roles)} (it fills "
@@ -670,7 +700,8 @@ def inpaint(da: xr.DataArray, mask, prompt: str = "", *, prompt_column: str | No
             overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
             progress: bool | None = _O["progress"], scheduler: str = _O["scheduler"],
             harmonize: bool | str = _O["harmonize"], radiometry=_O["radiometry"],
-            threads: int | None = _O["threads"], few_step: bool = _O["few_step"]) -> xr.DataArray:
+            threads: int | None = _O["threads"], few_step: bool = _O["few_step"],
+            modality: str | None = _O["modality"]) -> xr.DataArray:
     """Synthesize the pixels under ``mask`` from the text ``prompt``.
 
     Parameters
@@ -740,7 +771,7 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", bands: Sequence[s
                   device: str = _RC["device"], progress: bool | None = _RC["progress"],
                   scheduler: str = _RC["scheduler"], harmonize: bool | str = _RC["harmonize"],
                   radiometry=_RC["radiometry"], threads: int | None = _RC["threads"],
-                  few_step: bool | None = _RC["few_step"]) -> xr.DataArray:
+                  few_step: bool | None = _RC["few_step"], modality: str | None = _RC["modality"]) -> xr.DataArray:
     """Replace cloudy pixels by plausible cloud-free ground.
 
     Same machinery as :func:`inpaint`; ``mask`` (True = cloud or shadow) typically comes
@@ -753,7 +784,7 @@ def remove_clouds(da: xr.DataArray, mask, *, prompt: str = "", bands: Sequence[s
     ``samples`` (:func:`cloud_sampler`): one sample for realism, the mean of K samples for
     accuracy; guidance on the noisiest steps only and ``harmonize="lowpass"``.
     """
-    few_step = resolve_few_step(model, few_step, guidance, steps)
+    few_step = resolve_few_step(model, few_step, guidance, steps, modality)
     guidance, steps = cloud_sampler(samples, guidance, steps, few_step)
     return _edit("remove_clouds", da, mask, prompt, allow_empty=True, bands=bands, **_shared(locals()))
 
@@ -765,7 +796,7 @@ def outpaint(da: xr.DataArray, *, left: int = 0, right: int = 0, top: int = 0, b
              overlap: int = _O["overlap"], gsd: float | None = _O["gsd"], device: str = _O["device"],
              progress: bool | None = _O["progress"], scheduler: str = _O["scheduler"],
              harmonize: bool | str = _O["harmonize"], radiometry=_O["radiometry"],
-             threads: int | None = _O["threads"]) -> xr.DataArray:
+             threads: int | None = _O["threads"], modality: str | None = _O["modality"]) -> xr.DataArray:
     """Extend a raster beyond its edges by ``left``/``right``/``top``/``bottom`` pixels.
 
     The canvas keeps the CRS and pixel size; the original pixels keep their coordinates
@@ -814,7 +845,8 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
              seed: int = _O["seed"], samples: int = _O["samples"], tile: int = _O["tile"],
              overlap: int = _O["overlap"], device: str = _O["device"], progress: bool | None = _O["progress"],
              scheduler: str = _O["scheduler"], harmonize: bool | str = _O["harmonize"],
-             radiometry=_O["radiometry"], threads: int | None = _O["threads"]) -> xr.DataArray:
+             radiometry=_O["radiometry"], threads: int | None = _O["threads"],
+             modality: str | None = _O["modality"]) -> xr.DataArray:
     """Generate a new georeferenced scene from text.
 
     Parameters

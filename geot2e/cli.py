@@ -211,15 +211,24 @@ def _add_output(p: argparse.ArgumentParser) -> None:
     g.add_argument("--blocksize", type=int, default=512, help="COG tile / Zarr chunk size (default: 512)")
 
 
-def _add_model(p: argparse.ArgumentParser, *, gsd_help: str | None = None, operation: str | None = None) -> None:
+def _add_model(p: argparse.ArgumentParser, *, gsd_help: str | None = None, operation: str | None = None,
+               modality: bool = False) -> None:
     """The shared options of the public functions; defaults and help from :mod:`geot2e.sampling`.
-    ``operation`` (inpaint, remove_clouds) adds the options only those have (--few-step)."""
+    ``operation`` (inpaint, remove_clouds) adds the options only those have (--few-step);
+    ``modality`` adds --modality (every function but translate)."""
     from .sampling import SCHEDULER_CHOICES, fill_doc, options
 
     d = options("inpaint")  # the options the CLI leaves as None take each operation's own default
     g = p.add_argument_group("model and sampling")
     g.add_argument("--model", default=d["model"],
                    help="'default' (embedded model) or a checkpoint folder (default: %(default)s)")
+    if modality:
+        from .models.modality import MODALITIES
+
+        g.add_argument("--modality", default=None, metavar="NAME",
+                       help=f"generate another kind of image with the model's adapter for it: "
+                            f"{', '.join(f'{k} ({v.description})' for k, v in MODALITIES.items() if v.adapter)}; "
+                            "INPUT then holds that modality's bands (default: RGB)")
     if operation is not None:
         default = ("the model's student when it has one and --guidance/--steps are not given"
                    if options(operation)["few_step"] is None else "off")
@@ -292,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--buffer", type=float, default=0.0, metavar="M",
                    help="grow the mask by M metres on the ground (default: 0)")
     g.add_argument("--prompt", default="", help="optional text for the filled ground (default: none)")
-    _add_model(p, operation="remove_clouds")
+    _add_model(p, operation="remove_clouds", modality=True)
     _add_common(p)
 
     p = add("inpaint", "synthesize the pixels under polygons from text",
@@ -309,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="column of the vector file holding each polygon's prompt (a prompt map)")
     g.add_argument("--buffer", type=float, default=0.0, metavar="M",
                    help="grow the polygons by M metres (not with --prompt-column; default: 0)")
-    _add_model(p, operation="inpaint")
+    _add_model(p, operation="inpaint", modality=True)
     _add_common(p)
 
     p = add("outpaint", "extend a raster beyond its edges",
@@ -322,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(f"--{side}", type=int, default=0, metavar="N", help=f"pixels to add on the {side}")
     g.add_argument("--all", type=int, default=None, metavar="N", help="pixels to add on every side")
     g.add_argument("--prompt", default="", help="text for the new area")
-    _add_model(p)
+    _add_model(p, modality=True)
     _add_common(p)
 
     p = add("generate", "generate a new georeferenced scene from text",
@@ -338,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shape", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
                    help="canvas size in pixels (with --bounds, instead of --gsd)")
     _add_model(p, gsd_help="ground sample distance in metres: the pixel size with --bounds, "
-                              "or what the model is told with --like")
+                              "or what the model is told with --like", modality=True)
     _add_common(p)
 
     p = add("translate", "pan-sharpen, super-resolve, NIR to RGB, dehaze",
@@ -380,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the config's sources and validation tiles as a tile pack to DIR and stop "
                         "(train from it with 'pack: DIR' in a config, e.g. on a GPU machine without the raster stack)")
     p.add_argument("--stage", action="append", default=None, metavar="NAME",
-                   help="run only this configured stage (vae, denoiser, finetune, decoder); repeatable. "
+                   help="run only this configured stage (vae, denoiser, finetune, decoder, distill, control); "
+                        "repeatable. "
                         "E.g. --stage decoder trains the decoder while another process trains the denoiser; "
                         "only a run of all stages exports the model")
     _add_common(p)
@@ -576,7 +586,8 @@ def _opts(args) -> dict[str, Any]:
                 **({} if getattr(args, "guidance_interval", None) is None
                    else {"guidance_interval": args.guidance_interval}),
                 **({} if getattr(args, "band_roles", None) is None else {"bands": args.band_roles}),
-                **({} if getattr(args, "few_step", None) is None else {"few_step": args.few_step}))
+                **({} if getattr(args, "few_step", None) is None else {"few_step": args.few_step}),
+                **({} if getattr(args, "modality", None) is None else {"modality": args.modality}))
 
 
 def _file_id(path: Path):
@@ -845,6 +856,18 @@ def cmd_train(args) -> int:
         else:
             print(f"geot2e: stage(s) {', '.join(args.stage)} finished; run 'geot2e train {args.config}' "
                   "(without --stage) to finish any other stages and export the model")
+    elif getattr(cfg, "modality", None) and cfg.lora is not None:
+        from .train.schema import stage_finished
+
+        adapter = Path(cfg.out_dir) / "lora" / "adapter"
+        if stage_finished(Path(cfg.out_dir) / "lora", cfg.denoiser) and adapter.is_dir():
+            where = (Path(cfg.export) / "modality" / cfg.modality) if cfg.export else adapter
+            print(f"geot2e: modality adapter {cfg.modality!r} written to {where}")
+            if cfg.export:
+                print(f"geot2e: use it with geot2e.generate(..., model={str(cfg.export)!r}, modality={cfg.modality!r})")
+        else:
+            print(f"geot2e: training stopped before the adapter finished; rerun the same command to resume "
+                  f"(checkpoints in {cfg.out_dir})")
     elif (final / "config.json").is_file():
         print(f"geot2e: model written to {final}" + (f" and exported to {cfg.export}" if cfg.export else ""))
         print(f"geot2e: use it with --model {final}  (or geot2e.load_model({str(final)!r}))")

@@ -54,9 +54,12 @@ OPTIONS: dict[str, Any] = {
     "radiometry": None,
     "threads": None,
     "few_step": False,          # the model's few-step student (load_model); operations: ONLY_FOR
+    "modality": None,           # the model's modality adapter (geot2e.models.modality); None: RGB
 }
-#: options that only some operations have (the student is trained on masked edits, unguided)
-ONLY_FOR: dict[str, tuple[str, ...]] = {"few_step": ("inpaint", "remove_clouds")}
+#: options that only some operations have (the student is trained on masked edits, unguided;
+#: a modality adapter generates other bands, translation works on RGB)
+ONLY_FOR: dict[str, tuple[str, ...]] = {"few_step": ("inpaint", "remove_clouds"),
+                                        "modality": ("inpaint", "remove_clouds", "outpaint", "generate")}
 #: what an operation does differently from :data:`OPTIONS`
 OPERATIONS: dict[str, dict[str, Any]] = {
     "inpaint": {},

@@ -143,17 +143,47 @@ def _grid_coords(transform, hgt: int, wid: int):
     return ys, xs
 
 
+def value_range(model) -> tuple[float, float]:
+    """What a generated raster without a template maps the model's [0, 1] to: its modality's
+    ``value_range`` (:mod:`geot2e.models.modality`), (0, 1) for RGB."""
+    name = getattr(model, "modality", None)
+    if name in (None, "rgb"):
+        return 0.0, 1.0
+    from ..models.modality import get_modality
+
+    lo, hi = get_modality(name).value_range
+    return float(lo), float(hi)
+
+
+def _bands_by_role(like, band, names) -> list[int] | None:
+    """Indices of ``like``'s bands whose roles are the model's band ``names`` (in that order),
+    or None when like's bands are no roles or lack one of them."""
+    from ..errors import BandRoleError
+    from ..geo.bands import band_roles, role_of
+
+    try:
+        roles = band_roles(like, None, band_dim=band)
+    except BandRoleError:
+        return None
+    want = [role_of(n) for n in names]
+    if roles is None or None in want or not set(want) <= set(roles):
+        return None
+    return [list(roles).index(r) for r in want]
+
+
 def blank_canvas(model, *, like=None, bounds=None, crs=None, gsd=None, shape=None):
     """An all-masked canvas for :func:`geot2e.generate`.
 
-    Returns ``(canvas, mask, radiometry)``: with ``like`` (same band count as the model)
-    the canvas takes like's grid, band coordinate, dtype and nodata and the radiometry is
-    fitted on like's valid pixels; otherwise float32 with a [0, 1] scaling.
+    Returns ``(canvas, mask, radiometry)``: with ``like`` (with the model's band count, or
+    holding the model's bands by role among others) the canvas takes like's grid, band
+    coordinate, dtype and nodata and the radiometry is fitted on like's valid pixels (of those
+    bands); otherwise float32 scaled to :func:`value_range` (0..1 for RGB) on like's grid.
     """
     from ..geo import Radiometry
 
     nb = model.bands
-    unit = Radiometry(lo=(0.0,) * nb, hi=(1.0,) * nb, dtype="float32")
+    lo, hi = value_range(model)
+    unit = Radiometry(lo=(lo,) * nb, hi=(hi,) * nb, dtype="float32")
     if like is not None:
         if not isinstance(like, xr.DataArray):
             raise ParameterError(f"like must be a DataArray (a raster to copy the grid from), got {type(like).__name__}.")
@@ -162,6 +192,13 @@ def blank_canvas(model, *, like=None, bounds=None, crs=None, gsd=None, shape=Non
             raise DimensionError(f"like has dims {like.dims}; give a (band, y, x) or (y, x) raster.")
         if like.rio.crs is None:
             raise MissingCRSError("like has no CRS; write one with like.rio.write_crs(...).")
+        if band is not None and int(like.sizes[band]) != nb:
+            pick = _bands_by_role(like, band, model.config.band_names)
+            if pick is not None:            # like holds the model's bands among others (e.g. nir of a 6-band scene)
+                names = like.attrs.get("long_name")
+                like = like.isel({band: pick})
+                if isinstance(names, (tuple, list)) and len(names) > max(pick):
+                    like = like.assign_attrs(long_name=tuple(names[i] for i in pick))
         same_bands = band is not None and int(like.sizes[band]) == nb
         if same_bands:
             dims = like.dims

@@ -35,6 +35,7 @@ class ModelRef:
         self.device = device
         self.few_step = getattr(model, "student_steps", None) is not None   # a folder's few-step student
         self.translate = getattr(model, "controlnet", None) is not None     # with its translation ControlNet
+        self.modality = getattr(model, "modality", None)                     # with a modality adapter merged
         self._model = model
 
     def get(self):
@@ -42,7 +43,8 @@ class ModelRef:
             from ..models import load_model
 
             self._model = load_model(self.path, device=self.device, few_step=self.few_step,
-                                     translate=getattr(self, "translate", False))
+                                     translate=getattr(self, "translate", False),
+                                     modality=getattr(self, "modality", None))
         return self._model
 
     def __getstate__(self):

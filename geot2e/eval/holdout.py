@@ -191,6 +191,9 @@ HOLDOUT_BLOCKS: dict[str, dict] = {
     "sentinel2_chincoteague": {"role": "test", "block": (0.65, 1.0, 0.0, 0.75), "buffer": 32},
     # Landsat 8 224/078: its east edge (clear of 224/077's held-out strip in the west and north)
     "landsat8_224078": {"role": "validation", "block": (0.0, 1.0, 0.88, 1.0), "buffer": 32},
+    # Landsat 8 Pensacola's 15 m panchromatic band (what the pan modality trains on): its south-east
+    # quarter. Only that band's training windows avoid it (the 30 m bands are not held out there)
+    "landsat8_pensacola_pan": {"role": "test", "block": (0.6, 1.0, 0.5, 1.0), "buffer": 16},
 }
 #: the whole source kept out of training: the unseen-sensor set (5 m RGBN, uint8)
 UNSEEN_SOURCE = "rgbn_5m"

@@ -195,3 +195,4 @@ def merge_lora(model):
     setattr(model, _ATTR, None)
     model.requires_grad_(False)
     return model
+

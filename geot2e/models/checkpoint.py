@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from .._fs import atomic_folder
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ParameterError
 from .config import Text2EarthConfig
 from .text2earth import Text2Earth
 
 __all__ = ["save_pretrained", "from_pretrained", "load_model", "resolve_device", "checkpoint_hash",
-           "DEFAULT_WEIGHTS", "COMPONENTS"]
+           "available_modalities", "DEFAULT_WEIGHTS", "COMPONENTS"]
 
 COMPONENTS = ("vae", "unet", "text_encoder", "resolution")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -288,8 +288,19 @@ def has_few_step(name_or_path: "str | os.PathLike" = "default") -> bool:
     return (path / ADAPTER_DIR / ADAPTER_WEIGHTS).is_file()
 
 
+def available_modalities(name_or_path: "str | os.PathLike" = "default") -> list[str]:
+    """The registered modalities (:mod:`geot2e.models.modality`) a model folder (or
+    ``"default"``) generates: "rgb" and those whose adapter it carries (``modality/<name>/``)."""
+    from .adapter import ADAPTER_WEIGHTS
+    from .modality import MODALITIES
+
+    path = DEFAULT_WEIGHTS if str(name_or_path) == "default" else Path(name_or_path).expanduser()
+    return sorted(n for n, m in MODALITIES.items() if not m.adapter or (path / m.folder / ADAPTER_WEIGHTS).is_file())
+
+
 def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, device: str | torch.device = "auto",
-               autocast: str | None = "auto", few_step: bool = False, translate: bool = False) -> Text2Earth:
+               autocast: str | None = "auto", few_step: bool = False, translate: bool = False,
+               modality: str | None = None) -> Text2Earth:
     """Load a Text2Earth model: ``"default"`` (embedded weights), a local folder, or pass a model through.
 
     Models are cached per (path, device, autocast, few_step), so dask workers load each
@@ -300,9 +311,22 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     says how many steps it samples with); a :class:`CheckpointError` when the folder has none.
     ``translate=True`` attaches the folder's translation ControlNet (``translate/``, trained by
     the control stage; :func:`geot2e.translate`), a :class:`CheckpointError` when it has none.
+    ``modality="nir"`` (or another name of :data:`geot2e.models.modality.MODALITIES`) merges the
+    folder's adapter for that modality (``modality/<name>/``, trained by ``geot2e train`` with a
+    ``modality:`` config): the model then generates that modality's bands
+    (``model.config.band_names``); ``None`` or ``"rgb"`` is the base model.
     """
     if isinstance(name_or_path, Text2Earth):
+        if modality not in (None, "rgb", getattr(name_or_path, "modality", None)):
+            raise ParameterError(f"modality={modality!r} with a loaded model: load it with "
+                                 f"geot2e.load_model(path, modality={modality!r}), or pass the model's folder.")
         return name_or_path
+    if modality is not None:
+        from .modality import get_modality
+
+        modality = get_modality(modality).name
+        if modality == "rgb":
+            modality = None
     dev = resolve_device(device)
     if str(name_or_path) == "default":
         path = DEFAULT_WEIGHTS
@@ -311,7 +335,7 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
                                   "or train one with `geot2e train configs/default.yaml`.")
     else:
         path = Path(name_or_path).expanduser()
-    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate))
+    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate), modality)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -322,6 +346,16 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
             from .control import CONTROL_DIR, load_controlnet
 
             load_controlnet(model, path / CONTROL_DIR)
+        if modality is not None:
+            from .adapter import ADAPTER_WEIGHTS
+            from .modality import apply_modality, get_modality
+
+            folder = path / get_modality(modality).folder
+            if not (folder / ADAPTER_WEIGHTS).is_file():
+                raise CheckpointError(f"{path} has no {modality!r} adapter ({folder} is missing; it generates "
+                                      f"{available_modalities(path)}): train one with `geot2e train "
+                                      f"configs/modality_{modality}.yaml` or pick another modality.")
+            apply_modality(model, modality, folder)
         if autocast == "auto":
             if dev.type == "cuda" or (dev.type == "cpu" and _cpu_has_amx()):
                 model.autocast_dtype = torch.bfloat16

@@ -98,7 +98,17 @@ class Text2EarthConfig:
     # Masked pixels are pre-filled with a smooth interpolation of the known pixels
     # before the VAE encodes the masked image ("smooth"), or with 0 ("zero", Text2Earth).
     masked_fill: str = "smooth"
+    # Which raster band feeds each of the VAE's image channels (None: band i feeds channel i).
+    # A modality model (geot2e.models.modality) generates fewer bands than the VAE has
+    # channels, e.g. NIR alone through an RGB VAE: channels [0, 0, 0]; each band's output is
+    # the mean of the channels it feeds.
+    channels: list[int] | None = None
     format_version: int = 1
+
+    @property
+    def vae_channels(self) -> int:
+        """Image channels of the VAE (and of a ControlNet's guide): ``len(channels)`` or ``bands``."""
+        return len(self.channels) if self.channels is not None else self.bands
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +150,12 @@ class Text2EarthConfig:
             raise bad(f"bands must be an integer in 1..64, got {self.bands!r}")
         if len(self.band_names) != self.bands:
             raise bad(f"band_names has {len(self.band_names)} entries for {self.bands} bands")
+        if self.channels is not None:
+            ch = self.channels
+            if (not isinstance(ch, list) or not ch or any(isinstance(c, bool) or not isinstance(c, int) for c in ch)
+                    or any(not 0 <= c < self.bands for c in ch) or set(ch) != set(range(self.bands))):
+                raise bad(f"channels must list, for each VAE channel, the band (0..{self.bands - 1}) that feeds it, "
+                          f"using every band; got {ch!r}")
         for name, chans in (("vae", self.vae.block_out_channels), ("unet", self.unet.block_out_channels)):
             if not chans or any((not isinstance(c, int)) or c <= 0 for c in chans):
                 raise bad(f"{name}.block_out_channels must be positive integers, got {chans!r}")

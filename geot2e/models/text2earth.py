@@ -79,7 +79,7 @@ class Text2Earth(nn.Module):
         v, u = config.vae, config.unet
         nv = len(v.block_out_channels)
         self.vae = AutoencoderKL(
-            in_channels=config.bands, out_channels=config.bands,
+            in_channels=config.vae_channels, out_channels=config.vae_channels,
             down_block_types=("DownEncoderBlock2D",) * nv, up_block_types=("UpDecoderBlock2D",) * nv,
             block_out_channels=tuple(v.block_out_channels), layers_per_block=v.layers_per_block,
             latent_channels=v.latent_channels, norm_num_groups=v.norm_num_groups,
@@ -89,7 +89,7 @@ class Text2Earth(nn.Module):
             from diffusers.models.autoencoders.vae import Decoder
 
             self.vae.decoder = Decoder(
-                in_channels=v.latent_channels, out_channels=config.bands, up_block_types=("UpDecoderBlock2D",) * nv,
+                in_channels=v.latent_channels, out_channels=config.vae_channels, up_block_types=("UpDecoderBlock2D",) * nv,
                 block_out_channels=tuple(v.decoder_widths), layers_per_block=v.decoder_layers,
                 norm_num_groups=v.norm_num_groups, act_fn="silu", mid_block_add_attention=False,
             )
@@ -114,6 +114,7 @@ class Text2Earth(nn.Module):
         self.unet_calls = 0  # counts UNet forward passes (tests, benchmarks)
         self.student_steps: int | None = None  # a few-step student's number of steps (load_model(few_step=True))
         self.controlnet = None  # a translation ControlNet (geot2e.models.control.load_controlnet)
+        self.modality: str | None = None  # a modality adapter's name (geot2e.models.modality.apply_modality)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -146,12 +147,25 @@ class Text2Earth(nn.Module):
         return (self.latent_channels, h // f, w // f)
 
     # ------------------------------------------------------------------ building blocks
+    def to_channels(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, bands, H, W) → (B, VAE channels, H, W) by ``config.channels`` (identity without)."""
+        ch = self.config.channels
+        return x if ch is None else x[:, list(ch)]
+
+    def from_channels(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, VAE channels, H, W) → (B, bands, H, W): each band the mean of the channels it feeds."""
+        ch = self.config.channels
+        if ch is None:
+            return y
+        return torch.stack([y[:, [c for c, b in enumerate(ch) if b == i]].mean(1) for i in range(self.bands)], 1)
+
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] → scaled latents (posterior mean)."""
-        return self.vae.encode(x).latent_dist.mean * self.config.vae.scaling_factor
+        """Images (B, bands, H, W) in [-1, 1] → scaled latents (posterior mean)."""
+        return self.vae.encode(self.to_channels(x)).latent_dist.mean * self.config.vae.scaling_factor
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(z / self.config.vae.scaling_factor).sample
+        """Scaled latents → images (B, bands, H, W)."""
+        return self.from_channels(self.vae.decode(z / self.config.vae.scaling_factor).sample)
 
     def masked_condition(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mask at latent size, latents of the masked image). Masked pixels are never read:

@@ -30,12 +30,14 @@ __all__ = ["TrainConfig", "SourceSpec", "StageConfig", "load_train_config", "run
            "validation_batch", "write_config_pack", "write_run_record"]
 
 
-def load_source(s: SourceSpec):
-    """The :class:`~geot2e.train.dataset.RasterSource` of one raster entry of a config."""
+def load_source(s: SourceSpec, *, bands: tuple[str, ...] | None = None):
+    """The :class:`~geot2e.train.dataset.RasterSource` of one raster entry of a config.
+    ``bands`` (roles): a sample raster's bands of a modality (a file entry selects its bands
+    with its own ``bands:`` indices)."""
     if s.sample is not None:
         from .samples import sample_source
 
-        return sample_source(s.sample, weight=s.weight, allow_heldout=s.allow_heldout)
+        return sample_source(s.sample, weight=s.weight, allow_heldout=s.allow_heldout, bands=bands)
     return load_raster_source(resolve_source_path(s.path), bands=s.bands, nodata=s.nodata, nir_band=s.nir_band,
                               weight=s.weight)
 
@@ -144,6 +146,9 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     run = (lambda st: getattr(cfg, st) is not None and (stages is None or st in stages))  # noqa: E731
     if int(cfg.world_size or 1) > 1 and D.context() is None:   # spawn the data-parallel processes
         return D.spawn(run_training, cfg, nproc=int(cfg.world_size), progress=progress, resume=resume)
+    if cfg.modality is not None and cfg.lora is None:
+        raise ParameterError(f"modality: {cfg.modality!r} trains a LoRA adapter: add a 'lora:' section (rank, targets) "
+                             "and a 'denoiser:' section with its training settings (see configs/modality_nir.yaml).")
     if cfg.lora is not None:
         return run_lora(cfg, progress=progress, resume=resume)
     if cfg.threads and D.context() is None:
@@ -394,7 +399,9 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
     Loads ``base_model`` ("default" or a checkpoint folder), adds the adapter, trains it with
     the ``denoiser`` stage settings on the config's sources, saves ``out_dir/lora/adapter``
     and, with ``lora.merge`` (default true), the merged model to ``out_dir/final`` (and
-    ``export``)."""
+    ``export``). With ``modality`` (:mod:`geot2e.models.modality`) the adapter learns that
+    modality's bands of the sources (captioned by their red/green/blue) and is exported, not
+    merged, to ``<export>/modality/<name>``."""
     from ..errors import CheckpointError
     from ..models.checkpoint import DEFAULT_WEIGHTS
     from .lora import DEFAULT_TARGETS, add_lora, merge_lora, train_lora
@@ -414,12 +421,44 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
     device = resolve_device_name(cfg)
     model = from_pretrained(path, device=device)
     out = Path(cfg.out_dir)
-    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed)
+    mod = None
+    sources = None
+    if cfg.modality is not None:
+        from ..models.modality import get_modality, modality_view
+
+        mod = get_modality(cfg.modality)
+        if not mod.adapter:
+            raise ParameterError(f"modality {mod.name!r} is the base model itself; nothing to train.")
+        modality_view(model, mod)
+        rasters = [s for s in cfg.sources if s.kind == "raster"]
+        sources = [load_source(s, bands=mod.bands) for s in rasters]
+        wrong = [s.name for s in sources if s.data.shape[0] < model.config.bands]
+        if wrong:
+            raise ParameterError(f"sources {wrong} have fewer bands than modality {mod.name!r} ({list(mod.bands)}); "
+                                 "select its bands with 'bands:' (1-based, in the modality's order).")
+        if is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "data.json").write_text(json.dumps([{"name": r.name, "shape": list(r.data.shape), "gsd": r.gsd,
+                                                         "valid_fraction": float(r.valid.mean())} for r in sources],
+                                                       indent=2))
+    ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed, sources=sources)
     add_lora(model, rank=spec.get("rank", 8), alpha=spec.get("alpha", spec.get("rank", 8)),
              targets=spec.get("targets", DEFAULT_TARGETS), dropout=spec.get("dropout", 0.0))
+    if mod is not None:
+        from ..models.adapter import annotate_lora
+
+        annotate_lora(model, kind="modality", modality=mod.name, bands=list(mod.bands), channels=list(mod.channels),
+                      gsd_range=[min(r.gsd for r in sources), float(cfg.gsd_max)])
     train_lora(model, ds, cfg.denoiser, out, resume=resume, progress=progress)
     barrier()
     if not stage_finished(out / "lora", cfg.denoiser):
+        return model
+    if mod is not None:
+        if is_main() and cfg.export:
+            from .lora import export_adapter
+
+            export_adapter(out / "lora" / "adapter", Path(cfg.export), mod.folder)
+        barrier()
         return model
     if spec.get("merge", True):
         merge_lora(model)

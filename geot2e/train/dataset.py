@@ -38,6 +38,8 @@ class RasterSource:
     gsd_rows: Any = None          # (H,) GSD of each row (geographic grids); None: ``gsd`` everywhere
 
     def __post_init__(self):
+        if self.data.shape[0] < 3 and tuple(self.rgb_bands) == (0, 1, 2):
+            self.rgb_bands = (0, 0, 0)    # one or two bands: captions see the first as a grey image
         if self.low is None or self.high is None:
             sub = self.data[:, self.valid] if self.valid.any() else self.data.reshape(self.data.shape[0], -1)
             step = max(1, sub.shape[1] // 2_000_000)

@@ -20,19 +20,15 @@ each step's target are taken from the same scheduler, so training and sampling a
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from ..errors import ParameterError
-from ..models.adapter import ADAPTER_DIR, ADAPTER_WEIGHTS, GEOT2E_META, add_lora, annotate_lora, has_lora, save_lora
-from .._fs import atomic_folder
-from ..models.checkpoint import checkpoint_hash
+from ..models.adapter import ADAPTER_DIR, add_lora, annotate_lora, has_lora, save_lora
 from ..models.text2earth import Text2Earth, make_scheduler
 from . import loop as L
+from .lora import export_adapter
 from .parallel import context, is_main, rank_seed
 from .schema import StageConfig
 
@@ -149,21 +145,4 @@ def train_distill(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
 def export_student(adapter: str | Path, model_folder: str | Path) -> Path:
     """Copy the student's adapter folder into ``model_folder/few_step`` (replacing one there;
     weights as float16), recording the checkpoint hash of the model it belongs to."""
-    src, dst_parent = Path(adapter), Path(model_folder)
-    dst = dst_parent / ADAPTER_DIR
-    with atomic_folder(dst) as tmp:
-        for f in src.iterdir():
-            if f.name == ADAPTER_WEIGHTS:       # float16 halves what a clone carries; loading casts back
-                from safetensors import safe_open
-                from safetensors.torch import load_file, save_file
-
-                with safe_open(str(f), framework="pt") as fh:
-                    md = fh.metadata()
-                save_file({k: v.half() for k, v in load_file(str(f)).items()}, str(tmp / f.name), metadata=md)
-            else:
-                shutil.copyfile(f, tmp / f.name)
-            os.chmod(tmp / f.name, 0o644)
-        meta = json.loads((tmp / GEOT2E_META).read_text())
-        meta["base_checkpoint_hash"] = checkpoint_hash(dst_parent)
-        (tmp / GEOT2E_META).write_text(json.dumps(meta, indent=2))
-    return dst
+    return export_adapter(adapter, model_folder, ADAPTER_DIR)

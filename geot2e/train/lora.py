@@ -15,6 +15,7 @@ checkpoint.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..errors import ParameterError
 from ..models.adapter import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEFAULT_TARGETS, add_lora, has_lora, load_lora,
                       lora_parameters, merge_lora, save_lora)
 
-__all__ = ["add_lora", "has_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "train_lora",
+__all__ = ["add_lora", "has_lora", "lora_parameters", "save_lora", "load_lora", "merge_lora", "train_lora", "export_adapter",
            "DEFAULT_TARGETS", "ADAPTER_WEIGHTS", "ADAPTER_CONFIG"]
 
 
@@ -45,3 +46,34 @@ def train_lora(model, dataset, cfg, out_dir: str | os.PathLike, *, resume: bool 
     if is_main():
         save_lora(model, Path(out_dir) / stage / "adapter")
     return log
+
+
+def export_adapter(adapter: str | os.PathLike, model_folder: str | os.PathLike, subdir: str) -> Path:
+    """Copy an adapter folder (:func:`save_lora`'s) into ``model_folder/subdir`` (replacing one
+    there; weights as float16, which halves what a clone carries; loading casts back),
+    recording the checkpoint hash of the model it belongs to."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ..models.adapter import ADAPTER_WEIGHTS, GEOT2E_META
+    from ..models.checkpoint import checkpoint_hash
+
+    src, parent = Path(adapter), Path(model_folder)
+    dst = parent / subdir
+    from .._fs import atomic_folder
+
+    with atomic_folder(dst) as tmp:
+        for f in src.iterdir():
+            if f.name == ADAPTER_WEIGHTS:
+                with safe_open(str(f), framework="pt") as fh:
+                    md = fh.metadata()
+                save_file({k: v.half() for k, v in load_file(str(f)).items()}, str(tmp / f.name), metadata=md)
+            else:
+                shutil.copyfile(f, tmp / f.name)
+            os.chmod(tmp / f.name, 0o644)
+        meta = json.loads((tmp / GEOT2E_META).read_text())
+        meta["base_checkpoint_hash"] = checkpoint_hash(parent)
+        (tmp / GEOT2E_META).write_text(json.dumps(meta, indent=2))
+    return dst

@@ -76,9 +76,16 @@ def source_from_dataarray(da, *, name: str, valid: np.ndarray | None = None, wei
                         transform=da.rio.transform(), crs=da.rio.crs, gsd_rows=rows)
 
 
-def sample_source(key: str, *, weight: float = 1.0, allow_heldout: bool = False) -> RasterSource:
+def sample_source(key: str, *, weight: float = 1.0, allow_heldout: bool = False,
+                  bands: tuple[str, ...] | None = None) -> RasterSource:
     """Open sample raster ``key`` (one of :data:`SAMPLES`) as a training source without its
-    held-out parts. ``allow_heldout=True`` is needed to train on the unseen-sensor set."""
+    held-out parts. ``allow_heldout=True`` is needed to train on the unseen-sensor set.
+
+    ``bands`` (roles, e.g. a modality's ``("nir",)`` or ``("pan",)``): the source's first
+    rows are those bands, followed by the red, green, blue (and nir) bands that caption the
+    windows; "pan" comes from Landsat 8 Pensacola's 15 m band, with the 30 m bands resampled
+    onto its grid for the captions and its own held-out block
+    (:data:`~geot2e.eval.holdout.HOLDOUT_BLOCKS`, ``landsat8_pensacola_pan``) removed."""
     from ..eval import holdout
 
     if key not in SAMPLES:
@@ -86,20 +93,80 @@ def sample_source(key: str, *, weight: float = 1.0, allow_heldout: bool = False)
     if key == holdout.UNSEEN_SOURCE and not allow_heldout:
         raise ParameterError(f"{key!r} is the unseen-sensor test set and is kept out of training; "
                              "set allow_heldout: true on the source to train on it anyway.")
+    if bands is not None:
+        return _bands_source(key, tuple(bands), weight=weight, allow_heldout=allow_heldout)
     da = SAMPLES[key].open().load()
-    h, w = da.rio.height, da.rio.width
-    valid = np.ones((h, w), bool)
-    if key in holdout.HOLDOUT_BLOCKS and not allow_heldout:
-        valid &= ~holdout.block_mask((h, w), key)
-    if key == "landsat8_pensacola":
-        from ..geo import cloud_mask
-
-        qa = _io().open_pensacola_qa()
-        valid &= ~np.asarray(cloud_mask(qa, kind="landsat8_bqa", buffer_m=PENSACOLA_CLOUD_BUFFER_M).values)
-    if key == "blue_marble":
-        lat = np.asarray(da.y.values)
-        valid &= (np.abs(lat) <= BLUE_MARBLE_MAX_LAT)[:, None]
+    valid = _valid_pixels(key, da, allow_heldout)
     roles = list(da.band.values)
     nir = roles.index("nir") if "nir" in roles else None
     return source_from_dataarray(da, name=key, valid=valid, weight=weight, nir_band=nir,
                                  per_row_gsd=da.rio.crs.is_geographic)
+
+
+def _valid_pixels(key: str, da, allow_heldout: bool, *, block: str | None = None) -> np.ndarray:
+    """Pixels of sample ``key`` (opened as ``da``) a training window may use: outside the
+    held-out block (``block``: another entry of HOLDOUT_BLOCKS), clear of Pensacola's clouds,
+    within the Blue Marble's latitudes."""
+    from ..eval import holdout
+
+    h, w = da.rio.height, da.rio.width
+    valid = np.ones((h, w), bool)
+    block = block or key
+    if block in holdout.HOLDOUT_BLOCKS and not allow_heldout:
+        valid &= ~holdout.block_mask((h, w), block)
+    if key == "landsat8_pensacola":
+        from ..geo import cloud_mask
+
+        qa = _io().open_pensacola_qa()
+        clear = ~cloud_mask(qa, kind="landsat8_bqa", buffer_m=PENSACOLA_CLOUD_BUFFER_M)
+        if (qa.rio.height, qa.rio.width) != (h, w):       # the 15 m PAN grid: the 30 m flags, nearest
+            from rasterio.enums import Resampling
+
+            clear = clear.astype("uint8").rio.write_nodata(None).rio.reproject_match(da, resampling=Resampling.nearest)
+        valid &= np.asarray(clear.values, bool)
+    if key == "blue_marble":
+        lat = np.asarray(da.y.values)
+        valid &= (np.abs(lat) <= BLUE_MARBLE_MAX_LAT)[:, None]
+    return valid
+
+
+#: the sample rasters that hold other bands than red, green, blue, by how they open them
+_BAND_OPENERS = {
+    "sentinel2_chincoteague": lambda roles: _io().open_sentinel2(bands=roles),
+    "landsat8_pensacola": lambda roles: _io().open_pensacola(bands=roles),
+    "s2_composite_21jxn": lambda roles: _io().open_s2_composite(bands=roles),
+    "rgbn_5m": lambda roles: _io().open_rgbn().sel(band=list(roles)),
+}
+
+
+def _bands_source(key: str, bands: tuple[str, ...], *, weight: float, allow_heldout: bool) -> RasterSource:
+    import xarray as xr
+
+    if key not in _BAND_OPENERS:
+        raise ParameterError(f"sample source {key!r} holds only red, green and blue; for bands {list(bands)} use "
+                             f"one of {sorted(_BAND_OPENERS)}.")
+    caption = ("red", "green", "blue", "nir")
+    if "pan" in bands:
+        if bands != ("pan",) or key != "landsat8_pensacola":
+            raise ParameterError(f"the pan band exists only alone and in 'landsat8_pensacola' (15 m); got {key!r} "
+                                 f"with bands {list(bands)}.")
+        pan = _io().open_pensacola(bands=("pan",)).load()
+        ms = _io().open_pensacola(bands=caption).load()
+        from rasterio.enums import Resampling
+
+        ms = ms.rio.reproject_match(pan, resampling=Resampling.bilinear)
+        da = xr.concat([pan.astype("float32"), ms.astype("float32")], dim="band")
+        da = da.assign_coords(band=list(bands) + [f"caption_{r}" for r in caption]).rio.write_nodata(0)
+        valid = _valid_pixels(key, pan, allow_heldout, block="landsat8_pensacola_pan")
+    else:
+        try:
+            opened = _BAND_OPENERS[key](tuple(dict.fromkeys(bands + caption))).load()
+        except (KeyError, ParameterError) as e:
+            raise ParameterError(f"sample source {key!r} cannot give bands {list(bands)} ({e}).") from e
+        da = xr.concat([opened.sel(band=list(bands)), opened.sel(band=list(caption))], dim="band")
+        da = da.assign_coords(band=list(bands) + [f"caption_{r}" for r in caption])
+        valid = _valid_pixels(key, opened, allow_heldout)
+    k = len(bands)
+    src = source_from_dataarray(da, name=f"{key}:{'+'.join(bands)}", valid=valid, weight=weight, nir_band=k + 3)
+    src.rgb_bands = (k, k + 1, k + 2)
+    return src

@@ -131,6 +131,10 @@ class TrainConfig:
     validation: list[SourceSpec] | None = None
     workers: int = 0                       # DataLoader processes drawing batches (0: in the training process)
     lora: dict | None = None               # LoRA: {rank:, alpha:, targets:, dropout:, merge:}
+    # with lora: train the adapter of a modality (geot2e.models.modality: nir, pan, cir, or one
+    # registered by the user) on the sources' bands of that modality; exported as
+    # <export>/modality/<name> beside the base model instead of a merged model
+    modality: str | None = None
 
 
 def scheduled(value: float | list, step: int) -> float:
