@@ -166,9 +166,10 @@ def _check_options(model, *, guidance, steps, seed, samples, tile, overlap, gsd,
     if not isinstance(few_step, bool):
         raise ParameterError(f"few_step must be True or False, got {few_step!r}.")
     if modality is not None:
-        from .models.modality import get_modality
+        from .models.checkpoint import resolve_modality
 
-        modality = get_modality(modality).name      # ParameterError naming the registered ones
+        # ParameterError naming the registered ones; a user's modality is found from the folder's adapter
+        modality = resolve_modality(modality, model if isinstance(model, (str, os.PathLike)) else "default")
         if modality == "rgb":
             modality = None
         elif few_step:

@@ -859,12 +859,15 @@ def cmd_train(args) -> int:
     elif getattr(cfg, "modality", None) and cfg.lora is not None:
         from .train.schema import stage_finished
 
+        from .models.modality import modality_from_spec
+
+        mod = modality_from_spec(cfg.modality)
         adapter = Path(cfg.out_dir) / "lora" / "adapter"
         if stage_finished(Path(cfg.out_dir) / "lora", cfg.denoiser) and adapter.is_dir():
-            where = (Path(cfg.export) / "modality" / cfg.modality) if cfg.export else adapter
-            print(f"geot2e: modality adapter {cfg.modality!r} written to {where}")
+            where = (Path(cfg.export) / mod.folder) if cfg.export else adapter
+            print(f"geot2e: modality adapter {mod.name!r} written to {where}")
             if cfg.export:
-                print(f"geot2e: use it with geot2e.generate(..., model={str(cfg.export)!r}, modality={cfg.modality!r})")
+                print(f"geot2e: use it with geot2e.generate(..., model={str(cfg.export)!r}, modality={mod.name!r})")
         else:
             print(f"geot2e: training stopped before the adapter finished; rerun the same command to resume "
                   f"(checkpoints in {cfg.out_dir})")

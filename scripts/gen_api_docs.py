@@ -42,7 +42,10 @@ SECTIONS = [
     ("geot2e.geo.spectral", ["fill_from_guide", "harmonic_fill", "FILLABLE"], "geot2e.geo.spectral",
      "The spectral head: the bands a model does not generate, filled from those it does."),
     ("geot2e.models", ["load_model", "Text2Earth", "save_pretrained", "from_pretrained", "checkpoint_hash",
-                       "tiny_config", "default_config"], "geot2e.models", "The Text2Earth model (torch only)."),
+                       "available_modalities", "tiny_config", "default_config"], "geot2e.models", "The Text2Earth model (torch only)."),
+    ("geot2e.models.modality", ["Modality", "register_modality", "get_modality", "MODALITIES"],
+     "geot2e.models.modality", "Modalities a model generates besides RGB (NIR, PAN, colour infrared; SAR by "
+     "registration), each a LoRA adapter."),
     ("geot2e.models.vocabulary", None, "geot2e.models.vocabulary",
      "What a model knows: the words of its training captions, and a warning for the others."),
     ("geot2e.api", ["process_zarr", "cloud_sampler"], "geot2e.api",

@@ -85,6 +85,14 @@ def tiny_default(tmp_path_factory):
     path = save_pretrained(model, tmp_path_factory.mktemp("m") / "tiny-default")
     # like the real default, a translation ControlNet beside it (untrained: the pages' code paths only)
     save_controlnet(build_controlnet(model), Path(path) / CONTROL_DIR, meta={"tasks": []})
+    # and modality adapters (rank 2, starting equal to the base: the pages' code paths only)
+    from geot2e.models import from_pretrained
+    from geot2e.models.adapter import add_lora, save_lora
+    from geot2e.models.modality import MODALITIES
+
+    for m in MODALITIES.values():
+        if m.adapter:
+            save_lora(add_lora(from_pretrained(path), rank=2, alpha=2), Path(path) / m.folder)
     if (DEFAULT_WEIGHTS / "vocabulary.json").is_file():
         shutil.copy(DEFAULT_WEIGHTS / "vocabulary.json", Path(path) / "vocabulary.json")
     return Path(path)

@@ -239,3 +239,30 @@ def test_a_modality_config_needs_a_lora_section(tmp_path, data_dir):
                                  "denoiser": {"steps": 1}}))
     with pytest.raises(ParameterError, match="add a 'lora:' section"):
         run_training(p, progress=False)
+
+
+def test_a_new_modality_is_a_config_away(tmp_path, data_dir):
+    """The path SAR would take (no SAR pixels exist here): a two-band modality defined in the training
+    config, trained on two bands of a raster, then found by its name from the adapter's metadata in a
+    process that never registered it. The bands are optical stand-ins: this checks the plumbing only."""
+    from geot2e.train import run_training
+
+    torch.manual_seed(0)
+    base = tmp_path / "model"
+    save_pretrained(Text2Earth(tiny_config()), base)
+    spec = {"name": "two_band_test", "bands": ["b_one", "b_two"], "channels": [0, 1, 0], "value_range": [-25.0, 5.0]}
+    cfg = {"out_dir": str(tmp_path / "run"), "base_model": str(base), "export": str(base), "modality": spec,
+           "tile": 32, "gsd_max": 40.0, "sources": [{"path": str(data_dir / "rgbn_5m_crop.tif"), "bands": [3, 4]}],
+           "lora": {"rank": 2, "alpha": 2},
+           "denoiser": {"steps": 1, "batch_size": 2, "lr": 1e-3, "warmup": 1, "bf16": False, "save_every": 1}}
+    p = tmp_path / "two.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    try:
+        run_training(p, progress=False)
+        MODALITIES.pop("two_band_test")                       # a fresh process knows only the built-in ones
+        rgb = geot2e.io.open_raster(data_dir / "rgbn_5m_crop.tif").isel(y=slice(0, 32), x=slice(0, 32))
+        out = geot2e.generate("", like=rgb, model=str(base), modality="two_band_test", **FAST)
+        assert out.shape == (2, 32, 32) and out.attrs["long_name"] == ("b_one", "b_two")
+        assert -25.0 <= float(out.min()) and float(out.max()) <= 5.0      # the modality's value range
+    finally:
+        MODALITIES.pop("two_band_test", None)

@@ -22,7 +22,7 @@ from .config import Text2EarthConfig
 from .text2earth import Text2Earth
 
 __all__ = ["save_pretrained", "from_pretrained", "load_model", "resolve_device", "checkpoint_hash",
-           "available_modalities", "DEFAULT_WEIGHTS", "COMPONENTS"]
+           "available_modalities", "resolve_modality", "DEFAULT_WEIGHTS", "COMPONENTS"]
 
 COMPONENTS = ("vae", "unet", "text_encoder", "resolution")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -298,6 +298,18 @@ def available_modalities(name_or_path: "str | os.PathLike" = "default") -> list[
     return sorted(n for n, m in MODALITIES.items() if not m.adapter or (path / m.folder / ADAPTER_WEIGHTS).is_file())
 
 
+def resolve_modality(modality: str, name_or_path: "str | os.PathLike" = "default") -> str:
+    """The registered name of ``modality`` for a model folder: a registered modality, or one the
+    folder carries an adapter for (a user's, registered from its metadata); else a ParameterError."""
+    from .modality import MODALITIES, MODALITY_DIR, get_modality, modality_from_adapter
+
+    if isinstance(modality, str) and modality not in MODALITIES:
+        path = DEFAULT_WEIGHTS if str(name_or_path) == "default" else Path(name_or_path).expanduser()
+        if modality.isidentifier() and modality_from_adapter(path / MODALITY_DIR / modality) is not None:
+            return modality
+    return get_modality(modality).name
+
+
 def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, device: str | torch.device = "auto",
                autocast: str | None = "auto", few_step: bool = False, translate: bool = False,
                modality: str | None = None) -> Text2Earth:
@@ -322,9 +334,7 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
                                  f"geot2e.load_model(path, modality={modality!r}), or pass the model's folder.")
         return name_or_path
     if modality is not None:
-        from .modality import get_modality
-
-        modality = get_modality(modality).name
+        modality = resolve_modality(modality, name_or_path)
         if modality == "rgb":
             modality = None
     dev = resolve_device(device)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from ..errors import CheckpointError, ParameterError
 
-__all__ = ["Modality", "MODALITIES", "MODALITY_DIR", "register_modality", "get_modality", "modality_view",
-           "apply_modality"]
+__all__ = ["Modality", "MODALITIES", "MODALITY_DIR", "register_modality", "get_modality", "modality_from_spec",
+           "modality_from_adapter", "modality_view", "apply_modality"]
 
 #: the sub-folder of a model folder that holds its modality adapters (one folder per modality)
 MODALITY_DIR = "modality"
@@ -117,6 +117,44 @@ def get_modality(name: "str | Modality") -> Modality:
         raise ParameterError(f"unknown modality {name!r}; choose from {sorted(MODALITIES)}, or add one with "
                              "geot2e.models.modality.register_modality(Modality(...)).")
     return MODALITIES[name]
+
+
+def modality_from_spec(spec: "str | dict | Modality") -> Modality:
+    """A training config's ``modality:``: a registered name, or a mapping that defines a new one
+    (``{name: sar, bands: [vv, vh], channels: [0, 1, 0], value_range: [-25, 5]}``), registered
+    here (a name already registered must be defined the same way)."""
+    if isinstance(spec, (str, Modality)):
+        return get_modality(spec)
+    if not isinstance(spec, dict):
+        raise ParameterError(f"modality must be a name or a mapping (name, bands, channels, value_range), got {spec!r}.")
+    unknown = set(spec) - {"name", "bands", "channels", "value_range", "description"}
+    if unknown or not {"name", "bands", "channels"} <= set(spec):
+        raise ParameterError(f"modality: give name, bands, channels (and optionally value_range, description); "
+                             f"got keys {sorted(spec)}.")
+    m = Modality(name=str(spec["name"]), bands=tuple(str(b) for b in spec["bands"]),
+                 channels=tuple(int(c) for c in spec["channels"]),
+                 value_range=tuple(float(v) for v in spec.get("value_range", (0.0, 1.0))),
+                 description=str(spec.get("description", "")))
+    if m.name in MODALITIES and MODALITIES[m.name] != m:
+        raise ParameterError(f"modality {m.name!r} is already registered with other bands or channels; choose "
+                             "another name.")
+    return register_modality(m, replace=True)
+
+
+def modality_from_adapter(folder: "str | os.PathLike") -> Modality | None:
+    """The modality an adapter folder was trained for, registered from its ``geot2e_lora.json``
+    when this process does not know it yet (a user's modality, e.g. SAR, after ``geot2e train``);
+    None when the folder holds no modality adapter."""
+    meta = Path(folder) / "geot2e_lora.json"
+    if not meta.is_file():
+        return None
+    info = json.loads(meta.read_text())
+    if info.get("kind") != "modality" or not info.get("modality"):
+        return None
+    if info["modality"] in MODALITIES:
+        return MODALITIES[info["modality"]]
+    return modality_from_spec({"name": info["modality"], "bands": info["bands"], "channels": info["channels"],
+                               "value_range": info.get("value_range", (0.0, 1.0))})
 
 
 def modality_view(model, modality: "str | Modality"):

@@ -147,7 +147,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     if int(cfg.world_size or 1) > 1 and D.context() is None:   # spawn the data-parallel processes
         return D.spawn(run_training, cfg, nproc=int(cfg.world_size), progress=progress, resume=resume)
     if cfg.modality is not None and cfg.lora is None:
-        raise ParameterError(f"modality: {cfg.modality!r} trains a LoRA adapter: add a 'lora:' section (rank, targets) "
+        raise ParameterError(f"modality {cfg.modality!r} trains a LoRA adapter: add a 'lora:' section (rank, targets) "
                              "and a 'denoiser:' section with its training settings (see configs/modality_nir.yaml).")
     if cfg.lora is not None:
         return run_lora(cfg, progress=progress, resume=resume)
@@ -424,9 +424,9 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
     mod = None
     sources = None
     if cfg.modality is not None:
-        from ..models.modality import get_modality, modality_view
+        from ..models.modality import modality_from_spec, modality_view
 
-        mod = get_modality(cfg.modality)
+        mod = modality_from_spec(cfg.modality)
         if not mod.adapter:
             raise ParameterError(f"modality {mod.name!r} is the base model itself; nothing to train.")
         modality_view(model, mod)
@@ -448,7 +448,7 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
         from ..models.adapter import annotate_lora
 
         annotate_lora(model, kind="modality", modality=mod.name, bands=list(mod.bands), channels=list(mod.channels),
-                      gsd_range=[min(r.gsd for r in sources), float(cfg.gsd_max)])
+                      value_range=list(mod.value_range), gsd_range=[min(r.gsd for r in sources), float(cfg.gsd_max)])
     train_lora(model, ds, cfg.denoiser, out, resume=resume, progress=progress)
     barrier()
     if not stage_finished(out / "lora", cfg.denoiser):

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ParameterError
 from .dataset import RasterSource
 
-__all__ = ["SAMPLES", "sample_source", "source_from_dataarray"]
+__all__ = ["SAMPLES", "sample_source", "source_from_dataarray", "valid_pixels"]
 
 
 @dataclass(frozen=True)
@@ -96,14 +96,14 @@ def sample_source(key: str, *, weight: float = 1.0, allow_heldout: bool = False,
     if bands is not None:
         return _bands_source(key, tuple(bands), weight=weight, allow_heldout=allow_heldout)
     da = SAMPLES[key].open().load()
-    valid = _valid_pixels(key, da, allow_heldout)
+    valid = valid_pixels(key, da, allow_heldout)
     roles = list(da.band.values)
     nir = roles.index("nir") if "nir" in roles else None
     return source_from_dataarray(da, name=key, valid=valid, weight=weight, nir_band=nir,
                                  per_row_gsd=da.rio.crs.is_geographic)
 
 
-def _valid_pixels(key: str, da, allow_heldout: bool, *, block: str | None = None) -> np.ndarray:
+def valid_pixels(key: str, da, allow_heldout: bool, *, block: str | None = None) -> np.ndarray:
     """Pixels of sample ``key`` (opened as ``da``) a training window may use: outside the
     held-out block (``block``: another entry of HOLDOUT_BLOCKS), clear of Pensacola's clouds,
     within the Blue Marble's latitudes."""
@@ -157,7 +157,7 @@ def _bands_source(key: str, bands: tuple[str, ...], *, weight: float, allow_held
         ms = ms.rio.reproject_match(pan, resampling=Resampling.bilinear)
         da = xr.concat([pan.astype("float32"), ms.astype("float32")], dim="band")
         da = da.assign_coords(band=list(bands) + [f"caption_{r}" for r in caption]).rio.write_nodata(0)
-        valid = _valid_pixels(key, pan, allow_heldout, block="landsat8_pensacola_pan")
+        valid = valid_pixels(key, pan, allow_heldout, block="landsat8_pensacola_pan")
     else:
         try:
             opened = _BAND_OPENERS[key](tuple(dict.fromkeys(bands + caption))).load()
@@ -165,7 +165,7 @@ def _bands_source(key: str, bands: tuple[str, ...], *, weight: float, allow_held
             raise ParameterError(f"sample source {key!r} cannot give bands {list(bands)} ({e}).") from e
         da = xr.concat([opened.sel(band=list(bands)), opened.sel(band=list(caption))], dim="band")
         da = da.assign_coords(band=list(bands) + [f"caption_{r}" for r in caption])
-        valid = _valid_pixels(key, opened, allow_heldout)
+        valid = valid_pixels(key, opened, allow_heldout)
     k = len(bands)
     src = source_from_dataarray(da, name=f"{key}:{'+'.join(bands)}", valid=valid, weight=weight, nir_band=k + 3)
     src.rgb_bands = (k, k + 1, k + 2)

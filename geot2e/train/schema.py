@@ -134,7 +134,7 @@ class TrainConfig:
     # with lora: train the adapter of a modality (geot2e.models.modality: nir, pan, cir, or one
     # registered by the user) on the sources' bands of that modality; exported as
     # <export>/modality/<name> beside the base model instead of a merged model
-    modality: str | None = None
+    modality: str | dict | None = None     # a name, or {name:, bands:, channels:, value_range:} for a new one
 
 
 def scheduled(value: float | list, step: int) -> float:
