@@ -371,12 +371,16 @@ def _band_plan(da, model, nb: int, band, bands):
             raise
         roles = None  # descriptions that are no roles on a raster of the model's band count: as before
     model_roles = [role_of(n) for n in model_names]
+    modality = getattr(model, "modality", None) not in (None, "rgb") and model.modality
+
+    def modality_error(found: str) -> BandCountError:
+        return BandCountError(f"the raster has {found} but modality {modality!r} fills {', '.join(model_names)} "
+                              "alone: pass those bands (e.g. da.sel(band=[...]) or geot2e.io.open_raster(path, "
+                              "bands=[...]); CLI: --bands), or leave modality unset for an RGB or multi-band raster.")
+
     if roles is None:
-        if nb != model.bands and getattr(model, "modality", None) not in (None, "rgb"):
-            raise BandCountError(f"the raster has {nb} band(s) but modality {model.modality!r} fills "
-                                 f"{', '.join(model_names)} alone: pass those bands (e.g. da.sel(band=[...]) or "
-                                 "geot2e.io.open_raster(path, bands=[...]); CLI: --bands), or leave modality unset "
-                                 "for an RGB raster.")
+        if nb != model.bands and modality:
+            raise modality_error(f"{nb} band(s)")
         if nb != model.bands:
             raise BandCountError(
                 f"the raster has {nb} band(s) but the model expects {model.bands} ({', '.join(model_names)}, in "
@@ -390,12 +394,8 @@ def _band_plan(da, model, nb: int, band, bands):
                                  f"({', '.join(model_names)}); {count_hint}.")
         return roles, None
     missing = [r for r in model_roles if r not in roles]
-    modality = getattr(model, "modality", None)
-    if modality not in (None, "rgb") and (missing or len(roles) != len(model_roles)):
-        raise BandCountError(f"the raster's bands are {', '.join(roles)} but modality {modality!r} fills "
-                             f"{', '.join(model_roles)} alone: pass those bands (e.g. da.sel(band=[...]) or "
-                             "geot2e.io.open_raster(path, bands=[...]); CLI: --bands), or leave modality unset for "
-                             "an RGB or multi-band raster.")
+    if modality and (missing or len(roles) != len(model_roles)):
+        raise modality_error(f"bands {', '.join(roles)}")
     if missing:
         raise BandCountError(
             f"the raster's bands are {', '.join(roles)} but the model needs {', '.join(model_roles)} (it fills "
