@@ -33,6 +33,8 @@ EXPECTED = {
                                  "finetuned_inpaint.tif", "04_finetuned_inpaint.png"], 2),
     "05_model_vs_classical.ipynb": (["05_heldout_1to1.png"], 1),
     "06_translation.ipynb": (["sr_x2.tif", "06_translation.png"], 1),
+    "07_bands_and_modalities.ipynb": (["s2_six_bands_filled.tif", "pan_15m.tif", "07_ndvi_before_after_truth.png",
+                                       "07_modalities.png"], 2),
 }
 
 
