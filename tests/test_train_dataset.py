@@ -65,6 +65,23 @@ def test_windows_are_nodata_free(landsat_src):
             assert torch.isfinite(ds.sample(rng)["image"]).all()
 
 
+def test_small_clear_patches_still_give_native_windows():
+    """Popcorn clouds (Landsat 8 Pensacola's PAN band): clear only in scattered 20 px patches,
+    so coarser windows never fit; the sampler falls back to native pixels instead of failing."""
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 1, (1, 400, 400)).astype(np.float32)
+    valid = np.zeros((400, 400), bool)
+    for r in range(10, 400, 60):
+        for c in range(10, 400, 60):
+            valid[r:r + 20, c:c + 20] = True
+    src = RasterSource(data=data, valid=valid, gsd=15.0)
+    ds = TileDataset([src], size=16, gsd_max=500.0, bands=1, seed=0)
+    draws = np.random.default_rng(1)
+    tiles = [ds.sample(draws) for _ in range(20)]
+    assert all(t["image"].shape == (1, 16, 16) for t in tiles)
+    assert all(abs(t["gsd"] - 15.0) < 15.0 * 0.3 for t in tiles)   # only (near-)native windows fit
+
+
 def test_constant_image_stays_constant_at_every_gsd():
     data = np.full((3, 200, 200), 150.0, np.float32)
     src = RasterSource(data=data, valid=np.ones((200, 200), bool), gsd=10.0,

@@ -153,6 +153,8 @@ class TileDataset(torch.utils.data.IterableDataset):
             src = self.sources[rng.choice(len(self.sources), p=self.p)]
             _, H, W = src.data.shape
             max_factor = min(self.gsd_max / src.gsd, min(H, W) / out_size)
+            if attempts > 1000:   # clear areas too small for coarser windows (popcorn clouds): native pixels
+                max_factor = 1.0
             factor = math.exp(rng.uniform(0, math.log(max(max_factor, 1.0))))
             n = max(out_size, int(round(out_size * factor)))
             if n > min(H, W):
