@@ -272,3 +272,32 @@ def test_prompt_longer_than_context_warns():
     with pytest.warns(PromptTruncatedWarning):
         out = enc(["a very long prompt about rivers fields roads towns forests lakes and hills"])
     assert out.shape == (1, 8, 32)
+
+
+def test_min_snr_weighting_keeps_noisy_steps_and_damps_clean_ones():
+    """snr_gamma: an example at SNR above gamma weighs gamma / SNR of its plain loss, one below it 1;
+    a gamma above every SNR is the plain loss."""
+    from geot2e.models import Text2Earth, make_scheduler, tiny_config
+
+    torch.manual_seed(0)
+    m = Text2Earth(tiny_config())
+    sched = make_scheduler(m.config, "ddpm")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    mask = torch.ones(2, 1, 16, 16)
+    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
+
+    def loss(gamma, t):
+        from unittest import mock
+
+        def fixed(lo, hi, size, **kw):                 # pin the timestep of both examples
+            return torch.full(size, t, dtype=torch.long, device=kw.get("device"))
+
+        with torch.no_grad(), mock.patch.object(torch, "randint", fixed):
+            return float(m.training_loss(x, mask, torch.tensor([30.0, 30.0]), ["", ""], scheduler=sched,
+                                         generator=torch.Generator().manual_seed(2), snr_gamma=gamma))
+
+    clean, noisy = 20, 900
+    assert snr[clean] > 5 > snr[noisy]
+    np.testing.assert_allclose(loss(5.0, clean), loss(None, clean) * 5.0 / float(snr[clean]), rtol=1e-4)
+    np.testing.assert_allclose(loss(5.0, noisy), loss(None, noisy), rtol=1e-5)
+    np.testing.assert_allclose(loss(1e9, clean), loss(None, clean), rtol=1e-5)

@@ -216,10 +216,12 @@ class Text2Earth(nn.Module):
     def training_loss(self, x: torch.Tensor, mask: torch.Tensor, gsd: torch.Tensor, prompts: Sequence[str], *,
                       p_text: float = 0.1, p_res: float = 0.1, scheduler=None,
                       generator: torch.Generator | None = None, masked_weight: float = 1.0,
-                      control: torch.Tensor | None = None) -> torch.Tensor:
+                      control: torch.Tensor | None = None, snr_gamma: float | None = None) -> torch.Tensor:
         """Denoising loss with dynamic condition dropout (text with p_text, resolution with p_res,
         independently). The VAE is used frozen (no gradients). ``control``: a ControlNet
-        conditioning image per example (the translation ControlNet's training)."""
+        conditioning image per example (the translation ControlNet's training). ``snr_gamma``:
+        min-SNR-γ weighting, each example weighed min(SNR, γ) / SNR (ε-prediction) or
+        min(SNR, γ) / (SNR + 1) (v-prediction)."""
         b = x.shape[0]
         dev = x.device
         sched = scheduler or make_scheduler(self.config, "ddpm")
@@ -241,6 +243,11 @@ class Text2Earth(nn.Module):
         else:
             target = noise
         w = 1.0 + masked_weight * m_lat
+        if snr_gamma is not None:
+            ab = sched.alphas_cumprod.to(dev)[t].float()
+            snr = ab / (1 - ab)
+            div = snr + 1 if self.config.scheduler.prediction_type == "v_prediction" else snr
+            w = w * (snr.clamp(max=float(snr_gamma)) / div).view(-1, 1, 1, 1)
         return (w * (pred.float() - target) ** 2).mean() / (1.0 + masked_weight * m_lat.mean()).clamp_min(1.0)
 
     # ------------------------------------------------------------------ sampling

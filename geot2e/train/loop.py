@@ -578,7 +578,8 @@ def train_denoiser(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | 
         x = batch["image"]
         m = _masks(rng, x.shape[0], x.shape[-1], cfg.mask_weights).to(x.device)
         return model.training_loss(x, m, batch["gsd"], batch["caption"], p_text=cfg.p_text, p_res=cfg.p_res,
-                                   scheduler=sched, generator=gen, masked_weight=cfg.masked_weight)
+                                   scheduler=sched, generator=gen, masked_weight=cfg.masked_weight,
+                                   snr_gamma=cfg.snr_gamma)
 
     val_fn = None
     if val_batch is not None and cfg.val_every > 0:

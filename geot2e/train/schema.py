@@ -34,6 +34,10 @@ class StageConfig:
     p_text: float = 0.1          # dynamic condition dropout: text
     p_res: float = 0.1           # dynamic condition dropout: resolution
     masked_weight: float = 1.0   # extra loss weight on masked latents
+    # min-SNR-gamma loss weighting (Hang et al., 2023): noise levels with SNR above gamma weigh
+    # gamma / SNR, so the noisy steps, where layout and colour are decided, are not drowned by the
+    # nearly-clean ones (what a modality adapter must relearn); None = the plain loss
+    snr_gamma: float | None = None
     kl_weight: float = 1e-6      # VAE only
     grad_weight: float = 0.5     # VAE only: L1 on image gradients (keeps texture)
     # decoder stage only: weight of the PatchGAN term (times the adaptive weight); a number, or
