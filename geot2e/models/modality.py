@@ -18,6 +18,8 @@ rasters with the same command; nothing else in the package changes.
 
 >>> get_modality("nir").bands, get_modality("nir").channels
 (('nir',), (0, 0, 0))
+>>> get_modality("cir").channels          # the VAE's channels: red, NIR, green
+(1, 0, 2)
 >>> sorted(MODALITIES)
 ['cir', 'nir', 'pan', 'rgb']
 """
@@ -103,7 +105,9 @@ for _m in (
              description="near infrared (Landsat 8 B5, Sentinel-2 B08), one band"),
     Modality("pan", ("pan",), (0, 0, 0),
              description="panchromatic (Landsat 8 B8, 15 m), one band"),
-    Modality("cir", ("nir", "red", "green"), (0, 1, 2),
+    # the VAE sees red, NIR, green: vegetation lands in the channel where the RGB model has it
+    # (green), so the adapter starts from a prior that already separates it
+    Modality("cir", ("nir", "red", "green"), (1, 0, 2),
              description="colour infrared (NIR, red, green): NDVI from one generated image"),
 ):
     register_modality(_m)
