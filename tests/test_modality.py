@@ -106,6 +106,8 @@ def test_training_exports_the_adapter_beside_the_untouched_base(model_dir):
     assert meta["base_checkpoint_hash"] == checkpoint_hash(model_dir)
     data = json.loads((model_dir.parent / "run" / "data.json").read_text())
     assert data[0]["shape"][0] == 1            # the source's NIR band only
+    for record in ("train_config.json", "manifest.json", "code_version.json"):
+        assert (model_dir.parent / "run" / record).is_file(), record
     assert available_modalities(model_dir) == ["cir", "nir", "pan", "rgb"]
     base = from_pretrained(model_dir)
     assert base.config.band_names == ["red", "green", "blue"] and base.config.channels is None

@@ -436,11 +436,13 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
         if wrong:
             raise ParameterError(f"sources {wrong} have fewer bands than modality {mod.name!r} ({list(mod.bands)}); "
                                  "select its bands with 'bands:' (1-based, in the modality's order).")
-        if is_main():
+        if is_main():   # what the adapter was trained on, beside it: config, data, manifest, code version
             out.mkdir(parents=True, exist_ok=True)
+            (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
             (out / "data.json").write_text(json.dumps([{"name": r.name, "shape": list(r.data.shape), "gsd": r.gsd,
                                                          "valid_fraction": float(r.valid.mean())} for r in sources],
                                                        indent=2))
+            write_run_record(out, cfg, sources, specs=rasters)
     ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed, sources=sources)
     add_lora(model, rank=spec.get("rank", 8), alpha=spec.get("alpha", spec.get("rank", 8)),
              targets=spec.get("targets", DEFAULT_TARGETS), dropout=spec.get("dropout", 0.0))
