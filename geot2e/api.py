@@ -459,6 +459,12 @@ def _warn_long_prompts(model, prompts, data) -> None:
                           f"{p[:60]!r}...", PromptTruncatedWarning, stacklevel=3)
 
 
+#: A GSD within this share of the trained range's ends counts as inside it: the range is recorded
+#: as ground distances of the training rasters (a projection's scale factor makes a nominal 15 m
+#: Landsat PAN pixel 15.006 m on the ground), and users pass nominal values.
+GSD_RANGE_SLACK = 0.02
+
+
 def _gsd_for(da, gsd, model) -> float:
     from .geo import gsd as measure_gsd
 
@@ -468,7 +474,7 @@ def _gsd_for(da, gsd, model) -> float:
         except MissingCRSError as e:
             raise MissingCRSError(f"{e} (the model is conditioned on the ground sample distance)") from e
     lo, hi = model.gsd_range
-    if not lo <= gsd <= hi:
+    if not lo / (1 + GSD_RANGE_SLACK) <= gsd <= hi * (1 + GSD_RANGE_SLACK):
         warnings.warn(f"the GSD {gsd:.3g} m lies outside the range the model was trained on "
                       f"({lo:g}-{hi:g} m); results may be poor. Resample the raster, or pass gsd= to "
                       "override what the model is told.", GSDRangeWarning, stacklevel=3)

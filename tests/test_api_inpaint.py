@@ -326,6 +326,14 @@ def test_gsd_override_and_range_warning(crop, tiny_model, monkeypatch):
     with pytest.warns(GSDRangeWarning, match="outside"):
         out = inpaint(crop, mask, model=tiny_model, gsd=5000.0, **FAST)
     assert spy.calls[-1]["gsd"] == 5000.0 and out.attrs["geot2e_gsd"] == 5000.0
+    # a nominal GSD a hair below the recorded ground-distance range (15 m vs 15.006 m) is inside it
+    lo, hi = tiny_model.gsd_range
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GSDRangeWarning)
+        inpaint(crop, mask, model=tiny_model, gsd=lo * 0.999, **FAST)
+        inpaint(crop, mask, model=tiny_model, gsd=hi * 1.001, **FAST)
+    with pytest.warns(GSDRangeWarning, match="outside"):
+        inpaint(crop, mask, model=tiny_model, gsd=lo * 0.9, **FAST)
 
 
 def test_mask_without_crs_on_the_same_pixels_is_accepted(crop, tiny_model):
