@@ -15,7 +15,10 @@ area       time with 5 % of the scene masked / 100 % masked (target <= 0.15)
 area_compact  issue 23's case: 11 compact clouds (radii 20-45 px, 5 %) on a 791 x 718 Landsat crop vs
            100 % masked, remove_clouds at its default sampler: UNet work (windows, latent pixels per
            step, UNet passes; deterministic, a stub model) and, unless --proxy-only, time
-           (run it with --model default on an idle machine; target <= 0.15)
+           (run it with --model default on an idle machine; target <= 0.15; --sampler full for
+           the 60-step sampler, --context F for another context-margin factor)
+unet_cost  seconds per UNet pass against batch and latent size: the fixed part per call and the
+           part per pixel (what the engine's CALL_PIXELS batching rule stands for)
 cloud_options  remove_clouds at ω = 3 with its defaults vs all steps guided and vs the boundary mode
            (run it with --model default: the tiny model makes the UNet cheap)
 memory     peak RSS of Zarr-to-Zarr processing, big mosaic / small mosaic (target <= 1.3),
@@ -354,10 +357,22 @@ class UNetWork:
 
 def bench_area_compact(model, args):
     """Issue 23 §2: 11 compact clouds (5 %) vs the whole crop masked, remove_clouds at its
-    default sampler (one sample), same crop, same options."""
+    default sampler (one sample; ``--sampler default`` = the few-step student where the model
+    folder has one, ``full`` = the full sampler), same crop, same options. ``--context`` sets the
+    engine's margin factor (``geot2e.engine.grid.CONTEXT``) for this run."""
     from geot2e.api import remove_clouds
     from geot2e.geo import Radiometry
 
+    if args.context is not None:
+        import geot2e.engine.grid as grid
+
+        grid.CONTEXT = float(args.context)
+    if args.sampler == "default" and getattr(model, "source", None) is not None:
+        from geot2e.models import load_model
+        from geot2e.models.checkpoint import has_few_step
+
+        if has_few_step(model.source):
+            model = load_model(model.source, device="cpu", few_step=True)
     da = landsat_crop()
     m5 = compact_clouds(da)
     full = compact_clouds(da, n=0) | True
@@ -383,8 +398,35 @@ def bench_area_compact(model, args):
             t[name] = _timed.last
         res["seconds"] = t
         res["time_ratio"] = _ratio_stats(t["5pct"], t["100pct"])
+    res["sampler"] = "few-step" if getattr(model, "student_steps", None) else "full"
     res["target"] = "<= 0.15"
     return res
+
+
+def bench_unet_cost(model, args):
+    """The cost of one UNet pass against its size, at the thread count given: a fixed part per
+    call and a part per latent pixel (least squares over batch 1-4 and latents 12²-80²), and
+    their ratio in window pixels: what ``geot2e.engine.execute.CALL_PIXELS`` stands for."""
+    import torch
+
+    f = model.vae_factor
+    text = model.null_text(1)
+    rows = []
+    with torch.no_grad():
+        for b, s in ((1, 12), (1, 20), (1, 28), (2, 28), (4, 28), (1, 40), (1, 56), (2, 56), (1, 80)):
+            z = torch.randn(b, model.latent_channels, s, s)
+            m = torch.ones(b, 1, s, s)
+            t = torch.full((b,), 500)
+            res = model.resolution(torch.full((b,), 30.0))
+            run = lambda: model.predict(z, t, m, z, text.expand(b, -1, -1), res)  # noqa: E731
+            run()
+            _timed(run, max(3, args.repeat))
+            rows.append({"batch": b, "latent": s, "latent_px": b * s * s, "s": _timed.last})
+    px = np.array([r["latent_px"] for r in rows], float)
+    sec = np.array([r["s"]["median"] for r in rows], float)
+    per_px, fixed = np.polyfit(px, sec, 1)
+    return {"passes": rows, "fixed_s": float(fixed), "per_latent_px_s": float(per_px),
+            "fixed_in_window_px": float(fixed / per_px * f * f)}
 
 
 def bench_cloud_options(model, args):
@@ -657,6 +699,10 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=3, help="timed runs per configuration (median and spread)")
     p.add_argument("--proxy-only", action="store_true",
                    help="area_compact: count the UNet work only (a stub model; no timing)")
+    p.add_argument("--sampler", choices=("default", "full"), default="default",
+                   help="area_compact: remove_clouds' default (the few-step student where the model has one) or full")
+    p.add_argument("--context", type=float, default=None,
+                   help="area_compact: the engine's context-margin factor for this run (default: the engine's)")
     p.add_argument("--mem-small", type=int, default=2048)
     p.add_argument("--mem-big", type=int, default=8192)
     p.add_argument("--mem-fraction", type=float, default=0.01)
@@ -674,7 +720,7 @@ def main(argv=None):
                "seam_quality": lambda: bench_seam_quality(model, args),
                "area": lambda: bench_area(model, args), "area_compact": lambda: bench_area_compact(model, args),
                "cloud_options": lambda: bench_cloud_options(model, args),
-               "anchor": lambda: bench_anchor(model, args),
+               "anchor": lambda: bench_anchor(model, args), "unet_cost": lambda: bench_unet_cost(model, args),
                "memory": lambda: bench_memory(model_path, args),
                "cluster": lambda: bench_cluster(model_path, args), "graph": lambda: bench_graph(model_path, args)}
     for name in args.only:

@@ -125,3 +125,55 @@ def test_overlap_zero_still_shows_context_around_a_cloud():
     c = MIN_CONTEXT
     assert y0 <= 60 - c and y1 >= 70 + c and x0 <= 50 - c and x1 >= 58 + c
     assert (y1 - y0) < 128 or (x1 - x0) < 128        # still smaller than the whole window
+
+
+def test_isolated_clouds_of_both_passes_share_one_call(crop, tiny_model, monkeypatch):
+    """A pass-B window that touches no pass-A result has no context to wait for: scattered small
+    clouds in cells of both checkerboard colours run as one batch, and the result keeps every
+    unmasked pixel and is the same whatever the chunking."""
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    # cell (1, 1) is pass A, cell (0, 1) pass B; their windows are ~50 px apart
+    mask = _mask(crop, (84, 94, 84, 94), (8, 16, 90, 100))
+    out = inpaint(crop, mask, model=tiny_model, **FAST)
+    assert len(spy.calls) == 1 and spy.calls[0]["shape"][0] == 2
+    np.testing.assert_array_equal(out.values[:, ~mask.values], crop.values[:, ~mask.values])
+    lazy = inpaint(crop.chunk({"y": 80, "x": 48}), mask, model=tiny_model, **FAST)
+    np.testing.assert_array_equal(lazy.values, out.values)
+
+
+def test_a_window_joins_a_batch_only_when_that_costs_less_than_its_own_call(tiny_model, monkeypatch):
+    """schedule(): the pixels a window adds to a batch (all members grow to the batch's shape)
+    must cost less than a model call of its own (CALL_PIXELS), and no batch exceeds one cell
+    window's pixels."""
+    import geot2e.engine.grid
+    from geot2e.engine.execute import CALL_PIXELS, plan, schedule
+
+    monkeypatch.setattr(geot2e.engine.grid, "CONTEXT", 0.35)    # the window sizes below: 48, 176, 224 px
+    from geot2e.engine.tiles import Job, ModelRef
+    from geot2e.geo import Radiometry
+
+    grid = TileGrid(768, 768, 256, 32, tiny_model.vae_factor)
+    job = Job(grid=grid, model=ModelRef(tiny_model, "cpu"), scaling=Radiometry.fit(np.zeros((3, 2, 2))), nodata=0,
+              dtype=np.dtype("uint16"))
+
+    def batches(*boxes):
+        m = np.zeros((768, 768), bool)
+        for y0, y1, x0, x1 in boxes:
+            m[y0:y1, x0:x1] = True
+        a, b = schedule(job, tiny_model, m, plan(grid, m))
+        assert b == []                                   # isolated clouds: all in pass A
+        return [[it[3] for it in batch] for batch in a]
+
+    small = (60, 70, 60, 70)                             # cell (0, 0): a 10-px cloud, a ~48-px window
+    for big, together in (((380, 480, 380, 480), True),  # cell (1, 1): a ~176-px window
+                          ((360, 490, 360, 490), False)):  # a ~224-px window: growing the small one costs more
+        got = batches(small, big)
+        assert (len(got) == 1) == together, (big, got)
+        if together:
+            (y0, y1, x0, x1), (v0, v1, u0, u1) = got[0]
+            assert (y1 - y0, x1 - x0) == (v1 - v0, u1 - u0)   # the small window grew to the batch's shape
+        else:
+            (a,), (b,) = got                             # largest first
+            assert (a[1] - a[0]) * (a[3] - a[2]) - (b[1] - b[0]) * (b[3] - b[2]) > CALL_PIXELS
+        assert all(len(bt) * (bt[0][1] - bt[0][0]) * (bt[0][3] - bt[0][2]) <= 320 * 320 for bt in got)

@@ -83,6 +83,29 @@ def test_smooth_fill_keeps_known_pixels_and_stays_in_range(crop):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("holes", [[(20, 30, 24, 40)], [(0, 6, 50, 64), (40, 52, 0, 9)]])
+def test_smooth_fill_relaxes_only_around_the_holes_with_the_same_values(crop, holes):
+    """The Laplace sweeps run on the box of the unknown pixels plus a one-pixel ring (known
+    pixels never change): bit for bit what sweeps over the whole window give, holes at the
+    window's edge included, at the holes' cost."""
+    import torch.nn.functional as F
+
+    known = torch.ones(2, 1, 64, 64)
+    for y0, y1, x0, x1 in holes:
+        known[0, :, y0:y1, x0:x1] = 0
+    known[1, :, 30:33, 30:33] = 0.5                       # a second sample, soft weights
+    x = crop.repeat(2, 1, 1, 1)
+    out = smooth_fill(x, known, relax_iters=50)
+    ref = smooth_fill(x, known, relax_iters=0)            # the pyramid fill, then sweeps everywhere
+    hard = (known >= 1).float()
+    soft, fixed = 1 - hard, hard * x
+    for _ in range(50):
+        p = F.pad(ref, (1, 1, 1, 1), mode="replicate")
+        ref = torch.addcmul(fixed, soft, (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]) * 0.25)
+    assert torch.equal(out, ref)
+    assert not torch.equal(out, smooth_fill(x, known, relax_iters=0))   # the sweeps did run
+
+
 def test_smooth_fill_all_masked_is_zero_not_nan(crop):
     x = crop.clone().repeat(2, 1, 1, 1)
     known = torch.ones(2, 1, 64, 64)

@@ -6,8 +6,9 @@ window as known context. Cells without masked pixels never run. Output blocks co
 input and paste the synthesized pixels of the cells they intersect.
 
 Each cell runs on one or more tight windows (:meth:`~geot2e.engine.grid.TileGrid.cell_windows`);
-windows of one pass and of similar size, from nearby cells, share a model call
-(:func:`schedule`). The batches are a pure function of the mask, and both paths call
+windows of one pass from nearby cells share a model call when that costs less than separate calls
+(:func:`schedule`), and a pass-B window that touches no pass-A result (an isolated cloud) runs
+with pass A, since it has no context to wait for. The batches are a pure function of the mask, and both paths call
 :func:`~geot2e.engine.tiles.run_batch` with the same batches, so they give bit-identical results
 (CPU kernels can differ in the last bit between batch compositions, never between runs of one).
 """
@@ -21,11 +22,15 @@ import numpy as np
 from .grid import TileGrid
 from .tiles import Job, assemble, cell_items, item_bounds, paste, run_batch
 
-__all__ = ["plan", "schedule", "run_eager", "run_lazy", "context_cells", "SIMILAR", "REGION"]
+__all__ = ["plan", "schedule", "run_eager", "run_lazy", "context_cells", "CALL_PIXELS", "REGION"]
 
-#: Windows share a model call when each keeps at least this share of the batch's window area
-#: (the smaller ones grow to the batch's shape, with more context).
-SIMILAR = 0.8
+#: The fixed cost of one model call, in window pixels: a window joins a batch (growing, with
+#: the smaller members, to the batch's shape, i.e. more real context) when the pixels that adds
+#: cost less than a call of its own. Measured on the default model, one CPU thread, bf16: a UNet
+#: pass costs about 28 ms + 13 µs per latent pixel (16 window pixels), i.e. 28 ms is ~34 000
+#: window pixels (``benchmarks/bench_engine.py --only unet_cost``). On more threads or a GPU the
+#: per-pixel cost falls and the fixed cost stays, so this is the cautious end.
+CALL_PIXELS = 32768
 #: Batches gather windows from squares of REGION x REGION cells, so a task reads nearby blocks.
 REGION = 8
 
@@ -104,32 +109,41 @@ def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, lis
     """The model calls of pass A and pass B: lists of batches, each a list of ``(i, j, k, box)``
     items of one shape. A pure function of the mask (never of chunks or workers).
 
-    Windows of one pass, from one square of :data:`REGION` x :data:`REGION` cells, are taken
-    largest first; a batch takes the next window while every member keeps at least
-    :data:`SIMILAR` of the batch's (rows x cols) and the batch holds at most ``samples`` x the
-    cell window's pixels (the size of one full-window call); members grow to the batch's shape
-    (:meth:`~geot2e.engine.grid.TileGrid.grow`). ``job.batch=False``: one window per call.
+    A pass-B window that touches no pass-A window's pixels (:func:`~geot2e.engine.tiles.item_bounds`)
+    has no context to wait for: it runs in pass A (scattered small clouds then cost two or three
+    calls, not one or two per cell). Windows of one pass, from one square of :data:`REGION` x
+    :data:`REGION` cells, are taken largest first; a batch takes the next window when the pixels
+    it adds (every member grows to the batch's rows x cols, :meth:`~geot2e.engine.grid.TileGrid.grow`)
+    cost less than a call of its own (:data:`CALL_PIXELS`) and the batch holds at most ``samples``
+    x the cell window's pixels (the size of one full-window call). ``job.batch=False``: one
+    window per call, passes as the checkerboard has them.
     """
     grid = job.grid
     items = _cell_items(job, model, mask, list(cells[0]) + list(cells[1]))
+    pass_a = [it for c in cells[0] for it in items[c]]
+    pass_b = [it for c in cells[1] for it in items[c]]
+    if job.batch:
+        written = [item_bounds(grid, i, j, box) for i, j, _, box in pass_a]
+        free = [it for it in pass_b if not any(_touches(bd, it[3]) for bd in written)]
+        pass_a, pass_b = pass_a + free, [it for it in pass_b if it not in free]
     budget = grid.window_shape[0] * grid.window_shape[1]
     out = []
-    for pass_cells in cells:
+    for pass_items in (pass_a, pass_b):
         regions: dict = {}
-        for c in pass_cells:
-            regions.setdefault((c[0] // REGION, c[1] // REGION), []).extend(items[c])
+        for it in pass_items:
+            regions.setdefault((it[0] // REGION, it[1] // REGION), []).append(it)
         batches = []
         for key in sorted(regions):
-            todo = sorted(regions[key], key=lambda it: (-(it[3][1] - it[3][0]) * (it[3][3] - it[3][2]), it[:3]))
+            todo = sorted(regions[key], key=lambda it: (-_area(it[3]), it[:3]))
             while todo:
-                batch, shape = [todo.pop(0)], None
+                batch = [todo.pop(0)]
                 h, w = batch[0][3][1] - batch[0][3][0], batch[0][3][3] - batch[0][3][2]
                 rest = []
                 for it in todo:
-                    ih, iw = it[3][1] - it[3][0], it[3][3] - it[3][2]
-                    th, tw = max(h, ih), max(w, iw)
-                    fits = (job.batch and (len(batch) + 1) * th * tw <= budget
-                            and all((b[3][1] - b[3][0]) * (b[3][3] - b[3][2]) >= SIMILAR * th * tw for b in batch + [it]))
+                    th, tw = max(h, it[3][1] - it[3][0]), max(w, it[3][3] - it[3][2])
+                    n = len(batch)
+                    fits = (job.batch and (n + 1) * th * tw <= budget
+                            and (n + 1) * th * tw - n * h * w - _area(it[3]) <= CALL_PIXELS)
                     if fits:
                         batch.append(it)
                         h, w = th, tw
@@ -142,6 +156,10 @@ def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, lis
                                  else grid.grow(i, j, box, shape)) for i, j, k, box in batch])
         out.append(batches)
     return out[0], out[1]
+
+
+def _area(box) -> int:
+    return (box[1] - box[0]) * (box[3] - box[2])
 
 
 def _touches(a, b) -> bool:
