@@ -17,6 +17,9 @@ area_compact  issue 23's case: 11 compact clouds (radii 20-45 px, 5 %) on a 791 
            step, UNet passes; deterministic, a stub model) and, unless --proxy-only, time
            (run it with --model default on an idle machine; target <= 0.15; --sampler full for
            the 60-step sampler, --context F for another context-margin factor)
+translate_modality  seconds per output megapixel of each translation task and of generate with
+           the modality adapters, beside inpainting a fully masked raster of the same size
+           (run it with --model default)
 unet_cost  seconds per UNet pass against batch and latent size: the fixed part per call and the
            part per pixel (what the engine's CALL_PIXELS batching rule stands for)
 cloud_options  remove_clouds at ω = 3 with its defaults vs all steps guided and vs the boundary mode
@@ -429,6 +432,55 @@ def bench_unet_cost(model, args):
             "fixed_in_window_px": float(fixed / per_px * f * f)}
 
 
+def bench_translate_modality(model_path, args):
+    """Seconds per output megapixel of each translation task and of the modality adapters, side
+    by side with the same engine's inpainting of a fully masked raster of the output's size
+    (one sample, each function's default sampler; a Sentinel-2 crop of ``--tm-size`` output px,
+    Landsat 8's real PAN for pan-sharpening). Translation and modalities run the tiled engine
+    with the same windows as inpainting, so their memory follows the engine's bound."""
+    import warnings
+
+    from affine import Affine
+
+    import geot2e
+    from geot2e.geo.refine import align_to_refinement
+    from geot2e.io.sample_data import open_pensacola, open_sentinel2
+
+    n = args.tm_size
+    s2 = open_sentinel2(bands=("red", "green", "blue", "nir")).isel(y=slice(600, 600 + n), x=slice(600, 600 + n))
+    s2 = s2.load()
+    rgb, nir = s2.isel(band=[0, 1, 2]), s2.isel(band=[3])
+    half = s2.isel(band=[0, 1, 2]).coarsen(y=2, x=2).mean().round().astype(s2.dtype)
+    half = half.rio.write_transform(s2.rio.transform() * Affine.scale(2))
+    ms = open_pensacola().isel(y=slice(100, 100 + n // 2), x=slice(100, 100 + n // 2)).load()
+    pan = align_to_refinement(open_pensacola(bands=("pan",)).isel(y=slice(200, 200 + n + 4), x=slice(200, 200 + n + 4))
+                              .load(), ms)
+    opts = dict(model=model_path, progress=False, seed=0)
+    full = np.ones((n, n), bool)
+    rad = geot2e.geo.Radiometry.fit(rgb.values, nodata=0)
+    runs = {"inpaint (100 % masked)": lambda: geot2e.inpaint(rgb, full, radiometry=rad, **opts),
+            "super_resolution x2": lambda: geot2e.translate(half, "super_resolution", scale=2, **opts),
+            "pansharpen": lambda: geot2e.translate(ms, "pansharpen", control=pan, **opts),
+            "nir_to_rgb": lambda: geot2e.translate(nir, "nir_to_rgb", **opts),
+            "dehaze": lambda: geot2e.translate(rgb, "dehaze", **opts),
+            "generate rgb": lambda: geot2e.generate("", like=rgb, **opts),
+            "generate nir": lambda: geot2e.generate("", like=nir, modality="nir", **opts),
+            "generate cir": lambda: geot2e.generate("", like=s2.isel(band=[3, 0, 1]), modality="cir", **opts)}
+    res = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, fn in runs.items():
+            out = fn()                                  # warm-up (loads the adapter or ControlNet)
+            mpx = out.sizes["y"] * out.sizes["x"] / 1e6
+            _timed(fn, args.repeat)
+            res[name] = {"output_px": [int(out.sizes["y"]), int(out.sizes["x"])], **_timed.last,
+                         "s_per_mpx": _timed.last["median"] / mpx}
+    ref = res["inpaint (100 % masked)"]["s_per_mpx"]
+    for name in res:
+        res[name]["vs_inpaint"] = res[name]["s_per_mpx"] / ref
+    return res
+
+
 def bench_cloud_options(model, args):
     """remove_clouds at ω = 3 (its mean-of-K sampler; one sample runs unguided) with its
     defaults (guidance on the first half of the steps, lowpass anchoring) against all steps
@@ -703,6 +755,7 @@ def main(argv=None):
                    help="area_compact: remove_clouds' default (the few-step student where the model has one) or full")
     p.add_argument("--context", type=float, default=None,
                    help="area_compact: the engine's context-margin factor for this run (default: the engine's)")
+    p.add_argument("--tm-size", type=int, default=256, help="translate_modality: output size in pixels")
     p.add_argument("--mem-small", type=int, default=2048)
     p.add_argument("--mem-big", type=int, default=8192)
     p.add_argument("--mem-fraction", type=float, default=0.01)
@@ -721,6 +774,7 @@ def main(argv=None):
                "area": lambda: bench_area(model, args), "area_compact": lambda: bench_area_compact(model, args),
                "cloud_options": lambda: bench_cloud_options(model, args),
                "anchor": lambda: bench_anchor(model, args), "unet_cost": lambda: bench_unet_cost(model, args),
+               "translate_modality": lambda: bench_translate_modality(model_path, args),
                "memory": lambda: bench_memory(model_path, args),
                "cluster": lambda: bench_cluster(model_path, args), "graph": lambda: bench_graph(model_path, args)}
     for name in args.only:
