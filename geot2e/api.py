@@ -73,7 +73,9 @@ few_step : bool, default {default_few_step} (inpaint); None for remove_clouds
     remove_clouds' None: the student when the model has one and ``guidance`` and ``steps``
     are left as None (the default model has one: the same held-out scores as the full
     sampler in a fifth of the time; measured: model card, "Few-step sampler"), else the
-    full sampler; ``few_step=False`` is the full sampler.
+    full sampler; ``few_step=False`` is the full sampler. "Has one": a model name or folder
+    with ``few_step/``, or an object from ``load_model(..., few_step=True)``; an object loaded
+    without it is the teacher and keeps the full sampler (pass the name to get the default).
 modality : str, optional (inpaint, remove_clouds, outpaint, generate)
     Generate another kind of image than RGB with the model's adapter for it
     (:data:`geot2e.models.modality.MODALITIES`: ``"nir"``, ``"pan"``, ``"cir"`` = NIR, red,
