@@ -6,11 +6,12 @@ window as known context. Cells without masked pixels never run. Output blocks co
 input and paste the synthesized pixels of the cells they intersect.
 
 Each cell runs on one or more tight windows (:meth:`~geot2e.engine.grid.TileGrid.cell_windows`);
-windows of one pass from nearby cells share a model call when that costs less than separate calls
-(:func:`schedule`), and a pass-B window that touches no pass-A result (an isolated cloud) runs
-with pass A, since it has no context to wait for. The batches are a pure function of the mask, and both paths call
-:func:`~geot2e.engine.tiles.run_batch` with the same batches, so they give bit-identical results
-(CPU kernels can differ in the last bit between batch compositions, never between runs of one).
+windows of one pass from nearby cells share a model call when that costs less than separate
+calls (:func:`schedule`), and a pass-B window that touches no pass-A result (an isolated cloud)
+runs with pass A, since it has no context to wait for. The batches are a pure function of the
+mask, and both paths call :func:`~geot2e.engine.tiles.run_batch` with the same batches, so they
+give bit-identical results (CPU kernels can differ in the last bit between batch compositions,
+never between runs of one).
 """
 from __future__ import annotations
 

@@ -58,8 +58,8 @@ def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) 
         # Known pixels never change, so the sweeps run on the box of the unknown ones (all
         # samples) and a ring of one pixel: the same values, at the holes' cost, not the window's
         hard = (w >= 1).to(out)
-        rows = torch.nonzero((hard < 1).flatten(0, 1).any(0).any(1)).flatten()
-        cols = torch.nonzero((hard < 1).flatten(0, 1).any(0).any(0)).flatten()
+        unknown = (hard < 1).flatten(0, 1).any(0)        # (H, W): unknown in any sample
+        rows, cols = torch.nonzero(unknown.any(1)).flatten(), torch.nonzero(unknown.any(0)).flatten()
         if len(rows):
             y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, out.shape[-2])
             x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, out.shape[-1])

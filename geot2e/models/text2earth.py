@@ -198,9 +198,7 @@ class Text2Earth(nn.Module):
         never float16, where VAE activations can overflow."""
         import contextlib
 
-        if self.autocast_dtype is not torch.bfloat16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return self._autocast(device) if self.autocast_dtype is torch.bfloat16 else contextlib.nullcontext()
 
     def predict(self, z_t, t, m_lat, zm, text_emb, res_emb, control: torch.Tensor | None = None) -> torch.Tensor:
         """The UNet's noise (or velocity) prediction; with ``control`` (a conditioning image,
