@@ -171,13 +171,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     if not sources and not any(s.kind == "git10m" for s in cfg.sources):
         raise ParameterError("the training config lists no sources")
     if main:
-        (out / "data.json").write_text(json.dumps([{"path": s.path, "sample": s.sample, "name": r.name,
-                                                     "shape": list(r.data.shape), "gsd": r.gsd,
-                                                     "valid_fraction": float(r.valid.mean())}
-                                                    for s, r in zip(rasters, sources)]
-                                                   + [{"path": s.path, "kind": s.kind, "weight": s.weight}
-                                                      for s in cfg.sources if s.kind != "raster"], indent=2))
-    if main:
+        _write_data_json(out, cfg, sources, rasters)
         write_run_record(out, cfg, sources, specs=rasters)
     if cfg.base_model:                     # continue from a model: its architecture, its weights
         from ..models.checkpoint import DEFAULT_WEIGHTS
@@ -348,6 +342,15 @@ def write_config_pack(cfg: TrainConfig, out: str | os.PathLike) -> Path:
     return write_pack(out, sources, validation=val, meta={"manifest": json.loads((out / "manifest.json").read_text())})
 
 
+def _write_data_json(out: Path, cfg: TrainConfig, sources, specs) -> None:
+    """``data.json``: each raster source as loaded (its spec's path or sample, name, shape, GSD,
+    usable share) and the config's other sources as listed."""
+    rows = [{"path": s.path, "sample": s.sample, "name": r.name, "shape": list(r.data.shape), "gsd": r.gsd,
+             "valid_fraction": float(r.valid.mean())} for s, r in zip(specs, sources)]
+    rows += [{"path": s.path, "kind": s.kind, "weight": s.weight} for s in cfg.sources if s.kind != "raster"]
+    (out / "data.json").write_text(json.dumps(rows, indent=2))
+
+
 def write_run_record(out: Path, cfg: TrainConfig, sources, *, specs=None) -> None:
     """Write what a run was made of next to it: ``manifest.json`` (the sample-data archives,
     checksums and licences of the sources, each source's size, GSD and usable share) and
@@ -439,9 +442,7 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
         if is_main():   # what the adapter was trained on, beside it: config, data, manifest, code version
             out.mkdir(parents=True, exist_ok=True)
             (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
-            (out / "data.json").write_text(json.dumps([{"name": r.name, "shape": list(r.data.shape), "gsd": r.gsd,
-                                                         "valid_fraction": float(r.valid.mean())} for r in sources],
-                                                       indent=2))
+            _write_data_json(out, cfg, sources, rasters)
             write_run_record(out, cfg, sources, specs=rasters)
     ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed, sources=sources)
     add_lora(model, rank=spec.get("rank", 8), alpha=spec.get("alpha", spec.get("rank", 8)),
