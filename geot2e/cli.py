@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Image-to-image translation with the model's translation ControlNet. super_resolution and "
             "pansharpen write a finer grid (--scale times finer, or the PAN grid); nir_to_rgb and dehaze "
             "keep the input's grid. Every output pixel is synthesized.")
-    from .translation import SR_SCALES, TASKS
+    from .sampling import SR_SCALES, TRANSLATION_TASKS as TASKS
 
     p.add_argument("task", metavar="TASK", choices=TASKS, help=f"one of {', '.join(TASKS)}")
     _add_input(p)

@@ -25,6 +25,7 @@ import numbers
 from typing import Any
 
 __all__ = ["SCHEDULERS", "SCHEDULER_CHOICES", "GUIDANCE", "MODEL_SAMPLING", "OPTIONS", "OPERATIONS",
+           "TRANSLATION_TASKS", "SR_SCALES",
            "CLOUD_SAMPLERS", "options", "cloud_sampler", "fill_doc"]
 
 #: samplers geot2e builds from a model's noise schedule (``scheduler=`` of the public functions)
@@ -74,6 +75,11 @@ OPERATIONS: dict[str, dict[str, Any]] = {
 
 #: remove_clouds' sampler when ``guidance`` / ``steps`` are None, by the kind of result:
 #: one sample (realism: the texture of real ground) or the mean of K samples (accuracy)
+#: the tasks of :func:`geot2e.translate` and the scales of its super-resolution (here, not in
+#: :mod:`geot2e.translation`, so the command line's parser reads them without importing xarray)
+TRANSLATION_TASKS = ("pansharpen", "super_resolution", "nir_to_rgb", "dehaze")
+SR_SCALES = (2, 4)
+
 CLOUD_SAMPLERS = {"one sample": {"guidance": 0.0, "steps": 60},
                   "mean of K": {"guidance": 3.0, "steps": 25}}
 

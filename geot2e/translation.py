@@ -17,11 +17,11 @@ import numpy as np
 import xarray as xr
 
 from .errors import BandCountError, ParameterError
+from .sampling import SR_SCALES, TRANSLATION_TASKS
 
 __all__ = ["TASKS", "SR_SCALES", "OUTPUT_BANDS", "Prepared", "check_request", "prepare", "full_mask", "finish"]
 
-TASKS = ("pansharpen", "super_resolution", "nir_to_rgb", "dehaze")
-SR_SCALES = (2, 4)
+TASKS = TRANSLATION_TASKS
 OUTPUT_BANDS = ["red", "green", "blue"]
 
 

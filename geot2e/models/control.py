@@ -35,7 +35,7 @@ __all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONT
            "back_project", "translate_tiles", "save_controlnet", "load_controlnet", "has_controlnet",
            "controlnet_info"]
 
-TASKS = ("super_resolution", "pansharpen", "nir_to_rgb", "dehaze")
+TASKS = ("super_resolution", "pansharpen", "nir_to_rgb", "dehaze")   # the one-hot's order (trained weights)
 #: tasks whose guide is a coarser image replicated onto the fine grid (scale 2 or 4)
 RESOLUTION_TASKS = ("super_resolution", "pansharpen")
 #: guide (3) + auxiliary band (1) + task one-hot + scale level (1)
