@@ -166,3 +166,15 @@ def test_pack_trains_without_the_raster_stack(tmp_path, base):
     assert any(not torch.equal(sa[k].half().float(), sb[k]) for k in sa)            # the denoiser trained
     manifest = json.loads((tmp_path / "gpu_run" / "manifest.json").read_text())
     assert manifest["pack"]["manifest"]["sources"]
+
+
+def test_pack_stores_8bit_rasters_as_uint8_and_reads_them_back_exactly():
+    """8-bit imagery (the Blue Marble, NEON) travels at one byte per value; 16-bit stays 16-bit."""
+    from geot2e.train.pack import _compact
+
+    rng = np.random.default_rng(0)
+    eight = rng.integers(0, 256, (3, 8, 8)).astype(np.float32)
+    sixteen = eight * 100
+    assert _compact(eight).dtype == np.uint8 and np.array_equal(_compact(eight).astype(np.float32), eight)
+    assert _compact(sixteen).dtype == np.uint16 and np.array_equal(_compact(sixteen).astype(np.float32), sixteen)
+    assert _compact(eight + 0.5).dtype == np.float32

@@ -162,29 +162,27 @@ class TileDataset(torch.utils.data.IterableDataset):
             y, x = int(rng.integers(0, H - n + 1)), int(rng.integers(0, W - n + 1))
             if src.invalid_count(y, x, n):
                 continue
+            stretched = rng.random() < self.window_stretch
+            if self.class_balance > 0 and rejected < 10_000:
+                # the class decision on a nearest-neighbour preview (out_size² pixels read): most
+                # candidates are rejected, and area-averaging each (n² pixels) made tile
+                # drawing, not the model, the cost of a GPU step
+                step = max(1, n // out_size)
+                preview = self._scaled(src, src.data[:, y:y + n:step, x:x + n:step], stretched)
+                nir0 = preview[src.nir_band] if src.nir_band is not None else None
+                if not self._keep(measure_content(preview[list(src.rgb_bands)], nir0).dominant(), rng):
+                    rejected += 1
+                    attempts -= 1  # a rebalancing rejection is not a failed (nodata) attempt
+                    continue
             win = torch.from_numpy(src.data[:, y:y + n, x:x + n])
             if n != out_size:
                 win = F.interpolate(win[None], size=(out_size, out_size), mode="area")[0]
-            win = win.numpy()
-            stretched = rng.random() < self.window_stretch
-            if stretched:
-                lo = np.percentile(win, 0.5, axis=(1, 2))
-                hi = np.percentile(win, 99.5, axis=(1, 2))
-            else:
-                lo, hi = src.low, src.high
-            scaled = (win - lo[:, None, None]) / np.maximum(hi - lo, 1e-6)[:, None, None]
-            scaled = np.clip(scaled, 0, 1).astype(np.float32)
+            scaled = self._scaled(src, win.numpy(), stretched)
             if self.min_texture is not None:
                 bright = scaled[list(src.rgb_bands)].mean(0)
                 gy, gx = np.gradient(bright)
                 if float(np.hypot(gx, gy).mean()) < self.min_texture:
                     continue  # quality filter of the fine-tuning stage: skip featureless windows
-            if self.class_balance > 0 and rejected < 10_000:
-                nir0 = scaled[src.nir_band] if src.nir_band is not None else None
-                if not self._keep(measure_content(scaled[list(src.rgb_bands)], nir0).dominant(), rng):
-                    rejected += 1
-                    attempts -= 1  # a rebalancing rejection is not a failed (nodata) attempt
-                    continue
             k = int(rng.integers(0, 4))
             scaled = np.rot90(scaled, k, axes=(1, 2))
             if rng.random() < 0.5:
@@ -204,6 +202,17 @@ class TileDataset(torch.utils.data.IterableDataset):
             img = scaled[: self.bands] if src.data.shape[0] >= self.bands else scaled
             return {"image": torch.from_numpy(img * 2 - 1), "gsd": float(gsd), "caption": caption}
         raise RuntimeError("could not find a nodata-free window; check the sources' nodata and sizes")
+
+    @staticmethod
+    def _scaled(src: RasterSource, win: np.ndarray, stretched: bool) -> np.ndarray:
+        """``win`` scaled to [0, 1] by its own 0.5/99.5 percentiles (``stretched``) or the source's."""
+        if stretched:
+            lo = np.percentile(win, 0.5, axis=(1, 2))
+            hi = np.percentile(win, 99.5, axis=(1, 2))
+        else:
+            lo, hi = src.low, src.high
+        scaled = (win - lo[:, None, None]) / np.maximum(hi - lo, 1e-6)[:, None, None]
+        return np.clip(scaled, 0, 1).astype(np.float32)
 
     def _keep(self, cls: str, rng: np.random.Generator) -> bool:
         """Count a candidate of content class ``cls``; keep it with probability (n_min / n_cls) ** β."""

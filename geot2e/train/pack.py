@@ -25,9 +25,10 @@ PACK_FORMAT = 1
 
 
 def _compact(a: np.ndarray) -> np.ndarray:
-    """Integral float data in the uint16 range is stored as uint16 (the rasters' own values)."""
+    """Integral float data is stored as the rasters' own integers: uint8 where it fits (8-bit
+    imagery: half the bytes to carry to a GPU box), else uint16; anything else as float32."""
     if a.size and np.all(np.isfinite(a)) and a.min() >= 0 and a.max() <= 65535 and np.all(a == np.round(a)):
-        return a.astype(np.uint16)
+        return a.astype(np.uint8 if a.max() <= 255 else np.uint16)
     return a.astype(np.float32)
 
 
