@@ -222,3 +222,21 @@ def test_stretch_word_marks_exactly_the_windows_stretched_by_their_own_percentil
     mixed = TileDataset([landsat_src], size=SIZE, gsd_max=100.0, seed=0, stretch_word=word)
     caps = [mixed.sample(np.random.default_rng(i))["caption"] for i in range(40)]
     assert 5 < sum(c.endswith(word) for c in caps) < 35     # about half of the windows (window_stretch 0.5)
+
+
+def test_area_mean_equals_area_interpolation_of_the_window(landsat_src):
+    """The summed-area table gives the window's area average (what F.interpolate(mode="area")
+    computes) for any window size, to float32 rounding, without reading the window."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(3)
+    _, H, W = landsat_src.data.shape
+    for out in (64, 128, 48):
+        for _ in range(10):
+            n = int(rng.integers(out + 1, min(H, W)))
+            y, x = int(rng.integers(0, H - n + 1)), int(rng.integers(0, W - n + 1))
+            want = F.interpolate(torch.from_numpy(landsat_src.data[:, y:y + n, x:x + n])[None], size=(out, out),
+                                 mode="area")[0].numpy()
+            got = landsat_src.area_mean(y, x, n, out)
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-3)

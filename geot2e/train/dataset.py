@@ -13,7 +13,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .captions import caption_tile, measure_content
 
@@ -53,6 +52,31 @@ class RasterSource:
     def invalid_count(self, y: int, x: int, n: int) -> int:
         ii = self._ii
         return int(ii[y + n, x + n] - ii[y, x + n] - ii[y + n, x] + ii[y, x])
+
+    def area_table(self) -> np.ndarray:
+        """The summed-area table of ``data`` ((C, H+1, W+1) float64, non-finite values as 0;
+        built once, 8 bytes a value)."""
+        sat = getattr(self, "_sat", None)
+        if sat is None:
+            sat = np.zeros((self.data.shape[0], self.data.shape[1] + 1, self.data.shape[2] + 1), np.float64)
+            finite = np.isfinite(self.data)   # NaN nodata would poison every sum below and right of it;
+            data = self.data if finite.all() else np.where(finite, self.data, 0)   # windows never hold it
+            np.cumsum(data, axis=1, dtype=np.float64, out=sat[:, 1:, 1:])
+            np.cumsum(sat[:, 1:, 1:], axis=2, out=sat[:, 1:, 1:])
+            self._sat = sat
+        return sat
+
+    def area_mean(self, y: int, x: int, n: int, out: int) -> np.ndarray:
+        """The ``n × n`` window at (y, x) area-averaged to ``out × out`` (float32), as
+        ``F.interpolate(mode="area")`` does (output cell i spans floor(i·n/out) to
+        ceil((i+1)·n/out)), from the summed-area table: 4 lookups per output value whatever
+        the window's size, where averaging the window itself reads all n² pixels."""
+        sat = self.area_table()
+        i = np.arange(out)
+        lo, hi = (i * n) // out, -((-(i + 1) * n) // out)
+        y0, y1, x0, x1 = (y + lo)[:, None], (y + hi)[:, None], (x + lo)[None, :], (x + hi)[None, :]
+        total = sat[:, y1, x1] - sat[:, y0, x1] - sat[:, y1, x0] + sat[:, y0, x0]
+        return (total / ((hi - lo)[:, None] * (hi - lo)[None, :])).astype(np.float32)
 
 
 def load_raster_source(path: str | Path, *, bands: Sequence[int] | None = None, nodata: float | None = None,
@@ -124,6 +148,8 @@ class TileDataset(torch.utils.data.IterableDataset):
         self.stretch_word = stretch_word or None
         self.class_counts: dict[str, int] = {}  # candidates seen per content class (class_balance > 0)
         self.sources = list(sources)
+        for src in self.sources:   # built here, before DataLoader processes fork, so they share them
+            src.area_table()
         self.size, self.gsd_max, self.bands = int(size), float(gsd_max), int(bands)
         if isinstance(window_stretch, bool) or not 0 <= float(window_stretch) <= 1:
             from ..errors import ParameterError
@@ -167,17 +193,15 @@ class TileDataset(torch.utils.data.IterableDataset):
                 # the class decision on a nearest-neighbour preview (out_size² pixels read): most
                 # candidates are rejected, and area-averaging each (n² pixels) made tile
                 # drawing, not the model, the cost of a GPU step
-                step = max(1, n // out_size)
+                step = max(1, n // min(out_size, 32))
                 preview = self._scaled(src, src.data[:, y:y + n:step, x:x + n:step], stretched)
                 nir0 = preview[src.nir_band] if src.nir_band is not None else None
                 if not self._keep(measure_content(preview[list(src.rgb_bands)], nir0).dominant(), rng):
                     rejected += 1
                     attempts -= 1  # a rebalancing rejection is not a failed (nodata) attempt
                     continue
-            win = torch.from_numpy(src.data[:, y:y + n, x:x + n])
-            if n != out_size:
-                win = F.interpolate(win[None], size=(out_size, out_size), mode="area")[0]
-            scaled = self._scaled(src, win.numpy(), stretched)
+            win = src.data[:, y:y + n, x:x + n] if n == out_size else src.area_mean(y, x, n, out_size)
+            scaled = self._scaled(src, win, stretched)
             if self.min_texture is not None:
                 bright = scaled[list(src.rgb_bands)].mean(0)
                 gy, gx = np.gradient(bright)
