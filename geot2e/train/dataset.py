@@ -190,8 +190,8 @@ class TileDataset(torch.utils.data.IterableDataset):
                 continue
             stretched = rng.random() < self.window_stretch
             if self.class_balance > 0 and rejected < 10_000:
-                # the class decision on a nearest-neighbour preview (out_size² pixels read): most
-                # candidates are rejected, and area-averaging each (n² pixels) made tile
+                # the class decision on a nearest-neighbour preview of at most 32² pixels: most
+                # candidates are rejected, and scaling and measuring each at full size made tile
                 # drawing, not the model, the cost of a GPU step
                 step = max(1, n // min(out_size, 32))
                 preview = self._scaled(src, src.data[:, y:y + n:step, x:x + n:step], stretched)
