@@ -4,7 +4,10 @@ A GPU step of the default recipe waits for tiles drawn by DataLoader processes o
 tiles per second per process bounds the GPU's use. Reads the default recipe's sources (or a
 tile pack), draws batches at 64 and 128 px in one process and prints tiles/s (median over
 batches) and the share of each dominant content class among the kept tiles (with
-``class_balance`` > 0 these shares are the rebalanced ones).
+``class_balance`` > 0 these shares are the rebalanced ones). The rate depends on the seed's
+class stream: once the rarest class (built-up) has been drawn, class balancing rejects many
+more candidates, the steady state of any long run (seed 1 reaches it in its first tiles,
+seed 0 not within 20 batches); report both.
 
     python benchmarks/bench_tile_draw.py [--config configs/default.yaml] [--pack DIR] [--batches 40]
 """
