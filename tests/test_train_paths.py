@@ -178,3 +178,18 @@ def test_pack_stores_8bit_rasters_as_uint8_and_reads_them_back_exactly():
     assert _compact(eight).dtype == np.uint8 and np.array_equal(_compact(eight).astype(np.float32), eight)
     assert _compact(sixteen).dtype == np.uint16 and np.array_equal(_compact(sixteen).astype(np.float32), sixteen)
     assert _compact(eight + 0.5).dtype == np.float32
+
+
+def test_cli_train_parser_needs_no_raster_stack():
+    """`geot2e train` on a torch-only GPU box: building the command line's parser imports none of
+    the geospatial stack (it once imported geot2e.translation, hence xarray, for the task names)."""
+    code = ("import sys\n"
+            "for name in ('rasterio', 'rioxarray', 'pyproj', 'xarray', 'geopandas', 'shapely', 'dask', 'zarr',\n"
+            "             'affine', 'pyogrio'):\n"
+            "    sys.modules[name] = None   # import fails: not installed\n"
+            "from geot2e.cli import build_parser\n"
+            "a = build_parser().parse_args(['train', 'configs/tiny_test.yaml', '--device', 'cpu'])\n"
+            "print(a.config)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(ROOT),
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0 and "tiny_test.yaml" in r.stdout, r.stderr[-2000:]
