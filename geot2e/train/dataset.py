@@ -190,9 +190,9 @@ class TileDataset(torch.utils.data.IterableDataset):
                 continue
             stretched = rng.random() < self.window_stretch
             if self.class_balance > 0 and rejected < 10_000:
-                # the class decision on a nearest-neighbour preview of at most 32² pixels: most
-                # candidates are rejected, and scaling and measuring each at full size made tile
-                # drawing, not the model, the cost of a GPU step
+                # the class decision on a nearest-neighbour preview (every ⌊n/32⌋-th pixel: 32 to
+                # 63 a side for tiles over 32 px): most candidates are rejected, and scaling and
+                # measuring each at full size made tile drawing, not the model, a GPU step's cost
                 step = max(1, n // min(out_size, 32))
                 preview = self._scaled(src, src.data[:, y:y + n:step, x:x + n:step], stretched)
                 nir0 = preview[src.nir_band] if src.nir_band is not None else None
