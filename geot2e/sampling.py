@@ -75,13 +75,13 @@ OPERATIONS: dict[str, dict[str, Any]] = {
 
 #: remove_clouds' sampler when ``guidance`` / ``steps`` are None, by the kind of result:
 #: one sample (realism: the texture of real ground) or the mean of K samples (accuracy)
+CLOUD_SAMPLERS = {"one sample": {"guidance": 0.0, "steps": 60},
+                  "mean of K": {"guidance": 3.0, "steps": 25}}
+
 #: the tasks of :func:`geot2e.translate` and the scales of its super-resolution (here, not in
 #: :mod:`geot2e.translation`, so the command line's parser reads them without importing xarray)
 TRANSLATION_TASKS = ("pansharpen", "super_resolution", "nir_to_rgb", "dehaze")
 SR_SCALES = (2, 4)
-
-CLOUD_SAMPLERS = {"one sample": {"guidance": 0.0, "steps": 60},
-                  "mean of K": {"guidance": 3.0, "steps": 25}}
 
 
 def options(operation: str = "inpaint") -> dict[str, Any]:

@@ -254,3 +254,12 @@ def test_control_stage_trains_and_exports_a_controlnet_beside_the_model(tmp_path
     # a rerun resumes: nothing left to train, same export
     run_training(cfg, progress=False)
     assert json.loads((tmp_path / "run" / "control" / "state.json").read_text())["step"] == 3
+
+
+def test_the_public_tasks_are_the_controlnets_tasks():
+    """One task list for users (geot2e.sampling, read by the CLI without xarray) and the
+    ControlNet's one-hot order: the same set."""
+    from geot2e.sampling import TRANSLATION_TASKS
+    from geot2e.translation import TASKS as PUBLIC_TASKS
+
+    assert PUBLIC_TASKS == TRANSLATION_TASKS and set(TASKS) == set(TRANSLATION_TASKS)
