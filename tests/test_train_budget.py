@@ -17,6 +17,7 @@ import torch
 import yaml
 
 import geot2e.train.loop as loop
+from geot2e.errors import CheckpointError
 from geot2e.models import Text2Earth, from_pretrained, save_pretrained, tiny_config
 from geot2e.train import StageConfig, TileDataset, load_raster_source, train_denoiser
 
@@ -301,6 +302,48 @@ def test_base_model_continues_every_stage(tmp_path):
                   model={"unet": {"block_out_channels": [16, 32]}}, vae=None, finetune=None, decoder=None)
     with pytest.raises(ParameterError, match="base_model"):
         run_training(bad, progress=False)
+
+
+def test_base_model_can_change_the_objective(tmp_path):
+    """A base model's denoiser may be fine-tuned to another objective (v-prediction on a
+    zero-terminal-SNR schedule, as Lin et al., 2024 did for Stable Diffusion): the run starts
+    from the base's weights and the exported config carries the new schedule, which every
+    sampler then uses (the last training timestep is pure noise)."""
+    from geot2e.models import make_scheduler
+    from geot2e.sampling import SCHEDULERS
+    from geot2e.train import run_training
+
+    base = _model(seed=123)
+    save_pretrained(base, tmp_path / "base")
+    base = from_pretrained(tmp_path / "base")
+    assert not base.config.scheduler.rescale_betas_zero_snr          # the default schedule is unchanged
+    stage = {"steps": 2, "batch_size": 2, "lr": 0.0, "warmup": 1, "log_every": 1, "save_every": 2,
+             "ema_decay": 0.9, "bf16": False}
+    objective = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}
+    cfg = _config(tmp_path, base_model=str(tmp_path / "base"), model={"scheduler": objective},
+                  vae=None, denoiser=stage, finetune=None, decoder=None)
+    run_training(cfg, progress=False)
+    final = from_pretrained(tmp_path / "run" / "final")
+    assert final.config.scheduler.prediction_type == "v_prediction"
+    assert final.config.scheduler.rescale_betas_zero_snr
+    a, b = _weights(base, DEN), _weights(final, DEN)
+    for k in a:                                                       # lr 0: the base's weights, continued
+        torch.testing.assert_close(b[k].float(), a[k].float(), atol=0, rtol=0, msg=k)
+    for name in SCHEDULERS:
+        ac = make_scheduler(final.config, name).alphas_cumprod
+        assert float(ac[-1]) < 1e-6 and float(make_scheduler(base.config, name).alphas_cumprod[-1]) > 1e-3, name
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    m = torch.zeros(1, 1, 64, 64)
+    m[..., 16:48, 16:48] = 1
+    for name in SCHEDULERS:
+        out = final.inpaint(x, m, gsd=30.0, prompts="farmland", steps=3, scheduler=name, guidance=1.0,
+                            generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out).all(), name
+
+    eps = _config(tmp_path / "eps", base_model=str(tmp_path / "base"),
+                  model={"scheduler": {"rescale_betas_zero_snr": True}}, vae=None, finetune=None, decoder=None)
+    with pytest.raises(CheckpointError, match="v_prediction"):     # zero terminal SNR needs v-prediction
+        run_training(eps, progress=False)
 
 
 def test_validation_tiles_are_fixed(tmp_path):

@@ -3,9 +3,11 @@ model as ``few_step/``, loaded with ``load_model(few_step=True)`` and used by th
 functions with ``few_step=True``; its training targets agree with the DDIM sampler it runs."""
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -74,20 +76,29 @@ def test_student_loads_merged_and_differs_from_the_teacher(distilled):
     assert load_model(folder, device="cpu", few_step=True) is student      # cached like any model
 
 
-def test_student_schedule_is_the_ddim_samplers(distilled):
+@pytest.mark.parametrize("objective", ["epsilon", "v_prediction+zero_snr"])
+def test_student_schedule_is_the_ddim_samplers(distilled, objective):
     """The training target (one DDIM step from t to the next timestep) is what diffusers' DDIM
-    scheduler does at sampling time with the same number of steps."""
+    scheduler does at sampling time with the same number of steps, for an epsilon model and for
+    a v-prediction model on a zero-terminal-SNR schedule (whose first step starts at ᾱ = 0)."""
     model = load_model(distilled / "exported", device="cpu")
+    config = copy.deepcopy(model.config)
+    if objective != "epsilon":
+        config.scheduler.prediction_type, config.scheduler.rescale_betas_zero_snr = "v_prediction", True
+    model = SimpleNamespace(config=config)
+    pred = config.scheduler.prediction_type
     for n in (2, 8):
         ts, a_t, a_next = student_schedule(model, n)
-        sched = make_scheduler(model.config, "ddim")
+        sched = make_scheduler(config, "ddim")
         sched.set_timesteps(n)
         assert torch.equal(ts, sched.timesteps.long())
+        if objective != "epsilon":
+            assert float(a_t[0]) == 0.0                  # pure noise at the first step
         g = torch.Generator().manual_seed(0)
-        z, eps = torch.randn(1, 4, 4, 4, generator=g), torch.randn(1, 4, 4, 4, generator=g)
+        z, out = torch.randn(1, 4, 4, 4, generator=g), torch.randn(1, 4, 4, 4, generator=g)
         for i, t in enumerate(sched.timesteps):
-            want = sched.step(eps, t, z).prev_sample
-            got = _ddim(z, eps, a_t[i:i + 1], a_next[i:i + 1])
+            want = sched.step(out, t, z).prev_sample
+            got = _ddim(pred, z, out, a_t[i:i + 1], a_next[i:i + 1])
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -77,6 +77,11 @@ class SchedulerConfig:
     beta_start: float = 0.00085
     beta_end: float = 0.012
     prediction_type: str = "epsilon"
+    # rescale the betas so the last timestep is pure noise (zero terminal SNR, Lin et al., 2024):
+    # with SD's schedule the last step still holds 6.8 % of the signal, so a model trained on it
+    # cannot move the mean colour far from the starting noise's; needs v_prediction (at SNR 0
+    # the noise is the input, so predicting it says nothing about the image)
+    rescale_betas_zero_snr: bool = False
 
 
 _ALLOWED_BETA = {"scaled_linear", "linear", "squaredcos_cap_v2"}
@@ -179,6 +184,9 @@ class Text2EarthConfig:
             raise bad(f"scheduler.beta_schedule must be one of {sorted(_ALLOWED_BETA)}")
         if self.scheduler.prediction_type not in _ALLOWED_PRED:
             raise bad(f"scheduler.prediction_type must be one of {sorted(_ALLOWED_PRED)}")
+        if self.scheduler.rescale_betas_zero_snr and self.scheduler.prediction_type != "v_prediction":
+            raise bad("scheduler.rescale_betas_zero_snr needs prediction_type 'v_prediction' (at zero terminal "
+                      "SNR an epsilon model's last step carries no information about the image)")
         if self.masked_fill not in ("smooth", "zero"):
             raise bad("masked_fill must be 'smooth' or 'zero'")
         if not (0 < self.resolution.gsd_min < self.resolution.gsd_max):

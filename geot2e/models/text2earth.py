@@ -20,7 +20,7 @@ from .fill import smooth_fill
 from .resolution import ResolutionEmbedding
 from .text import TextEncoder
 
-__all__ = ["Text2Earth", "make_scheduler"]
+__all__ = ["Text2Earth", "make_scheduler", "x0_and_eps"]
 
 
 def make_scheduler(config: Text2EarthConfig, name: str = MODEL_SAMPLING["scheduler"]):
@@ -30,7 +30,8 @@ def make_scheduler(config: Text2EarthConfig, name: str = MODEL_SAMPLING["schedul
 
     s = config.scheduler
     common = dict(num_train_timesteps=s.num_train_timesteps, beta_schedule=s.beta_schedule,
-                  beta_start=s.beta_start, beta_end=s.beta_end, prediction_type=s.prediction_type)
+                  beta_start=s.beta_start, beta_end=s.beta_end, prediction_type=s.prediction_type,
+                  rescale_betas_zero_snr=s.rescale_betas_zero_snr)
     if name == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
                              timestep_spacing="trailing")
@@ -44,6 +45,18 @@ def make_scheduler(config: Text2EarthConfig, name: str = MODEL_SAMPLING["schedul
     from ..errors import ParameterError
 
     raise ParameterError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}.")
+
+
+def x0_and_eps(prediction_type: str, out: torch.Tensor, z: torch.Tensor, alpha_bar: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean latent and the noise that a UNet output ``out`` stands for at a noisy latent
+    ``z`` with cumulative ``alpha_bar`` (one per example): ``out`` is ε (``"epsilon"``) or
+    v = √ᾱ·ε − √(1−ᾱ)·x₀ (``"v_prediction"``, which stays defined at ᾱ = 0, zero terminal SNR)."""
+    a = alpha_bar.reshape(-1, *([1] * (z.ndim - 1))).to(z.dtype)
+    sa, s1 = a.sqrt(), (1 - a).sqrt()
+    if prediction_type == "v_prediction":
+        return sa * z - s1 * out, s1 * z + sa * out
+    return (z - s1 * out) / sa, out
 
 
 def tile_inputs(images: torch.Tensor, masks: torch.Tensor, device, vae_factor: int

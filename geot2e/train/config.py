@@ -86,8 +86,10 @@ def build_training_data(cfg: TrainConfig, *, bands: int, seed: int, min_texture:
 def _continue_from(model: Text2Earth, overrides: dict) -> Text2Earth:
     """A base model with the config's ``model`` overrides that can apply to trained weights: a
     new ``model_id``, the resolution range, and new decoder widths/depth (a fresh decoder
-    behind the trained encoder, :func:`geot2e.models.surgery.with_new_decoder`). Anything else
-    would not match the trained weights and is refused."""
+    behind the trained encoder, :func:`geot2e.models.surgery.with_new_decoder`), and the noise
+    schedule's objective (``scheduler``: prediction type, zero terminal SNR; the denoiser stage
+    then fine-tunes the weights to it, as Lin et al., 2024 did for Stable Diffusion). Anything
+    else would not match the trained weights and is refused."""
     from ..models.surgery import with_new_decoder
 
     have = model.config.to_dict()
@@ -95,7 +97,7 @@ def _continue_from(model: Text2Earth, overrides: dict) -> Text2Earth:
            if k in ("decoder_block_out_channels", "decoder_layers_per_block") and v != have["vae"].get(k)}
     differ = []
     for k, v in overrides.items():
-        if k in ("model_id", "trained_gsd_range"):
+        if k in ("model_id", "trained_gsd_range", "scheduler"):
             continue
         if isinstance(v, dict) and isinstance(have.get(k), dict):
             differ += [f"{k}.{kk}" for kk, vv in v.items() if have[k].get(kk) != vv and not
@@ -103,12 +105,18 @@ def _continue_from(model: Text2Earth, overrides: dict) -> Text2Earth:
         elif have.get(k) != v:
             differ.append(k)
     if differ:
-        raise ParameterError(f"with base_model the 'model' section can change only model_id and the decoder "
-                             f"(vae.decoder_block_out_channels/decoder_layers_per_block); {sorted(differ)} differ "
+        raise ParameterError(f"with base_model the 'model' section can change only model_id, the scheduler and the "
+                             f"decoder (vae.decoder_block_out_channels/decoder_layers_per_block); {sorted(differ)} differ "
                              "from the base model's architecture: remove them or start without base_model.")
     if vae:
         model = with_new_decoder(model, widths=vae.get("decoder_block_out_channels"),
                                  layers=vae.get("decoder_layers_per_block"))
+    if overrides.get("scheduler"):
+        from ..models.config import Text2EarthConfig
+
+        merged = {**have["scheduler"], **dict(overrides["scheduler"])}
+        model.config.scheduler = Text2EarthConfig.from_dict({**have, "scheduler": merged},
+                                                           source="training config 'model'").scheduler
     if "model_id" in overrides:
         model.config.model_id = str(overrides["model_id"])
     return model

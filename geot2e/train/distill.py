@@ -26,7 +26,7 @@ import torch
 
 from ..errors import ParameterError
 from ..models.adapter import ADAPTER_DIR, add_lora, annotate_lora, has_lora, save_lora
-from ..models.text2earth import Text2Earth, make_scheduler
+from ..models.text2earth import Text2Earth, make_scheduler, x0_and_eps
 from . import loop as L
 from .lora import export_adapter
 from .parallel import context, is_main, rank_seed
@@ -60,9 +60,11 @@ def teacher_substeps(t: torch.Tensor, t_next: torch.Tensor, k: int) -> list[torc
     return [torch.round(t.double() - f * (t.double() - t_next.double())).long() for f in frac]
 
 
-def _ddim(z: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
-    a, a_next = a.view(-1, 1, 1, 1), a_next.view(-1, 1, 1, 1)
-    x0 = (z - (1 - a).sqrt() * eps) / a.sqrt()
+def _ddim(prediction_type: str, z: torch.Tensor, out: torch.Tensor, a: torch.Tensor, a_next: torch.Tensor
+          ) -> torch.Tensor:
+    """One deterministic DDIM step from ᾱ = ``a`` to ``a_next`` for the UNet output ``out``."""
+    x0, eps = x0_and_eps(prediction_type, out, z, a)
+    a_next = a_next.view(-1, 1, 1, 1)
     return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
 
 
@@ -88,6 +90,7 @@ def train_distill(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
     unet = model.unet
     ts, a_t, a_next = student_schedule(model, n)
     step_len = model.config.scheduler.num_train_timesteps // n
+    pred = model.config.scheduler.prediction_type   # the UNet predicts epsilon or v
     alphas = make_scheduler(model.config, "ddim").alphas_cumprod      # ᾱ of every training timestep
     gen = torch.Generator(device=model.device).manual_seed(rank_seed(cfg.seed, context()))
 
@@ -120,16 +123,15 @@ def train_distill(model: Text2Earth, dataset, cfg: StageConfig, out_dir: str | P
                 for j, s in enumerate(subs):
                     a_s = ac[s]
                     a_e = ac[subs[j + 1]] if j + 1 < k else an
-                    eps = model.predict(zt, s, m_lat, zm, text_emb, res_emb).float()
-                    zt = _ddim(zt, eps, a_s, a_e)
+                    out = model.predict(zt, s, m_lat, zm, text_emb, res_emb).float()
+                    zt = _ddim(pred, zt, out, a_s, a_e)
         finally:
             unet.enable_adapters()
         # the x0 whose one DDIM step from z lands on the teacher's zt
         sa, s1a = at.sqrt().view(-1, 1, 1, 1), (1 - at).sqrt().view(-1, 1, 1, 1)
         sn, s1n = an.sqrt().view(-1, 1, 1, 1), (1 - an).sqrt().view(-1, 1, 1, 1)
         x0_target = (zt - s1n / s1a * z) / (sn - s1n * sa / s1a)
-        eps_s = model.predict(z, t, m_lat, zm, text_emb, res_emb).float()
-        x0_s = (z - s1a * eps_s) / sa
+        x0_s = x0_and_eps(pred, model.predict(z, t, m_lat, zm, text_emb, res_emb).float(), z, at)[0]
         snr = (at / (1 - at)).clamp_min(1.0).view(-1, 1, 1, 1)
         w = snr * (1.0 + cfg.masked_weight * m_lat)
         return (w * (x0_s - x0_target) ** 2).mean() / (1.0 + cfg.masked_weight * m_lat.mean()).clamp_min(1.0)
