@@ -170,9 +170,23 @@ def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Ten
     sampling.setdefault("harmonize", "none")
     init = cond[:, :3] if guide is not None else None          # the guide, bicubic for the resolution tasks
     out = model.inpaint(known, mask, control=cond, init=init, strength=resolve_strength(task, strength), **sampling)
+    if task == "pansharpen":
+        out = pan_detail(out, cond[:, 3:4], scale)
     if task in RESOLUTION_TASKS:
         out = back_project(out, guide, scale)
     return out
+
+
+def pan_detail(x: torch.Tensor, pan: torch.Tensor, scale: int) -> torch.Tensor:
+    """Give ``x``'s intensity (band mean) the detail of ``pan`` (matched to the intensity, as
+    :func:`control_image` does) finer than the coarse pixels: the component-substitution
+    model's one assumption, that the fine-scale intensity is the PAN's. What the PAN does not
+    determine (how the detail splits between the bands, the coarse colours) stays the model's
+    (and back-projection's)."""
+    def fine(v):
+        return v - _up(_coarse(v, scale), scale)
+
+    return x + (fine(pan) - fine(x.mean(1, keepdim=True)))
 
 
 # ----------------------------------------------------------------------------- files
