@@ -980,7 +980,7 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
                                strength=None if strength is None else float(strength))
     res = synthesize(prep.work, [(full_mask(prep.work), str(prompt or ""))], model=m, gsd=g, opts=opts,
                      operation="translate", radiometry=prep.radiometry,
-                     extra_attrs={"task": task, "scale": prep.scale, "strength": resolve_strength(task, strength)})
+                     extra_attrs={"task": task, "scale": prep.scale, "strength": resolve_strength(task, strength, m)})
     return finish(res, da, prep)
 
 

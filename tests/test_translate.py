@@ -17,7 +17,8 @@ from affine import Affine
 import geot2e
 from geot2e.errors import BandCountError, CheckpointError, GridMismatchError, ParameterError
 from geot2e.geo.refine import align_to_refinement, refine, refinement_of
-from geot2e.models.control import CONTROL_DIR, STRENGTH, TASKS, back_project, control_image, has_controlnet
+from geot2e.models.control import (CONTROL_DIR, NIR_LINEAR, STRENGTH, TASKS, back_project, control_image,
+                                   has_controlnet)
 from geot2e.train.control import degrade
 from engine_helpers import tiny_train_config
 
@@ -192,6 +193,42 @@ def test_hpf_baseline_keeps_the_coarse_image_and_beats_bicubic(rgb):
     assert rmse(fused) < 0.8 * rmse(bicubic(coarse, 2))
 
 
+def test_nir_linear_fit_recovers_a_known_map():
+    """fit_nir_linear is least squares of each band on NIR over the tiles it draws."""
+    from geot2e.train.control import fit_nir_linear
+
+    a, b = np.array([0.3, -0.2, 0.5]), np.array([-0.4, 0.1, 0.0])
+
+    class Tiles:
+        def batch(self, rng, n, size=None):
+            nir = rng.uniform(-1, 1, (n, 1, 8, 8))
+            rgb = a[None, :, None, None] * nir + b[None, :, None, None] + rng.normal(0, 0.01, (n, 3, 8, 8))
+            return {"image": torch.as_tensor(np.concatenate([rgb, nir], 1), dtype=torch.float32)}
+
+    lin = fit_nir_linear(Tiles(), tiles=64)
+    np.testing.assert_allclose(lin["a"], a, atol=2e-3)
+    np.testing.assert_allclose(lin["b"], b, atol=2e-3)
+
+
+def test_nir_to_rgb_starts_from_the_linear_map_when_the_controlnet_has_one(model):
+    """With the map in its meta, nir_to_rgb starts half-way (STRENGTH) from the map's colours;
+    without one (an older ControlNet) from pure noise, and provenance says which."""
+    from geot2e.models.control import nir_linear
+
+    assert nir_linear(model) is not None                                 # the shipped ControlNet has it
+    nir = _open("s2_chincoteague_6band_crop.tif").load()              # its NIR band found by name
+    out = geot2e.translate(nir, "nir_to_rgb", model=model, **FAST)
+    assert out.attrs["geot2e_strength"] == STRENGTH["nir_to_rgb"] < 1
+    meta = model.controlnet_meta
+    try:
+        model.controlnet_meta = {k: v for k, v in meta.items() if k != NIR_LINEAR}
+        old = geot2e.translate(nir, "nir_to_rgb", model=model, **FAST)
+        assert old.attrs["geot2e_strength"] == 1.0
+        assert not np.array_equal(old.values, out.values)
+    finally:
+        model.controlnet_meta = meta
+
+
 def test_a_model_reference_reloads_the_controlnet_on_a_worker(model):
     import pickle
 
@@ -278,8 +315,10 @@ def test_control_stage_trains_and_exports_a_controlnet_beside_the_model(tmp_path
         info = controlnet_info(folder)
         assert set(info["tasks"]) == set(TASKS)                       # the RGBN crop gives nir_to_rgb its tiles
         assert info["base_checkpoint_hash"] == checkpoint_hash(folder)
+        lin = info[NIR_LINEAR]                                        # where nir_to_rgb starts: fitted, finite
+        assert len(lin["a"]) == len(lin["b"]) == 3 and np.isfinite(lin["a"] + lin["b"]).all()
     m = geot2e.load_model(tmp_path / "exported", device="cpu", translate=True)
-    assert m.controlnet is not None
+    assert m.controlnet is not None and m.controlnet_meta[NIR_LINEAR] == lin
     trained = dict(m.controlnet.named_parameters())
     zero = [k for k in trained if k.startswith("controlnet_down_blocks") and k.endswith("weight")]
     assert any(trained[k].abs().max() > 0 for k in zero)               # the zero convolutions moved

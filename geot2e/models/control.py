@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .._fs import atomic_folder
 
-__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "STRENGTH", "resolve_strength",
+__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "STRENGTH", "NIR_LINEAR", "nir_linear", "resolve_strength",
            "split_control",
            "build_controlnet", "control_image",
            "back_project", "translate_tiles", "save_controlnet", "load_controlnet", "has_controlnet",
@@ -50,19 +50,34 @@ BACK_PROJECT_ITERS = 3
 CONTROL_BANDS = {"super_resolution": 3, "pansharpen": 4, "nir_to_rgb": 1, "dehaze": 3}
 
 
-#: where sampling starts by default (``strength``, SDEdit): from the guide noised to this share of
-#: the steps; 1 = from pure noise. Chosen on crops of the training regions (never the held-out
-#: sets): the resolution tasks score best from 0.3 (and run in a third of the steps), dehazing
-#: from pure noise (model card, "Translation").
-STRENGTH = {"super_resolution": 0.3, "pansharpen": 0.3, "nir_to_rgb": 1.0, "dehaze": 1.0}
+#: where sampling starts by default (``strength``, SDEdit): from the start image (the guide;
+#: for ``nir_to_rgb`` the ControlNet's linear NIR → RGB map, :data:`NIR_LINEAR`) noised to this
+#: share of the steps; 1 = from pure noise. Chosen on crops of the training regions (never the
+#: held-out sets): the resolution tasks score best from 0.3 (and run in a third of the steps),
+#: NIR → RGB from 0.5, dehazing from pure noise (model card, "Translation").
+STRENGTH = {"super_resolution": 0.3, "pansharpen": 0.3, "nir_to_rgb": 0.5, "dehaze": 1.0}
+#: the key of a ControlNet's meta that holds its linear NIR → RGB map, ``{"a": [3], "b": [3]}``:
+#: RGB ≈ a·NIR + b per band on the model's [-1, 1] scale, least squares over the control stage's
+#: NIR training pairs (:func:`geot2e.train.control.fit_nir_linear`)
+NIR_LINEAR = "nir_to_rgb_linear"
 
 
-def resolve_strength(task: str, strength: float | None = None) -> float:
+def nir_linear(model) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(a, b)`` of the model's ControlNet's linear NIR → RGB map as (1, 3, 1, 1) tensors, or
+    None when its meta has none (a ControlNet trained before the map was recorded)."""
+    lin = (getattr(model, "controlnet_meta", None) or {}).get(NIR_LINEAR)
+    if not lin:
+        return None
+    dev = getattr(model, "device", "cpu")
+    return tuple(torch.tensor(lin[k], dtype=torch.float32, device=dev).view(1, 3, 1, 1) for k in ("a", "b"))
+
+
+def resolve_strength(task: str, strength: float | None = None, model=None) -> float:
     """The strength a task samples with: ``strength``, or the task's :data:`STRENGTH` when None;
-    always 1 for ``nir_to_rgb`` (no RGB guide to start from)."""
-    if task == "nir_to_rgb" or strength is None:
-        return float(STRENGTH[task])
-    return float(strength)
+    always 1 for ``nir_to_rgb`` when ``model``'s ControlNet has no linear map to start from."""
+    if task == "nir_to_rgb" and nir_linear(model) is None:
+        return 1.0
+    return float(STRENGTH[task] if strength is None else strength)
 
 
 def split_control(task: str, control: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -168,8 +183,13 @@ def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Ten
         known = torch.zeros(b, model.bands, h, w, device=ref.device)
     cond = control_image(task, guide, aux, scale)
     sampling.setdefault("harmonize", "none")
-    init = cond[:, :3] if guide is not None else None          # the guide, bicubic for the resolution tasks
-    out = model.inpaint(known, mask, control=cond, init=init, strength=resolve_strength(task, strength), **sampling)
+    if guide is not None:
+        init = cond[:, :3]                                       # the guide, bicubic for the resolution tasks
+    else:                                                        # nir_to_rgb: the linear map's colours, if any
+        lin = nir_linear(model)
+        init = None if lin is None else (lin[0] * cond[:, 3:4] + lin[1]).clamp(-1, 1)
+    out = model.inpaint(known, mask, control=cond, init=init, strength=resolve_strength(task, strength, model),
+                        **sampling)
     if task == "pansharpen":
         out = pan_detail(out, cond[:, 3:4], scale)
     if task in RESOLUTION_TASKS:
@@ -231,5 +251,7 @@ def load_controlnet(model, folder: str | Path | None = None):
     cn = ControlNetModel.from_pretrained(str(base), use_safetensors=True)
     model.controlnet = cn.to(model.device, torch.float32).eval()
     model.controlnet.requires_grad_(False)
+    meta = base / CONTROL_META
+    model.controlnet_meta = json.loads(meta.read_text()) if meta.is_file() else {}
     return model
 

@@ -127,6 +127,7 @@ class Text2Earth(nn.Module):
         self.unet_calls = 0  # counts UNet forward passes (tests, benchmarks)
         self.student_steps: int | None = None  # a few-step student's number of steps (load_model(few_step=True))
         self.controlnet = None  # a translation ControlNet (geot2e.models.control.load_controlnet)
+        self.controlnet_meta: dict = {}  # what it was trained for (its geot2e_control.json)
         self.modality: str | None = None  # a modality adapter's name (geot2e.models.modality.apply_modality)
 
     # ------------------------------------------------------------------ properties

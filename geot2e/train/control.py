@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError
-from ..models.control import CONTROL_DIR, TASKS, build_controlnet, control_image, save_controlnet
+from ..models.control import CONTROL_DIR, NIR_LINEAR, TASKS, build_controlnet, control_image, save_controlnet
 from . import loop as L
 from .parallel import context, is_main, rank_seed
 from .schema import StageConfig
 
-__all__ = ["DEFAULT_TASK_WEIGHTS", "CONTROL_MASKS", "degrade", "train_control", "export_controlnet"]
+__all__ = ["DEFAULT_TASK_WEIGHTS", "CONTROL_MASKS", "degrade", "train_control", "fit_nir_linear",
+           "export_controlnet"]
 
 DEFAULT_TASK_WEIGHTS = {"super_resolution": 0.3, "pansharpen": 0.25, "nir_to_rgb": 0.2, "dehaze": 0.25}
 #: masks of the control stage: mostly whole tiles, some with neighbours' pixels as context
@@ -161,10 +162,28 @@ def train_control(model, rgb_dataset, rgbn_dataset, cfg: StageConfig, out_dir: s
 
         state = stage_dir / "state.json"
         steps = int(json.loads(state.read_text())["step"]) if state.is_file() else 0
-        save_controlnet(model.controlnet, stage_dir / "controlnet",
-                        meta={"tasks": [t for t in TASKS if weights.get(t, 0) > 0], "task_weights": weights,
-                              "steps": steps, "base_model": model.model_id})
+        meta = {"tasks": [t for t in TASKS if weights.get(t, 0) > 0], "task_weights": weights,
+                "steps": steps, "base_model": model.model_id}
+        if weights.get("nir_to_rgb", 0) > 0:
+            meta[NIR_LINEAR] = fit_nir_linear(rgbn_dataset, seed=cfg.seed)
+        save_controlnet(model.controlnet, stage_dir / "controlnet", meta=meta)
+        model.controlnet_meta = meta
     return log
+
+
+def fit_nir_linear(rgbn_dataset, *, tiles: int = 512, seed: int = 0) -> dict:
+    """``{"a": [3], "b": [3]}``: RGB ≈ a·NIR + b per band, least squares over ``tiles`` four-band
+    training tiles on the model's [-1, 1] scale (the ``nir_to_rgb`` pairs of the control stage):
+    the colours ``translate(..., "nir_to_rgb")`` starts sampling from (:data:`NIR_LINEAR`)."""
+    rng = np.random.default_rng([int(seed), 4242])
+    nir, rgb = [], []
+    for _ in range(0, int(tiles), 32):
+        x = torch.as_tensor(rgbn_dataset.batch(rng, 32)["image"]).double()
+        nir.append(x[:, 3].reshape(-1))
+        rgb.append(x[:, :3].transpose(0, 1).reshape(3, -1))
+    n = torch.cat(nir)
+    coef = torch.linalg.lstsq(torch.stack([n, torch.ones_like(n)], 1), torch.cat(rgb, 1).T).solution
+    return {"a": [round(float(v), 6) for v in coef[0]], "b": [round(float(v), 6) for v in coef[1]]}
 
 
 def export_controlnet(src: str | Path, model_folder: str | Path) -> Path:
