@@ -1,6 +1,7 @@
-"""Text-to-image tiles of one or more models, side by side at 1:1: one row per content class
-of the text-control protocol (its prompts, :data:`geot2e.eval.text_control.CLASS_PROMPTS`),
-one column per noise seed, a block per guidance ω; the same seeds for every model, class and ω.
+"""Text-to-image tiles of one or more models at 1:1: one row per content class of the
+text-control protocol (its prompts, :data:`geot2e.eval.text_control.CLASS_PROMPTS`), one
+column per noise seed, a block per guidance ω side by side, the models one under the other;
+the same seeds for every model, class and ω.
 
     python benchmarks/text_grid.py --out /tmp/text.png
     python benchmarks/text_grid.py --model default --model runs/other/final --omega 0 3 --out /tmp/text.png
@@ -67,8 +68,12 @@ def main(argv=None) -> int:
                 print(f"  {c:<10} mean RGB {mean[0]:.3f} {mean[1]:.3f} {mean[2]:.3f}   prompt consistency {ok:.0%}")
             rows = [np.concatenate([rgb[k * n + j] for j in range(a.seeds)], axis=2) for k in range(len(classes))]
             blocks.append(np.concatenate(rows, axis=1))                      # (3, classes*s, seeds*s)
-    gap = np.ones((3, blocks[0].shape[1], 8))
-    grid = np.concatenate([x for b in blocks for x in (b, gap)][:-1], axis=2)
+    k = len(a.omega)                          # one band per model: its ω blocks side by side
+    vgap = np.ones((3, blocks[0].shape[1], 8))
+    bands = [np.concatenate([x for b in blocks[i:i + k] for x in (b, vgap)][:-1], axis=2)
+             for i in range(0, len(blocks), k)]
+    hgap = np.ones((3, 8, bands[0].shape[2]))
+    grid = np.concatenate([x for b in bands for x in (b, hgap)][:-1], axis=1)
     img = (grid.transpose(1, 2, 0) * 255).round().astype(np.uint8)
     img = img.repeat(a.zoom, 0).repeat(a.zoom, 1)
     Image.fromarray(img).save(a.out)
