@@ -42,7 +42,7 @@ def main(argv=None) -> int:
 
     import geot2e
     from geot2e.eval.common import generate_tiles
-    from geot2e.eval.text_control import CLASS_PROMPTS, _labels
+    from geot2e.eval.text_control import CLASS_PROMPTS, content_labels
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             tiles = generate_tiles(model, prompts, [a.gsd] * len(prompts), size=a.size, steps=a.steps,
                                    guidance=omega, seeds=seeds)
             gen01 = (tiles[:, :3].astype(np.float64) + 1) / 2                # as the protocol reads them
-            own = _labels(gen01)
+            own = content_labels(gen01)
             rgb = np.clip(gen01, 0, 1)
             print(f"{model.model_id}  ω = {omega:g}")
             for k, c in enumerate(classes):

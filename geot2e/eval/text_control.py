@@ -25,8 +25,8 @@ import numpy as np
 from ..sampling import MODEL_SAMPLING
 from .common import generate_tiles
 
-__all__ = ["TextControlConfig", "CLASS_PROMPTS", "tile_features", "LogisticClassifier", "real_heldout_tiles",
-           "run_text_control", "text_control_table"]
+__all__ = ["TextControlConfig", "CLASS_PROMPTS", "content_labels", "tile_features", "LogisticClassifier",
+           "real_heldout_tiles", "run_text_control", "text_control_table"]
 
 #: one prompt per content class, in the captioner's wording (at 30 m, "field scale")
 CLASS_PROMPTS = {
@@ -113,7 +113,8 @@ def _stretch(tiles: np.ndarray, lo, hi) -> np.ndarray:
     return np.clip((np.asarray(tiles, np.float64) - lo) / (hi - lo), 0, 1)
 
 
-def _labels(rgb01: np.ndarray) -> list[str]:
+def content_labels(rgb01: np.ndarray) -> list[str]:
+    """The content class the captioner's rule gives each (N, 3, h, w) tile in [0, 1]."""
     from ..train.captions import content_class, measure_content
 
     return [content_class(measure_content(t)) for t in rgb01]
@@ -135,7 +136,7 @@ def real_heldout_tiles(*, size: int = 64, stride: int = 32, data_dir=None, scene
     corners = window_corners(ok, size, stride)
     tiles = np.stack([data[:, r:r + size, c:c + size] for r, c in corners])
     rgb = _stretch(tiles, lo, hi)
-    return rgb, _labels(rgb), corners
+    return rgb, content_labels(rgb), corners
 
 
 def _train_scene_tiles(n: int, *, size: int, seed: int, data_dir=None, source=None):
@@ -157,7 +158,7 @@ def _train_scene_tiles(n: int, *, size: int, seed: int, data_dir=None, source=No
             continue
         tiles.append(src.data[:, y:y + size, x:x + size])
     rgb = _stretch(np.stack(tiles), src.low, src.high)
-    return rgb, _labels(rgb)
+    return rgb, content_labels(rgb)
 
 
 def _scores(pred: Sequence[str], truth: Sequence[str], classes: Sequence[str], min_tiles: int) -> dict:
@@ -218,7 +219,7 @@ def run_text_control(model, *, config: TextControlConfig | None = None, data_dir
                 ys.append(c)
         tiles = generate_tiles(model, ps, gs, size=cfg.size, steps=cfg.steps, guidance=omega, seeds=seeds)
         gen01 = (tiles[:, :3].astype(np.float64) + 1.0) / 2.0
-        own = _labels(gen01)
+        own = content_labels(gen01)
         consistency = float(np.mean([a == b for a, b in zip(own, ys)]))
         clf = LogisticClassifier(classes).fit(tile_features(gen01), ys)
         row = {"guidance": float(omega), **_scores(clf.predict(feats_real), labels, classes, cfg.min_class_tiles),

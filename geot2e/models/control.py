@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from .._fs import atomic_folder
 
-__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "STRENGTH", "NIR_LINEAR", "nir_linear", "resolve_strength",
-           "split_control",
+__all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "STRENGTH",
+           "NIR_LINEAR", "nir_linear", "resolve_strength", "split_control",
            "build_controlnet", "control_image",
            "back_project", "translate_tiles", "save_controlnet", "load_controlnet", "has_controlnet",
            "controlnet_info"]
