@@ -346,6 +346,34 @@ def test_base_model_can_change_the_objective(tmp_path):
         run_training(eps, progress=False)
 
 
+def test_finetune_stage_can_change_the_objective(tmp_path):
+    """One config trains the denoiser on one objective and fine-tunes it to another (the
+    default recipe's epsilon denoiser, then v-prediction on a zero-terminal-SNR schedule): the
+    exported model carries the finetune stage's schedule and its weights at lr 0 are the
+    denoiser stage's. Only the finetune stage may change the objective."""
+    from geot2e.errors import ParameterError
+    from geot2e.train import run_training
+
+    stage = {"steps": 2, "batch_size": 2, "lr": 0.001, "warmup": 1, "log_every": 1, "save_every": 2,
+             "ema_decay": 0.0, "bf16": False}
+    objective = {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}
+    cfg = _config(tmp_path, vae=None, decoder=None, denoiser=stage, finetune_min_texture=None,
+                  finetune={**stage, "lr": 0.0, "scheduler": objective})
+    run_training(cfg, progress=False, stages=["denoiser"])
+    den = from_pretrained(tmp_path / "run" / "denoiser" / "model")
+    assert den.config.scheduler.prediction_type == "epsilon"
+    run_training(cfg, progress=False)                                    # the finetune stage, then the export
+    final = from_pretrained(tmp_path / "run" / "final")
+    assert final.config.scheduler.prediction_type == "v_prediction" and final.config.scheduler.rescale_betas_zero_snr
+    a, b = _weights(den, DEN), _weights(final, DEN)
+    for k in a:
+        torch.testing.assert_close(b[k].float(), a[k].float(), atol=0, rtol=0, msg=k)
+
+    bad = _config(tmp_path / "bad", vae=None, decoder=None, finetune=None, denoiser={**stage, "scheduler": objective})
+    with pytest.raises(ParameterError, match="finetune"):
+        run_training(bad, progress=False)
+
+
 def test_validation_tiles_are_fixed(tmp_path):
     """validation_batch draws the same tiles, captions and GSDs every time (scores of different
     weights compare), from the config's validation rasters."""

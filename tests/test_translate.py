@@ -334,6 +334,42 @@ def test_control_stage_trains_and_exports_a_controlnet_beside_the_model(tmp_path
     assert json.loads((tmp_path / "run" / "control" / "state.json").read_text())["step"] == 3
 
 
+def test_control_stage_continues_the_base_models_controlnet(tmp_path):
+    """With base_model and no denoiser section, the control stage trains on the base model's
+    denoiser and continues its ControlNet (a new objective's base keeps the trained
+    conditioning path): at lr 0 the ControlNet comes out as it went in, and its record says
+    what it continued. Without a denoiser or a base model there is nothing to train on."""
+    import yaml
+
+    from geot2e.errors import ParameterError
+    from geot2e.models import from_pretrained
+    from geot2e.models.control import controlnet_info
+    from geot2e.train import run_training
+
+    run_training(_config(tmp_path / "a"), progress=False)
+    base = tmp_path / "a" / "exported"
+    d = yaml.safe_load(_config(tmp_path / "b").read_text())
+    for st in ("vae", "denoiser", "decoder"):
+        d.pop(st, None)
+    d["control"].update(lr=0.0, steps=2)
+    cfg = tmp_path / "b" / "continue.yaml"
+    cfg.write_text(yaml.safe_dump({**d, "base_model": str(base)}))
+    run_training(cfg, progress=False)
+    out = tmp_path / "b" / "exported"
+    info = controlnet_info(out)
+    assert info["continued_from"]["steps"] == controlnet_info(base)["steps"] == 3
+    a = geot2e.load_model(base, device="cpu", translate=True).controlnet.state_dict()
+    b = geot2e.load_model(out, device="cpu", translate=True).controlnet.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    den_a, den_b = from_pretrained(base).unet.state_dict(), from_pretrained(out).unet.state_dict()
+    assert all(torch.equal(den_a[k], den_b[k]) for k in den_a)           # the base's denoiser, frozen
+
+    cfg.write_text(yaml.safe_dump(d))                                    # no denoiser, no base model
+    with pytest.raises(ParameterError, match="base_model"):
+        run_training(cfg, progress=False)
+
+
 def test_the_public_tasks_are_the_controlnets_tasks():
     """One task list for users (geot2e.sampling, read by the CLI without xarray) and the
     ControlNet's one-hot order: the same set."""

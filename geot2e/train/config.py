@@ -212,22 +212,37 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
             D.barrier()
     # the distill and control stages need the finished denoiser (and fine-tune)
     teacher = run("distill") or run("control")
+    if teacher and cfg.denoiser is None and not cfg.base_model:
+        raise ParameterError("the distill and control stages train on a finished denoiser: add a 'denoiser:' section "
+                             "or continue a trained model with base_model (e.g. base_model: default)")
     for st in ("denoiser", "finetune"):
         if teacher and not run(st) and getattr(cfg, st) is not None and not stage_finished(out / st, getattr(cfg, st)):
             which = "distill" if run("distill") else "control"
             raise ParameterError(f"the {which} stage needs the finished {st} stage in {out}; "
                                  f"train it first (geot2e train CONFIG --stage {st})")
-    if run("denoiser") or teacher:
-        val = None
-        if cfg.denoiser.val_every:
-            val = val_pack if cfg.pack else validation_batch(cfg, bands=mcfg.bands, n=cfg.denoiser.val_tiles)
-        train_denoiser(model, ds, cfg.denoiser, out, resume=resume, progress=progress, val_batch=val)
+    if run("finetune") and cfg.denoiser is not None and not run("denoiser") \
+            and not stage_finished(out / "denoiser", cfg.denoiser):
+        raise ParameterError(f"the finetune stage continues the finished denoiser stage in {out}; "
+                             "train it first (geot2e train CONFIG --stage denoiser)")
+
+    def val_batch(stage: StageConfig):
+        if not stage.val_every:
+            return None
+        return val_pack if cfg.pack else validation_batch(cfg, bands=mcfg.bands, n=stage.val_tiles)
+
+    # the denoiser's weights (trained here, or the finished stage's) under every later stage;
+    # without a denoiser section they are the base model's
+    if cfg.denoiser is not None and (run("denoiser") or run("finetune") or teacher):
+        train_denoiser(model, ds, cfg.denoiser, out, resume=resume, progress=progress, val_batch=val_batch(cfg.denoiser))
         if not stage_finished(out / "denoiser", cfg.denoiser):
             return model
     if cfg.finetune is not None and (run("finetune") or teacher):
+        if cfg.finetune.scheduler:          # a new objective from here on (e.g. v-prediction, zero terminal SNR)
+            model = _continue_from(model, {"scheduler": cfg.finetune.scheduler})
         ft = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 1, min_texture=cfg.finetune_min_texture,
                                  sources=sources)
-        train_denoiser(model, ft, cfg.finetune, out, resume=resume, progress=progress, stage="finetune")
+        train_denoiser(model, ft, cfg.finetune, out, resume=resume, progress=progress, stage="finetune",
+                       val_batch=val_batch(cfg.finetune))
         if not stage_finished(out / "finetune", cfg.finetune):
             return model
     if run("decoder"):
@@ -248,6 +263,13 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
 
         nir = [r for r in sources if r.data.shape[0] >= 4]
         rgbn = build_training_data(cfg, bands=4, seed=cfg.seed + 2, sources=nir) if nir else None
+        if cfg.base_model and model.controlnet is None:   # continue the base model's ControlNet where it has one
+            from ..models.checkpoint import DEFAULT_WEIGHTS
+            from ..models.control import CONTROL_DIR, load_controlnet
+
+            base = DEFAULT_WEIGHTS if str(cfg.base_model) == "default" else Path(resolve_source_path(str(cfg.base_model)))
+            if (base / CONTROL_DIR / "config.json").is_file():
+                load_controlnet(model, base / CONTROL_DIR)
         train_control(model, ds, rgbn, cfg.control, out, resume=resume, progress=progress)
         model.controlnet = None             # the exported model is the denoiser; the ControlNet goes beside it
         if not stage_finished(out / "control", cfg.control):

@@ -133,6 +133,7 @@ def train_control(model, rgb_dataset, rgbn_dataset, cfg: StageConfig, out_dir: s
     None without one. The model carries the trained ControlNet afterwards
     (``model.controlnet``)."""
     weights = _task_weights(cfg, rgbn_dataset is not None)
+    prev = dict(model.controlnet_meta or {}) if model.controlnet is not None else None   # a ControlNet continued
     model.requires_grad_(False)
     model.autocast_dtype = torch.bfloat16 if cfg.bf16 else None
     if model.controlnet is None:
@@ -164,6 +165,8 @@ def train_control(model, rgb_dataset, rgbn_dataset, cfg: StageConfig, out_dir: s
         steps = int(json.loads(state.read_text())["step"]) if state.is_file() else 0
         meta = {"tasks": [t for t in TASKS if weights.get(t, 0) > 0], "task_weights": weights,
                 "steps": steps, "base_model": model.model_id}
+        if prev is not None:
+            meta["continued_from"] = {"base_model": prev.get("base_model"), "steps": prev.get("steps")}
         if weights.get("nir_to_rgb", 0) > 0:
             meta[NIR_LINEAR] = fit_nir_linear(rgbn_dataset, seed=cfg.seed)
         save_controlnet(model.controlnet, stage_dir / "controlnet", meta=meta)

@@ -49,6 +49,9 @@ class StageConfig:
     teacher_steps: int = 64      # distill stage only: the teacher's DDIM steps (a multiple of student_steps)
     rank: int = 32               # distill stage only: rank of the student's LoRA adapter
     tasks: dict | None = None    # control stage only: translation tasks and their share of batches
+    # finetune stage only: change the noise schedule's objective from this stage on ({prediction_type:,
+    # rescale_betas_zero_snr:}, as the model section's scheduler); the exported model keeps it
+    scheduler: dict | None = None
     log_every: int = 50
     save_every: int = 250
     seed: int = 0
@@ -237,6 +240,9 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
             for key in ("adv_weight", "tex_weight"):
                 if key in d[st]:
                     _check_schedule(path, st, key, d[st][key])
+            if d[st].get("scheduler") is not None and st != "finetune":
+                raise ParameterError(f"{path}: {st}.scheduler: only the finetune stage changes the objective; set the "
+                                     "model's objective in model.scheduler, or move the change to a finetune: section.")
             kw[st] = StageConfig(**d[st])
     ws = kw.get("world_size", 1)
     if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
