@@ -102,3 +102,24 @@ def test_class_balance_stretch_word_and_window_stretch_reach_the_dataset(tmp_pat
     cfg.window_stretch, cfg.class_balance = 0.5, 2.0
     with pytest.raises(ParameterError, match="class_balance"):
         build_training_data(cfg, bands=3, seed=0)
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "default_v8_from_v7.yaml"])
+def test_the_recipe_describes_the_shipped_default(name):
+    """configs/default.yaml is the shipped default's recipe (and default_v8_from_v7.yaml the
+    shortcut that made it from v7): the same name, architecture and final objective as the
+    embedded weights' config, so a user who reruns it trains that model."""
+    import json
+
+    shipped = json.loads((ROOT / "geot2e" / "weights" / "default" / "config.json").read_text())
+    cfg = load_train_config(ROOT / "configs" / name)
+    assert cfg.model["model_id"] == shipped["model_id"]
+    for part in ("vae", "unet", "text", "resolution"):
+        for k, v in (cfg.model.get(part) or {}).items():
+            assert shipped[part][k] == v, (part, k)
+    objective = dict(cfg.model.get("scheduler") or {})
+    if cfg.finetune is not None and cfg.finetune.scheduler:
+        objective.update(cfg.finetune.scheduler)
+    for k, v in objective.items():
+        assert shipped["scheduler"].get(k) == v, k
+    assert cfg.export == "geot2e/weights/default"
