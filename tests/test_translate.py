@@ -229,6 +229,32 @@ def test_nir_to_rgb_starts_from_the_linear_map_when_the_controlnet_has_one(model
         model.controlnet_meta = meta
 
 
+def test_nir_to_rgb_carries_the_nir_bands_detail(model, monkeypatch):
+    """The result's detail finer than 4 pixels is the linear map's of the NIR band, band by
+    band (the streets and field edges a NIR band shows; the model alone lost them), while the
+    coarser colours stay the model's."""
+    import geot2e.models.control as C
+    from geot2e.eval.translation import _coarsen, bicubic
+
+    nir = _open("s2_chincoteague_6band_crop.tif").load()               # B02 B03 B04 B08 B11 B12
+    n = nir.values[3:4].astype(np.float64)
+
+    def fine(a):
+        return (a - bicubic(_coarsen(a, 4), 4))[:, 8:-8, 8:-8]
+
+    def corr(out):
+        v = out.values.astype(np.float64)
+        return [np.corrcoef(fine(v[i:i + 1]).ravel(), fine(n).ravel())[0, 1] for i in range(3)]
+
+    out = geot2e.translate(nir, "nir_to_rgb", model=model, **FAST)
+    assert min(corr(out)) > 0.9, corr(out)
+    monkeypatch.setattr(C, "NIR_DETAIL", 0)
+    own = geot2e.translate(nir, "nir_to_rgb", model=model, **FAST)
+    assert max(corr(own)) < 0.8, corr(own)
+    lo = np.abs(_coarsen(out.values.astype(np.float64), 8) - _coarsen(own.values.astype(np.float64), 8))
+    assert np.median(lo) < 0.05 * float(np.ptp(own.values)), np.median(lo)
+
+
 def test_a_model_reference_reloads_the_controlnet_on_a_worker(model):
     import pickle
 

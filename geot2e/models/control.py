@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .._fs import atomic_folder
 
 __all__ = ["TASKS", "RESOLUTION_TASKS", "CONTROL_DIR", "CONTROL_CHANNELS", "CONTROL_BANDS", "STRENGTH",
-           "NIR_LINEAR", "nir_linear", "resolve_strength", "split_control",
+           "NIR_LINEAR", "NIR_DETAIL", "nir_linear", "nir_detail", "pan_detail", "resolve_strength", "split_control",
            "build_controlnet", "control_image",
            "back_project", "translate_tiles", "save_controlnet", "load_controlnet", "has_controlnet",
            "controlnet_info"]
@@ -60,6 +60,9 @@ STRENGTH = {"super_resolution": 0.3, "pansharpen": 0.3, "nir_to_rgb": 0.5, "deha
 #: RGB ≈ a·NIR + b per band on the model's [-1, 1] scale, least squares over the control stage's
 #: NIR training pairs (:func:`geot2e.train.control.fit_nir_linear`)
 NIR_LINEAR = "nir_to_rgb_linear"
+#: NIR → RGB: the result takes the linear map's detail finer than this many pixels
+#: (:func:`nir_detail`); 0 keeps the model's own
+NIR_DETAIL = 4
 
 
 def nir_linear(model) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -192,6 +195,8 @@ def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Ten
                         **sampling)
     if task == "pansharpen":
         out = pan_detail(out, cond[:, 3:4], scale)
+    if task == "nir_to_rgb" and NIR_DETAIL and nir_linear(model) is not None:
+        out = nir_detail(out, cond[:, 3:4], nir_linear(model)[0], NIR_DETAIL)
     if task in RESOLUTION_TASKS:
         out = back_project(out, guide, scale)
     return out
@@ -207,6 +212,18 @@ def pan_detail(x: torch.Tensor, pan: torch.Tensor, scale: int) -> torch.Tensor:
         return v - _up(_coarse(v, scale), scale)
 
     return x + (fine(pan) - fine(x.mean(1, keepdim=True)))
+
+
+def nir_detail(x: torch.Tensor, nir: torch.Tensor, a: torch.Tensor, scale: int) -> torch.Tensor:
+    """Give ``x`` (B, 3, H, W) the detail of the linear map ``a``·``nir`` finer than ``scale``
+    pixels, band by band, in place of its own: the streets, field edges and shores the NIR band
+    shows, which the model's result does not keep. The colours coarser than that stay the
+    model's. ``a``: (1, 3, 1, 1), :func:`nir_linear`'s slope."""
+    def fine(v):
+        lo = F.avg_pool2d(v, scale, ceil_mode=True)
+        return v - F.interpolate(lo, size=v.shape[-2:], mode="bicubic", align_corners=False)
+
+    return x - fine(x) + a * fine(nir)
 
 
 # ----------------------------------------------------------------------------- files
