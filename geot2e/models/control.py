@@ -208,10 +208,7 @@ def pan_detail(x: torch.Tensor, pan: torch.Tensor, scale: int) -> torch.Tensor:
     model's one assumption, that the fine-scale intensity is the PAN's. What the PAN does not
     determine (how the detail splits between the bands, the coarse colours) stays the model's
     (and back-projection's)."""
-    def fine(v):
-        return v - _up(_coarse(v, scale), scale)
-
-    return x + (fine(pan) - fine(x.mean(1, keepdim=True)))
+    return x + (_fine(pan, scale) - _fine(x.mean(1, keepdim=True), scale))
 
 
 def nir_detail(x: torch.Tensor, nir: torch.Tensor, a: torch.Tensor, scale: int) -> torch.Tensor:
@@ -219,11 +216,14 @@ def nir_detail(x: torch.Tensor, nir: torch.Tensor, a: torch.Tensor, scale: int) 
     pixels, band by band, in place of its own: the streets, field edges and shores the NIR band
     shows, which the model's result does not keep. The colours coarser than that stay the
     model's. ``a``: (1, 3, 1, 1), :func:`nir_linear`'s slope."""
-    def fine(v):
-        lo = F.avg_pool2d(v, scale, ceil_mode=True)
-        return v - F.interpolate(lo, size=v.shape[-2:], mode="bicubic", align_corners=False)
+    return x - _fine(x, scale) + a * _fine(nir, scale)
 
-    return x - fine(x) + a * fine(nir)
+
+def _fine(v: torch.Tensor, scale: int) -> torch.Tensor:
+    """``v``'s detail finer than ``scale`` pixels: ``v`` less the bicubic upsampling of its
+    ``scale``-pixel area means (a partial last block averaged over what it holds)."""
+    lo = F.avg_pool2d(v, scale, ceil_mode=True)
+    return v - F.interpolate(lo, size=v.shape[-2:], mode="bicubic", align_corners=False)
 
 
 # ----------------------------------------------------------------------------- files

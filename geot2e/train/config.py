@@ -122,6 +122,13 @@ def _continue_from(model: Text2Earth, overrides: dict) -> Text2Earth:
     return model
 
 
+def base_model_path(cfg: TrainConfig) -> Path:
+    """The folder of the config's ``base_model`` ("default": the embedded default model)."""
+    from ..models.checkpoint import DEFAULT_WEIGHTS
+
+    return DEFAULT_WEIGHTS if str(cfg.base_model) == "default" else Path(resolve_source_path(str(cfg.base_model)))
+
+
 def _model_config(overrides: dict) -> Text2EarthConfig:
     base = default_config().to_dict()
     for k, v in overrides.items():
@@ -182,10 +189,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
         _write_data_json(out, cfg, sources, rasters)
         write_run_record(out, cfg, sources, specs=rasters)
     if cfg.base_model:                     # continue from a model: its architecture, its weights
-        from ..models.checkpoint import DEFAULT_WEIGHTS
-
-        base = DEFAULT_WEIGHTS if str(cfg.base_model) == "default" else resolve_source_path(str(cfg.base_model))
-        model = _continue_from(from_pretrained(base, device=device).float(), cfg.model)
+        model = _continue_from(from_pretrained(base_model_path(cfg), device=device).float(), cfg.model)
         model.requires_grad_(True)
         mcfg = model.config
     else:
@@ -264,12 +268,10 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
         nir = [r for r in sources if r.data.shape[0] >= 4]
         rgbn = build_training_data(cfg, bands=4, seed=cfg.seed + 2, sources=nir) if nir else None
         if cfg.base_model and model.controlnet is None:   # continue the base model's ControlNet where it has one
-            from ..models.checkpoint import DEFAULT_WEIGHTS
-            from ..models.control import CONTROL_DIR, load_controlnet
+            from ..models.control import CONTROL_DIR, has_controlnet, load_controlnet
 
-            base = DEFAULT_WEIGHTS if str(cfg.base_model) == "default" else Path(resolve_source_path(str(cfg.base_model)))
-            if (base / CONTROL_DIR / "config.json").is_file():
-                load_controlnet(model, base / CONTROL_DIR)
+            if has_controlnet(base_model_path(cfg)):
+                load_controlnet(model, base_model_path(cfg) / CONTROL_DIR)
         train_control(model, ds, rgbn, cfg.control, out, resume=resume, progress=progress)
         model.controlnet = None             # the exported model is the denoiser; the ControlNet goes beside it
         if not stage_finished(out / "control", cfg.control):
@@ -315,10 +317,7 @@ def record_vocabulary(cfg: TrainConfig, folder: Path) -> None:
         words |= {str(c) for c in table.captions}
         source.append("caption table")
     if cfg.base_model:
-        from ..models.checkpoint import DEFAULT_WEIGHTS
-
-        base = DEFAULT_WEIGHTS if str(cfg.base_model) == "default" else Path(resolve_source_path(str(cfg.base_model)))
-        known = load_vocabulary(base)
+        known = load_vocabulary(base_model_path(cfg))
         if known:
             words |= set(known)
             source.append(f"base model {cfg.base_model}")
