@@ -219,15 +219,11 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     if teacher and cfg.denoiser is None and not cfg.base_model:
         raise ParameterError("the distill and control stages train on a finished denoiser: add a 'denoiser:' section "
                              "or continue a trained model with base_model (e.g. base_model: default)")
-    for st in ("denoiser", "finetune"):
-        if teacher and not run(st) and getattr(cfg, st) is not None and not stage_finished(out / st, getattr(cfg, st)):
-            which = "distill" if run("distill") else "control"
+    which = "distill" if run("distill") else "control" if teacher else "finetune"
+    for st, needed in (("denoiser", teacher or run("finetune")), ("finetune", teacher)):
+        if needed and not run(st) and getattr(cfg, st) is not None and not stage_finished(out / st, getattr(cfg, st)):
             raise ParameterError(f"the {which} stage needs the finished {st} stage in {out}; "
                                  f"train it first (geot2e train CONFIG --stage {st})")
-    if run("finetune") and cfg.denoiser is not None and not run("denoiser") \
-            and not stage_finished(out / "denoiser", cfg.denoiser):
-        raise ParameterError(f"the finetune stage continues the finished denoiser stage in {out}; "
-                             "train it first (geot2e train CONFIG --stage denoiser)")
 
     def val_batch(stage: StageConfig):
         if not stage.val_every:
