@@ -403,3 +403,33 @@ def test_the_public_tasks_are_the_controlnets_tasks():
     from geot2e.translation import TASKS as PUBLIC_TASKS
 
     assert PUBLIC_TASKS == TRANSLATION_TASKS and set(TASKS) == set(TRANSLATION_TASKS)
+
+
+def test_edge_padded_sampling_hands_the_model_a_reflected_margin_and_crops_it():
+    """NIR → RGB samples with EDGE_PAD columns of reflected input left of each tile (the
+    denoiser darkens a window's first columns from its half-way start) and returns exactly the
+    tile: every spatial input (known, mask, control, init, noise on the latent grid) grows by
+    the same mirrored margin, and the result is cut back to the tile."""
+    from geot2e.models.control import EDGE_PAD, _sample_padded
+
+    seen = {}
+
+    class Fake:
+        vae_factor = 4
+
+        def inpaint(self, known, mask, **kw):
+            seen.update(known=known, mask=mask, **kw)
+            return kw["init"] * 2
+
+    pad = EDGE_PAD["nir_to_rgb"]
+    assert pad % 16 == 0
+    g = torch.Generator().manual_seed(0)
+    known, init = torch.rand(2, 3, 32, 48, generator=g), torch.rand(2, 3, 32, 48, generator=g)
+    noise = torch.randn(2, 4, 8, 12, generator=g)
+    out = _sample_padded(Fake(), pad, known, torch.ones(2, 1, 32, 48), control=torch.rand(2, 9, 32, 48),
+                         init=init, noise=noise, strength=0.5)
+    assert torch.equal(out, init * 2)
+    assert seen["known"].shape[-1] == seen["mask"].shape[-1] == seen["control"].shape[-1] == 48 + pad
+    assert seen["noise"].shape[-1] == 12 + pad // 4 and torch.equal(seen["noise"][..., pad // 4:], noise)
+    assert torch.equal(seen["init"][..., :pad].flip(-1), init[..., 1:pad + 1])          # mirrored, not zeros
+    assert _sample_padded(Fake(), pad, known[..., :16], torch.ones(2, 1, 32, 16), init=init[..., :16]).shape[-1] == 16
