@@ -14,7 +14,8 @@ regression is fitted on the crop itself.
 
 ``--cirrus`` runs ``dehaze`` on real cirrus instead (Landsat 8 near Pensacola, two 128-px crops,
 :data:`CIRRUS_CROPS`): hazy input | the cirrus band B9 | geot2e | dark channel prior. There is no
-truth under real cirrus, so the figure is qualitative; the numbers are the synthetic-haze ones.
+truth under real cirrus, so the figure is qualitative; the numbers are the synthetic-haze ones. The scaling is fitted on
+the scene's clear pixels (BQA), as a user gives ``radiometry=`` for a hazy crop.
 """
 from __future__ import annotations
 
@@ -60,12 +61,17 @@ def cirrus_figure(path: Path, *, model: str, steps, samples: int) -> None:
     from geot2e.io.sample_data import open_pensacola, open_pensacola_qa
 
     scene, cirrus, qa_all = open_pensacola(), open_pensacola(bands=("cirrus",)), open_pensacola_qa()
+    from geot2e.geo import Radiometry, cloud_mask
+
+    clear_scaling = Radiometry.fit(scene, valid=~np.asarray(cloud_mask(qa_all, kind="landsat8_bqa").values))
     fig, axes = plt.subplots(len(CIRRUS_CROPS), 4, figsize=(12, 3.3 * len(CIRRUS_CROPS)), squeeze=False)
     for row, (name, (ys, xs)) in zip(axes, CIRRUS_CROPS.items()):
         hazy = scene.isel(y=ys, x=xs).load()
         b9 = cirrus.isel(y=ys, x=xs).values[0].astype(float)
         qa = qa_all.isel(y=ys, x=xs).values
-        res = geot2e.translate(hazy, "dehaze", model=model, steps=steps, samples=samples, progress=False)
+        # the scene's clear ground sets the scaling (the BQA's clear pixels), as a user would pass it
+        res = geot2e.translate(hazy, "dehaze", model=model, steps=steps, samples=samples, progress=False,
+                               radiometry=clear_scaling)
         v = np.asarray(hazy.values, float)
         lo, hi = robust_range(v)
         dcp = (dark_channel_dehaze(np.clip(to_unit(v, lo, hi), 0, 1)) * (hi - lo).reshape(-1, 1, 1)
@@ -146,8 +152,9 @@ def _cases(small: bool):
     hazy01 = T.haze(np.clip(to_unit(truth, lo, hi), 0, 1), seed=1000)
     span, low = (hi - lo).reshape(-1, 1, 1), lo.reshape(-1, 1, 1)
     hazy = hazy01 * span + low
+    # the prior works on the clear crop's scale; geot2e is given the same (radiometry=)
     cases.append(("dehaze", rgb.copy(data=hazy.round().astype(rgb.dtype)), None, truth, "dark channel prior",
-                  T.dark_channel_dehaze(hazy01) * span + low, {}))
+                  T.dark_channel_dehaze(hazy01) * span + low, {"radiometry": Radiometry.fit(rgb)}))
     return cases
 
 

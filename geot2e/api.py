@@ -937,7 +937,13 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
         Where sampling starts, in (0, 1]: from the input (bicubic for the resolution tasks, the
         hazy image for ``"dehaze"``) noised to this share of the steps (SDEdit); 1 starts from
         pure noise. Default: the task's (:data:`geot2e.models.control.STRENGTH`, measured);
-        ``"nir_to_rgb"`` always starts from noise (there is no RGB to start from).
+        ``"nir_to_rgb"`` always starts from noise (there is no RGB to start from). Not used by
+        ``"dehaze"`` with a model that has a dehazing network (the default has one): it inverts
+        the atmospheric scattering model ``I = J·t + A·(1 − t)`` with the network's transmission
+        and airlight fields (:mod:`geot2e.models.haze`), deterministically, every detail the
+        input's; pass the clear scene's scaling as ``radiometry=`` (e.g.
+        ``geot2e.geo.Radiometry.fit(clear_scene)``) when the raster is hazy all over, since its
+        own percentiles cannot tell a uniform haze from the ground's contrast.
     **options
         As :func:`geot2e.inpaint` (model, guidance, guidance_interval, steps, seed, samples,
         tile, overlap, gsd, device, progress, scheduler, radiometry, threads); translation

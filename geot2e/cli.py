@@ -136,7 +136,9 @@ examples:
 
   # NIR to RGB, and haze / thin cloud removal, on the input's grid
   geot2e translate nir_to_rgb s2.tif rgb.tif --bands B08
-  geot2e translate dehaze hazy.tif clear.tif --samples 4
+  geot2e translate dehaze hazy.tif clear.tif
+  # a raster hazy all over: take the value scaling from a clear acquisition of the place
+  geot2e translate dehaze hazy.tif clear.tif --scaling-from last_month.tif
 """,
     "train": """\
 examples:
@@ -148,6 +150,8 @@ examples:
   geot2e train configs/tiny_test.yaml --nproc 2
   # only the decoder fine-tune (needs the finished VAE stage)
   geot2e train configs/default.yaml --stage decoder
+  # add a dehazing network beside the default model (needs no other stage)
+  geot2e train configs/dehaze.yaml
   # on 4 GPUs of one machine (one process per GPU, nccl)
   geot2e train configs/default.yaml --nproc 4 --device cuda
 """,
@@ -369,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--strength", type=float, default=None, metavar="S",
                    help="where sampling starts, in (0, 1]: the input noised to this share of the steps; 1 = "
                         "pure noise (default: the task's, measured)")
+    g.add_argument("--scaling-from", metavar="PATH", default=None,
+                   help="fit the value scaling on this raster (same sensor and bands, e.g. a clear acquisition "
+                        "of the place) instead of on INPUT: dehaze needs it for a raster hazy all over, whose own "
+                        "percentiles cannot tell a uniform haze from the ground's contrast")
     g.add_argument("--prompt", default="", help="optional text (default: none)")
     _add_model(p)
     _add_common(p)
@@ -389,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the config's sources and validation tiles as a tile pack to DIR and stop "
                         "(train from it with 'pack: DIR' in a config, e.g. on a GPU machine without the raster stack)")
     p.add_argument("--stage", action="append", default=None, metavar="NAME",
-                   help="run only this configured stage (vae, denoiser, finetune, decoder, distill, control); "
+                   help="run only this configured stage (vae, denoiser, finetune, decoder, distill, control, haze); "
                         "repeatable. "
                         "E.g. --stage decoder trains the decoder while another process trains the denoiser; "
                         "only a run of all stages exports the model")
@@ -764,6 +772,14 @@ def cmd_translate(args) -> int:
     if getattr(args, "band_roles", None) is not None:      # names the bands; translate picks them by role
         da = da.assign_coords(band=[str(r) for r in args.band_roles])
     opts = {k: v for k, v in _opts(args).items() if k not in ("bands", "harmonize", "few_step")}
+    if args.scaling_from:
+        from .io import open_raster
+        from .translation import scaling_of
+
+        ref = open_raster(_require(args.scaling_from, "scaling reference raster"), chunks=args.chunks)
+        if getattr(args, "band_roles", None) is not None and ref.sizes.get("band") == len(args.band_roles):
+            ref = ref.assign_coords(band=[str(r) for r in args.band_roles])
+        opts["radiometry"] = scaling_of(ref, args.task)
     result = geot2e.translate(da, args.task, control=control, scale=args.scale, prompt=args.prompt,
                               strength=args.strength, **opts)
     _write(result, out, args)

@@ -19,7 +19,8 @@ import xarray as xr
 from .errors import BandCountError, ParameterError
 from .sampling import SR_SCALES, TRANSLATION_TASKS
 
-__all__ = ["TASKS", "SR_SCALES", "OUTPUT_BANDS", "Prepared", "check_request", "prepare", "full_mask", "finish"]
+__all__ = ["TASKS", "SR_SCALES", "OUTPUT_BANDS", "Prepared", "check_request", "prepare", "full_mask", "finish",
+           "scaling_of"]
 
 TASKS = TRANSLATION_TASKS
 OUTPUT_BANDS = ["red", "green", "blue"]
@@ -69,6 +70,17 @@ def _concat(parts: list[xr.DataArray], like: xr.DataArray) -> xr.DataArray:
         out = out.rio.write_nodata(nd)
     out.attrs = {k: v for k, v in out.attrs.items() if k not in ("long_name", "scale_factor", "add_offset")}
     return out
+
+
+def scaling_of(reference: xr.DataArray, task: str):
+    """The value scaling (:class:`~geot2e.geo.Radiometry`) of ``task``'s input bands fitted on
+    ``reference``, another raster of the same sensor (e.g. a clear acquisition of the place):
+    what ``translate(..., radiometry=)`` takes when the input's own percentiles mislead, as
+    for a raster hazy all over."""
+    if task not in TASKS:
+        raise ParameterError(f"unknown translation task {task!r}; choose one of {list(TASKS)}.")
+    want = ["nir"] if task == "nir_to_rgb" else OUTPUT_BANDS
+    return _fit(_bands(reference, want, "the scaling reference"))
 
 
 def _fit(da: xr.DataArray, radiometry=None):

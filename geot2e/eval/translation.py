@@ -21,7 +21,12 @@ held-out sets of :mod:`geot2e.eval.holdout`):
                       sources' pixels (Sentinel-2 outside its held-out block, Landsat 8 Pensacola).
 ``dehaze``            input: the atmospheric scattering model over the crop with a smooth
                       transmission (seeded per crop); truth: the crop. Baseline: the dark
-                      channel prior (He et al., 2009) with a guided-filter refinement.
+                      channel prior (He et al., 2009) with a guided-filter refinement. The
+                      prior works on the hazy image scaled by the clear crop's percentiles
+                      (0 and 1 = the clear ground's darkest and brightest); geot2e is given
+                      the same scaling as ``radiometry=`` (``dehaze_radiometry="clear"``,
+                      the default) or fits its own on the hazy raster (``"hazy"``: it then
+                      cannot tell a uniform haze from the ground's own contrast).
 
 Metrics (:mod:`geot2e.eval.metrics`, every pixel, the truth's percentile scale): PSNR,
 SSIM, texture ratio, and the spectral angle (SAM, degrees) for pan-sharpening.
@@ -264,7 +269,8 @@ def _scores(fill: np.ndarray, truth: np.ndarray, lo, hi, *, spectral: bool = Fal
 # ----------------------------------------------------------------------------- protocol
 def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 128, samples: Sequence[int] = (1, 4),
                     model="default", steps: int | None = None, seed: int = 0, progress: bool = False,
-                    strength: float | None = None, crops: Sequence[xr.DataArray] | None = None) -> dict:
+                    strength: float | None = None, crops: Sequence[xr.DataArray] | None = None,
+                    dehaze_radiometry: str = "clear") -> dict:
     """Score geot2e and the task's baselines on ``n_crops`` crops of one held-out set.
 
     ``crops``: score these georeferenced crops instead (RGB, or RGB + NIR for ``nir_to_rgb``;
@@ -338,6 +344,12 @@ def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 1
                 rad = Radiometry(lo=r_nir.lo * 3, hi=r_nir.hi * 3, dtype="float64")
                 add(label[k], rad.to_model(v), truth, lo, hi, t=t)
     elif task == "dehaze":
+        from ..geo import Radiometry
+
+        if dehaze_radiometry not in ("clear", "hazy"):
+            from ..errors import ParameterError
+
+            raise ParameterError(f"dehaze_radiometry must be 'clear' or 'hazy', got {dehaze_radiometry!r}")
         for i, c in enumerate(pick()):
             truth = np.asarray(c.values, np.float64)
             lo, hi = robust_range(truth)
@@ -347,15 +359,17 @@ def run_translation(task: str, set_name: str, *, n_crops: int = 6, size: int = 1
             add("hazy input", hazy, truth, lo, hi)
             add("dark channel prior", dark_channel_dehaze(hazy01) * span + lo.reshape(-1, 1, 1), truth, lo, hi)
             inp = c.copy(data=hazy.round().astype(c.dtype) if np.issubdtype(c.dtype, np.integer) else hazy)
+            rad = Radiometry.fit(c, nodata=c.rio.nodata) if dehaze_radiometry == "clear" else None
             for k in samples:
-                v, t = run_model(k, inp, "dehaze")
+                v, t = run_model(k, inp, "dehaze", radiometry=rad)
                 add(label[k], v, truth, lo, hi, t=t)
     else:
         from ..errors import ParameterError
 
         raise ParameterError(f"unknown task {task!r}; choose from {sorted(EVAL_SETS)}")
     return {"task": task, "set": set_name, "n_crops": len(next(iter(rows.values()), [])), "size": size,
-            "strength": strength, "rows": rows, "seconds": secs}
+            "strength": strength, "dehaze_radiometry": dehaze_radiometry if task == "dehaze" else None,
+            "rows": rows, "seconds": secs}
 
 
 def _mean(rows, key):
@@ -386,6 +400,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--strength", type=float, default=None, help="translate's strength (default: the task's)")
+    ap.add_argument("--dehaze-radiometry", default="clear", choices=["clear", "hazy"],
+                    help="dehaze: scale the hazy input by the clear crop's percentiles, as the dark channel "
+                         "prior is given it (default), or by its own")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     results = []
@@ -394,7 +411,7 @@ def main(argv=None) -> int:
             if s not in EVAL_SETS[task]:
                 continue
             res = run_translation(task, s, n_crops=a.n_crops, size=a.size, samples=a.samples, model=a.model,
-                                  steps=a.steps, strength=a.strength)
+                                  steps=a.steps, strength=a.strength, dehaze_radiometry=a.dehaze_radiometry)
             results.append(res)
             print(translation_table([res]).split("\n", 2)[2], flush=True)
     print()

@@ -356,6 +356,10 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
             from .control import CONTROL_DIR, load_controlnet
 
             load_controlnet(model, path / CONTROL_DIR)
+            from .haze import HAZE_DIR, has_haze_net, load_haze_net
+
+            if has_haze_net(path):            # dehazing by the scattering model's inversion
+                load_haze_net(model, path / HAZE_DIR)
         if modality is not None:
             from .adapter import ADAPTER_WEIGHTS
             from .modality import apply_modality, get_modality

@@ -199,6 +199,13 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     gsd_lo = min(r.gsd for r in sources) if sources else mcfg.resolution.gsd_min
     mcfg.trained_gsd_range = [gsd_lo, cfg.gsd_max]
     ds = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed, sources=sources)
+    if run("haze"):                        # needs only the data: no VAE, no denoiser
+        from .haze import train_haze
+
+        hz = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 3, sources=sources)
+        train_haze(model, hz, cfg.haze, out, resume=resume, progress=progress)
+        if not stage_finished(out / "haze", cfg.haze) or (stages is not None and set(stages) <= {"haze"}):
+            return model
     if cfg.vae is not None:
         if (out / "vae" / "model" / "config.json").is_file() and (out / "vae_done").exists():
             model = from_pretrained(out / "vae" / "model", device=device)
@@ -280,8 +287,9 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
         dsts = [out / "final"]
         if cfg.export:
             dst = Path(cfg.export)
-            save_pretrained(model, dst, dtype=torch.float16, max_shard_mb=cfg.export_shard_mb)
-            record_vocabulary(cfg, dst)
+            if not _holds_base_unchanged(cfg, dst):   # else only what was trained goes beside it
+                save_pretrained(model, dst, dtype=torch.float16, max_shard_mb=cfg.export_shard_mb)
+                record_vocabulary(cfg, dst)
             dsts.append(dst)
         if cfg.distill is not None:         # the few-step student beside the model it was distilled from
             from .distill import export_student
@@ -293,8 +301,30 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
 
             for d in dsts:
                 export_controlnet(out / "control" / "controlnet", d)
+        if cfg.haze is not None:            # the dehazing network beside the model
+            from .haze import export_haze_net
+
+            for d in dsts:
+                export_haze_net(out / "haze" / "net", d)
     D.barrier()
     return model
+
+
+#: stages that change the model's own weights (the others train what goes beside it)
+MODEL_STAGES = ("vae", "denoiser", "finetune", "decoder")
+
+
+def _holds_base_unchanged(cfg: TrainConfig, dst: Path) -> bool:
+    """True when ``dst`` already holds ``cfg``'s base model and no stage of ``cfg`` changes the
+    model's weights: then the export adds what was trained beside it (ControlNet, student,
+    dehazing network) and leaves the model and its other parts (modality adapters) as they are."""
+    if not cfg.base_model or any(getattr(cfg, s) is not None for s in MODEL_STAGES):
+        return False
+    if not (dst / "config.json").is_file():
+        return False
+    from ..models.checkpoint import checkpoint_hash
+
+    return checkpoint_hash(dst) == checkpoint_hash(base_model_path(cfg))
 
 
 def record_vocabulary(cfg: TrainConfig, folder: Path) -> None:

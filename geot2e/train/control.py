@@ -35,6 +35,7 @@ from ..errors import ParameterError
 from ..models.control import CONTROL_DIR, NIR_LINEAR, TASKS, build_controlnet, control_image, save_controlnet
 from . import loop as L
 from .parallel import context, is_main, rank_seed
+from .haze import synthetic_haze
 from .schema import StageConfig
 
 __all__ = ["DEFAULT_TASK_WEIGHTS", "CONTROL_MASKS", "degrade", "train_control", "fit_nir_linear",
@@ -49,12 +50,6 @@ SCALES = (2, 4)
 def _replicate(x: torch.Tensor, s: int) -> torch.Tensor:
     """``x`` area-averaged by ``s`` and each coarse pixel replicated over ``s × s``."""
     return F.avg_pool2d(x, s).repeat_interleave(s, -2).repeat_interleave(s, -1)
-
-
-def _smooth_field(rng: np.random.Generator, b: int, h: int, w: int, cells: int = 4) -> torch.Tensor:
-    """(b, 1, h, w) smooth random field in [0, 1] (bicubic upsampling of a cells×cells grid)."""
-    g = torch.from_numpy(rng.random((b, 1, cells, cells)).astype(np.float32))
-    return F.interpolate(g, size=(h, w), mode="bicubic", align_corners=True).clamp(0, 1)
 
 
 def degrade(task: str, x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None,
@@ -77,13 +72,7 @@ def degrade(task: str, x: torch.Tensor, rng: np.random.Generator) -> tuple[torch
             raise ParameterError("nir_to_rgb pairs need four-band tiles (RGB + NIR)")
         return rgb, None, x[:, 3:4], 1
     if task == "dehaze":
-        j = (rgb + 1) / 2
-        t_min = torch.from_numpy(rng.uniform(0.25, 0.75, size=(b, 1, 1, 1)).astype(np.float32))
-        t = t_min + (1 - t_min) * _smooth_field(rng, b, h, w) * torch.from_numpy(
-            rng.uniform(0.3, 1.0, size=(b, 1, 1, 1)).astype(np.float32))
-        air = torch.from_numpy((rng.uniform(0.8, 1.0, size=(b, 1, 1, 1))
-                                + rng.uniform(-0.03, 0.03, size=(b, 3, 1, 1))).astype(np.float32)).clamp(0, 1)
-        hazy = (j * t + air * (1 - t)) * 2 - 1
+        hazy = synthetic_haze(rgb, rng)
         # the engine scales a raster by its own percentiles (geot2e.geo.radiometry), a hazy one
         # too: stretch each hazy tile the same way and carry the target along
         q = torch.quantile(hazy.flatten(2), torch.tensor([0.01, 0.99]), dim=2)      # (2, B, 3)

@@ -103,7 +103,8 @@ def _load_aux(aux: dict | None, t: dict[str, torch.Tensor]) -> None:
 
 def _save_state(stage_dir: Path, model: Text2Earth, params, opt, ema: EMA | None, step: int,
                 rng: np.random.Generator, log: list, cfg: StageConfig, extra: dict, *,
-                torch_states: dict | None = None, rng_ranks: list | None = None, aux: dict | None = None) -> None:
+                torch_states: dict | None = None, rng_ranks: list | None = None, aux: dict | None = None,
+                export=None) -> None:
     """Write ``state.safetensors`` (params, AdamW moments, EMA, torch RNG states) and ``state.json``.
 
     The JSON metadata is also stored inside ``state.safetensors`` (key ``geot2e_state``), so a
@@ -135,12 +136,14 @@ def _save_state(stage_dir: Path, model: Text2Earth, params, opt, ema: EMA | None
     if ema is not None:
         backup = {k: p.detach().clone() for k, p in params.items()}
         ema.copy_to(params)
+    if export is None:
         _export_model(model, stage_dir)
+    else:                                  # the stage's own loadable result (e.g. one small network)
+        export(model, stage_dir, step)
+    if ema is not None:
         with torch.no_grad():
             for k, p in params.items():
                 p.copy_(backup[k])
-    else:
-        _export_model(model, stage_dir)
     os.replace(tmp, stage_dir / "state.safetensors")
     (stage_dir / "state.json.tmp").write_text(json.dumps(meta, default=str))
     os.replace(stage_dir / "state.json.tmp", stage_dir / "state.json")
@@ -219,7 +222,10 @@ def _masks(rng: np.random.Generator, n: int, size: int, weights: dict) -> torch.
 
 def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn, *, use_ema: bool,
          resume: bool, progress: bool, desc: str, extra: dict, generator: torch.Generator | None = None,
-         aux: dict | None = None, val_fn=None) -> list:
+         aux: dict | None = None, val_fn=None, export=None) -> list:
+    """The loop every training stage runs: batches, AdamW, EMA, saves, resume. ``export(model, stage_dir,
+    step)``: what a save writes as the stage's loadable result, with the EMA weights in place;
+    default the whole model (or its LoRA adapter) in ``stage_dir/model``."""
     from . import parallel as D
 
     stage_dir = Path(stage_dir)
@@ -330,7 +336,7 @@ def _run(model, dataset, cfg: StageConfig, stage_dir: Path, components, loss_fn,
                     tst.update({f"r{r}.{k}": v for k, v in g["torch"].items()})
             if main:
                 _save_state(stage_dir, model, params, opt, ema, step, rng, log, cfg, extra, torch_states=tst,
-                            rng_ranks=rng_ranks, aux=aux)
+                            rng_ranks=rng_ranks, aux=aux, export=export)
         if out_of_time:
             if main and not budget_spent():   # a spent budget is read from the state: raising it resumes
                 (stage_dir / "time_budget_spent").write_text(str(step))

@@ -1,0 +1,128 @@
+"""Dehazing by inverting the atmospheric scattering model with learned fields (pure torch).
+
+A hazy image is ``I = J·t + A·(1 − t)``: the ground's radiance ``J`` attenuated by the
+transmission ``t`` plus the airlight ``A`` scattered in. Both fields are smooth over the
+ground (haze varies over hundreds of metres, the ground pixel by pixel), so once they are
+known the ground follows exactly, pixel for pixel: ``J = A + (I − A) / t``. The dark channel
+prior (He et al., 2009) estimates ``t`` from a hand-made assumption (every patch of clear
+ground has a dark pixel in some band), which fails over bright fields, towns and water.
+:class:`HazeNet` learns the two fields instead: a small fully convolutional network that
+sees the hazy image on a grid 8 times coarser and predicts ``t`` and ``A`` per coarse pixel,
+upsampled bicubically. Trained through ``geot2e train`` (the ``haze:`` stage,
+:mod:`geot2e.train.haze`) on the training tiles under the scattering model; every detail of
+the result is the input's, never synthesized, so the inversion adds no texture and removes
+none.
+
+Works on the model's [-1, 1] scale of the *clear* scene (the radiometry a user passes, or
+the raster's own percentiles): the haze then shows as a raised, flattened signal, as it does
+in reflectance. Knows no CRS: tiling and units are the engine's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._fs import atomic_folder
+
+__all__ = ["HazeNet", "HAZE_DIR", "HAZE_WIDTH", "HAZE_LEVELS", "T_MIN", "build_haze_net", "save_haze_net",
+           "load_haze_net", "has_haze_net", "haze_net_info"]
+
+#: the sub-folder of a model folder that holds its dehazing network
+HAZE_DIR = "dehaze"
+HAZE_META = "geot2e_haze.json"
+HAZE_WEIGHTS = "haze_net.safetensors"
+#: the network's channels per layer and stride-2 levels (105 k parameters)
+HAZE_WIDTH, HAZE_LEVELS = 48, 3
+#: the smallest transmission the network predicts: below it the input holds too little of the
+#: ground (its noise would be amplified more than 20 times)
+T_MIN = 0.05
+
+
+class HazeNet(nn.Module):
+    """Transmission and airlight fields of a hazy image, and the image they invert to.
+
+    ``levels`` stride-2 convolutions to a grid ``2**levels`` times coarser, three more there
+    (two dilated: a receptive field of about 90 pixels at 3 levels), a 1×1 convolution to 4
+    channels (``t`` and ``A`` per band), upsampled bicubically to the input's grid. Input and
+    output on the model's [-1, 1] scale, (B, 3, H, W); H and W need not be multiples of
+    ``2**levels``.
+    """
+
+    def __init__(self, width: int = HAZE_WIDTH, levels: int = HAZE_LEVELS):
+        super().__init__()
+        self.width, self.levels = int(width), int(levels)
+        w = self.width
+        down = [nn.Conv2d(3, w, 3, 2, 1), nn.GELU()]
+        for _ in range(self.levels - 1):
+            down += [nn.Conv2d(w, w, 3, 2, 1), nn.GELU()]
+        self.body = nn.Sequential(
+            *down,
+            nn.Conv2d(w, w, 3, 1, 2, dilation=2), nn.GELU(),
+            nn.Conv2d(w, w, 3, 1, 2, dilation=2), nn.GELU(),
+            nn.Conv2d(w, w, 3, 1, 1), nn.GELU(),
+            nn.Conv2d(w, 4, 1))
+
+    def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(t, A)``: transmission (B, 1, H, W) in [:data:`T_MIN`, 1] and airlight (B, 3, H, W)
+        on the model's scale (near-white haze is near 1 there)."""
+        o = F.interpolate(self.body(x), size=x.shape[-2:], mode="bicubic", align_corners=False)
+        t = T_MIN + (1 - T_MIN) * torch.sigmoid(o[:, :1] + 1.0)
+        return t, 1.0 + o[:, 1:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The dehazed image ``A + (x − A) / t`` (not clipped)."""
+        t, a = self.fields(x)
+        return a + (x - a) / t
+
+
+def build_haze_net(width: int = HAZE_WIDTH, levels: int = HAZE_LEVELS) -> HazeNet:
+    return HazeNet(width, levels)
+
+
+def has_haze_net(folder: str | Path) -> bool:
+    """True when the model folder carries a dehazing network (``dehaze/``)."""
+    return (Path(folder) / HAZE_DIR / HAZE_META).is_file()
+
+
+def haze_net_info(folder: str | Path) -> dict:
+    """What the folder's dehazing network was trained with (steps, width, data)."""
+    f = Path(folder) / HAZE_DIR / HAZE_META
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def save_haze_net(net: HazeNet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:
+    """Write ``net`` (safetensors) and ``meta`` (JSON, with the width) to ``folder`` atomically."""
+    from safetensors.torch import save_file
+
+    dst = Path(folder)
+    with atomic_folder(dst) as tmp:
+        state = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous()
+                 for k, v in net.state_dict().items()}
+        save_file(state, str(tmp / HAZE_WEIGHTS))
+        (tmp / HAZE_META).write_text(json.dumps({**meta, "width": net.width, "levels": net.levels}, indent=2))
+    return dst
+
+
+def load_haze_net(model, folder: str | Path | None = None):
+    """Attach the dehazing network of ``folder`` (default: ``model.source/dehaze``) to ``model``
+    (as ``model.haze_net``, float32, eval mode) and return the model. Raises
+    :class:`~geot2e.errors.CheckpointError` when there is none."""
+    from safetensors.torch import load_file
+
+    from ..errors import CheckpointError
+
+    base = Path(folder) if folder is not None else (Path(model.source) / HAZE_DIR if model.source else None)
+    if base is None or not (base / HAZE_META).is_file():
+        raise CheckpointError(f"no dehazing network in {base}; train one with the haze stage of `geot2e train` "
+                              "(configs/default.yaml, section haze:).")
+    meta = json.loads((base / HAZE_META).read_text())
+    net = HazeNet(int(meta.get("width", HAZE_WIDTH)), int(meta.get("levels", HAZE_LEVELS)))
+    net.load_state_dict({k: v.float() for k, v in load_file(str(base / HAZE_WEIGHTS)).items()})
+    model.haze_net = net.to(getattr(model, "device", "cpu")).eval()
+    model.haze_net.requires_grad_(False)
+    model.haze_meta = meta
+    return model

@@ -1,0 +1,101 @@
+"""The dehazing network's training stage (``haze:`` in a training config).
+
+Pairs come from the config's real clear tiles under the atmospheric scattering model
+(:func:`synthetic_haze`, also the dehaze pairs of the control stage): ``I = J·t + A·(1 − t)``
+with a smooth random transmission ``t`` and a near-white airlight ``A``. The input is the
+hazy tile on the clear tile's scale, as a user's raster is when its radiometry is that of the
+clear scene (:func:`geot2e.translate` with ``radiometry=``, or the scene's own percentiles
+when most of it is clear); half of the tiles are first stretched by their own percentiles,
+so that the network also knows tiles whose clear range spans the whole scale. The loss is
+L1 between :class:`~geot2e.models.haze.HazeNet`'s inversion and the clear tile. The
+denoiser is not used: this stage needs only the data, and runs at any point of a recipe
+(``--stage haze``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.haze import HAZE_DIR, HAZE_LEVELS, HAZE_WIDTH, build_haze_net, save_haze_net
+from . import loop as L
+from .parallel import is_main
+from .schema import StageConfig
+
+__all__ = ["synthetic_haze", "train_haze", "export_haze_net", "OWN_STRETCH"]
+
+#: share of the haze stage's tiles stretched by their own 0.5 / 99.5 percentiles first
+OWN_STRETCH = 0.5
+
+
+def _smooth_field(rng: np.random.Generator, b: int, h: int, w: int, cells: int = 4) -> torch.Tensor:
+    """(b, 1, h, w) smooth random field in [0, 1] (bicubic upsampling of a cells×cells grid)."""
+    g = torch.from_numpy(rng.random((b, 1, cells, cells)).astype(np.float32))
+    return F.interpolate(g, size=(h, w), mode="bicubic", align_corners=True).clamp(0, 1)
+
+
+def synthetic_haze(rgb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Hazy versions of clear tiles ``rgb`` (B, 3, H, W) on the model's [-1, 1] scale:
+    ``J·t + A·(1 − t)`` on [0, 1], ``t`` a smooth field from a per-tile minimum in
+    [0.25, 0.75] up to at most 1, ``A`` 0.8–1.0 (± 0.03 per band: near-white haze)."""
+    b, _, h, w = rgb.shape
+    j = (rgb + 1) / 2
+    t_min = torch.from_numpy(rng.uniform(0.25, 0.75, size=(b, 1, 1, 1)).astype(np.float32))
+    t = t_min + (1 - t_min) * _smooth_field(rng, b, h, w) * torch.from_numpy(
+        rng.uniform(0.3, 1.0, size=(b, 1, 1, 1)).astype(np.float32))
+    air = torch.from_numpy((rng.uniform(0.8, 1.0, size=(b, 1, 1, 1))
+                            + rng.uniform(-0.03, 0.03, size=(b, 3, 1, 1))).astype(np.float32)).clamp(0, 1)
+    return (j * t.to(rgb.device) + air.to(rgb.device) * (1 - t.to(rgb.device))) * 2 - 1
+
+
+def _own_stretch(rgb: torch.Tensor, rng: np.random.Generator, share: float) -> torch.Tensor:
+    """``rgb`` with a ``share`` of its tiles stretched by their own 0.5 / 99.5 percentiles to
+    [-1, 1] (clipped), as a crop of a scene is by its own range."""
+    q = torch.quantile(rgb.flatten(2).float(), torch.tensor([0.005, 0.995], device=rgb.device), dim=2)
+    lo, hi = q[0][..., None, None], q[1][..., None, None]
+    own = ((rgb - lo) / (hi - lo).clamp_min(0.02) * 2 - 1).clamp(-1, 1)
+    pick = torch.from_numpy(rng.random((rgb.shape[0], 1, 1, 1)) < share).to(rgb.device)
+    return torch.where(pick, own, rgb)
+
+
+def train_haze(model, rgb_dataset, cfg: StageConfig, out_dir: str | Path, *, resume: bool = True,
+               progress: bool = True) -> list:
+    """Train ``model.haze_net`` (built when missing) on ``rgb_dataset``'s tiles and write it to
+    ``out_dir/haze/net``. The rest of ``model`` is untouched."""
+    if getattr(model, "haze_net", None) is None:
+        model.haze_net = build_haze_net(HAZE_WIDTH, HAZE_LEVELS).to(model.device)
+    model.requires_grad_(False)
+    model.haze_net.requires_grad_(True)
+
+    def loss_fn(batch, rng):
+        clear = _own_stretch(batch["image"][:, :3], rng, OWN_STRETCH)
+        return F.l1_loss(model.haze_net(synthetic_haze(clear, rng)), clear)
+
+    stage_dir = Path(out_dir) / "haze"
+    meta = {"batch_size": cfg.batch_size, "own_stretch": OWN_STRETCH}
+
+    def save(m, folder, step):             # the stage's loadable result: the network alone (EMA weights)
+        save_haze_net(m.haze_net, Path(folder) / "net", meta={"steps": int(step), **meta})
+
+    log = L._run(model, rgb_dataset, cfg, stage_dir, ["haze_net"], loss_fn, use_ema=cfg.ema_decay > 0,
+                 resume=resume, progress=progress, desc="haze", extra={}, export=save)
+    if is_main() and not (stage_dir / "net").is_dir():
+        save_haze_net(model.haze_net, stage_dir / "net", meta={"steps": 0, **meta})
+    return log
+
+
+def export_haze_net(src: str | Path, model_folder: str | Path) -> Path:
+    """Copy the trained dehazing network into ``model_folder/dehaze``."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ..models.haze import HAZE_META, HAZE_WEIGHTS, HazeNet
+
+    src = Path(src)
+    meta = json.loads((src / HAZE_META).read_text())
+    net = HazeNet(int(meta.pop("width", HAZE_WIDTH)), int(meta.pop("levels", HAZE_LEVELS)))
+    net.load_state_dict(load_file(str(src / HAZE_WEIGHTS)))
+    return save_haze_net(net, Path(model_folder) / HAZE_DIR, meta=meta)
