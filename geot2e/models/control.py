@@ -185,7 +185,7 @@ def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Ten
     scheduler, noise, ...). Returns (B, 3, H, W) float32 in [-1, 1] (not clipped).
     """
     if task == "dehaze" and getattr(model, "haze_net", None) is not None:
-        return dehaze_tiles(model, guide)
+        return dehaze_tiles(model, guide, known=known, mask=mask)
     ref = guide if guide is not None else aux
     b, _, h, w = ref.shape
     if mask is None:
@@ -227,13 +227,22 @@ def _sample_padded(model, pad: int, known: torch.Tensor, mask: torch.Tensor, **s
     return model.inpaint(left(known), left(mask), **sampling)[..., pad:]
 
 
-def dehaze_tiles(model, hazy: torch.Tensor) -> torch.Tensor:
+def dehaze_tiles(model, hazy: torch.Tensor, *, known: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """``dehaze`` with the model's dehazing network (:mod:`geot2e.models.haze`): the hazy tiles
     (B, 3, H, W) on the model's scale inverted through the scattering model with the
-    network's transmission and airlight fields. Deterministic: every sample is the same."""
+    network's transmission and airlight fields. Deterministic: every sample is the same.
+    ``known``/``mask``: pixels neighbouring windows already produced (mask 0); the result is
+    bent smoothly onto them at its edge (:func:`~geot2e.models.fill.harmonize`), since two
+    windows' fields differ a little where they meet."""
     net = model.haze_net
     p = next(net.parameters())
-    return net(hazy.to(p.device, p.dtype)).float()
+    out = net(hazy.to(p.device, p.dtype)).float()
+    if known is not None and mask is not None and bool((mask < 0.5).any()):
+        from .fill import harmonize
+
+        out = harmonize(out, known[:, :out.shape[1]].float(), mask.float())
+    return out
 
 
 def pan_detail(x: torch.Tensor, pan: torch.Tensor, scale: int) -> torch.Tensor:

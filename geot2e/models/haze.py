@@ -7,7 +7,7 @@ known the ground follows exactly, pixel for pixel: ``J = A + (I − A) / t``. Th
 prior (He et al., 2009) estimates ``t`` from a hand-made assumption (every patch of clear
 ground has a dark pixel in some band), which fails over bright fields, towns and water.
 :class:`HazeNet` learns the two fields instead: a small fully convolutional network that
-sees the hazy image on a grid 8 times coarser and predicts ``t`` and ``A`` per coarse pixel,
+sees the hazy image on a grid 16 times coarser and predicts ``t`` and ``A`` per coarse pixel,
 upsampled bicubically. Trained through ``geot2e train`` (the ``haze:`` stage,
 :mod:`geot2e.train.haze`) on the training tiles under the scattering model; every detail of
 the result is the input's, never synthesized, so the inversion adds no texture and removes
@@ -35,8 +35,8 @@ __all__ = ["HazeNet", "HAZE_DIR", "HAZE_WIDTH", "HAZE_LEVELS", "T_MIN", "build_h
 HAZE_DIR = "dehaze"
 HAZE_META = "geot2e_haze.json"
 HAZE_WEIGHTS = "haze_net.safetensors"
-#: the network's channels per layer and stride-2 levels (105 k parameters)
-HAZE_WIDTH, HAZE_LEVELS = 48, 3
+#: the network's channels per layer and stride-2 levels (126 k parameters)
+HAZE_WIDTH, HAZE_LEVELS = 48, 4
 #: the smallest transmission the network predicts: below it the input holds too little of the
 #: ground (its noise would be amplified more than 20 times)
 T_MIN = 0.05
@@ -46,10 +46,9 @@ class HazeNet(nn.Module):
     """Transmission and airlight fields of a hazy image, and the image they invert to.
 
     ``levels`` stride-2 convolutions to a grid ``2**levels`` times coarser, three more there
-    (two dilated: a receptive field of about 90 pixels at 3 levels), a 1×1 convolution to 4
-    channels (``t`` and ``A`` per band), upsampled bicubically to the input's grid. Input and
-    output on the model's [-1, 1] scale, (B, 3, H, W); H and W need not be multiples of
-    ``2**levels``.
+    (two dilated), a 1×1 convolution to 4 channels (``t`` and ``A`` per band), upsampled
+    bicubically to the input's grid. Input and output on the model's [-1, 1] scale,
+    (B, 3, H, W); H and W need not be multiples of ``2**levels``.
     """
 
     def __init__(self, width: int = HAZE_WIDTH, levels: int = HAZE_LEVELS):
