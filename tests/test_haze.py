@@ -74,6 +74,11 @@ def test_the_default_dehazes_a_heldout_crop_better_than_the_dark_channel_prior(m
     assert out.shape == clear.shape and out.dtype == clear.dtype and out.rio.crs == clear.rio.crs
     assert out.rio.transform() == clear.rio.transform()
     assert float(out["uncertainty"].max()) == 0.0
+    lazy = geot2e.translate(hazy.chunk({"x": 40, "y": 40}), "dehaze", model=model, radiometry=Radiometry.fit(clear),
+                            samples=2, progress=False, threads=1, tile=64, overlap=16)
+    tiled = geot2e.translate(hazy, "dehaze", model=model, radiometry=Radiometry.fit(clear), samples=2,
+                             progress=False, threads=1, tile=64, overlap=16)
+    assert hasattr(lazy.data, "dask") and np.array_equal(lazy.values, tiled.values)   # any chunking, same pixels
     m = np.ones(truth.shape[-2:], bool)
 
     def score(v):
