@@ -5,7 +5,7 @@ transmission ``t`` plus the airlight ``A`` scattered in. Both fields are smooth 
 ground (haze varies over hundreds of metres, the ground pixel by pixel), so once they are
 known the ground follows exactly, pixel for pixel: ``J = A + (I − A) / t``. The dark channel
 prior (He et al., 2009) estimates ``t`` from a hand-made assumption (every patch of clear
-ground has a dark pixel in some band), which fails over bright fields, towns and water.
+ground has a dark pixel in some band), which fails over bright fields, sand and towns.
 :class:`HazeNet` learns the two fields instead: a small fully convolutional network that
 sees the hazy image on a grid 16 times coarser and predicts ``t`` and ``A`` per coarse pixel,
 upsampled bicubically. Trained through ``geot2e train`` (the ``haze:`` stage,
@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from .._fs import atomic_folder
 
-__all__ = ["HazeNet", "HAZE_DIR", "HAZE_WIDTH", "HAZE_LEVELS", "T_MIN", "build_haze_net", "save_haze_net",
-           "load_haze_net", "has_haze_net", "haze_net_info"]
+__all__ = ["HazeNet", "HAZE_DIR", "HAZE_WIDTH", "HAZE_LEVELS", "T_MIN", "save_haze_net", "load_haze_net",
+           "has_haze_net", "haze_net_info"]
 
 #: the sub-folder of a model folder that holds its dehazing network
 HAZE_DIR = "dehaze"
@@ -78,10 +78,6 @@ class HazeNet(nn.Module):
         return a + (x - a) / t
 
 
-def build_haze_net(width: int = HAZE_WIDTH, levels: int = HAZE_LEVELS) -> HazeNet:
-    return HazeNet(width, levels)
-
-
 def has_haze_net(folder: str | Path) -> bool:
     """True when the model folder carries a dehazing network (``dehaze/``)."""
     return (Path(folder) / HAZE_DIR / HAZE_META).is_file()
@@ -123,5 +119,4 @@ def load_haze_net(model, folder: str | Path | None = None):
     net.load_state_dict({k: v.float() for k, v in load_file(str(base / HAZE_WEIGHTS)).items()})
     model.haze_net = net.to(getattr(model, "device", "cpu")).eval()
     model.haze_net.requires_grad_(False)
-    model.haze_meta = meta
     return model

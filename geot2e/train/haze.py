@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.haze import HAZE_DIR, HAZE_LEVELS, HAZE_WIDTH, build_haze_net, save_haze_net
+from .._fs import atomic_folder
+from ..models.haze import HAZE_DIR, HazeNet, save_haze_net
 from . import loop as L
 from .parallel import is_main
 from .schema import StageConfig
@@ -73,7 +74,7 @@ def train_haze(model, rgb_dataset, cfg: StageConfig, out_dir: str | Path, *, res
     """Train ``model.haze_net`` (built when missing) on ``rgb_dataset``'s tiles and write it to
     ``out_dir/haze/net``. The rest of ``model`` is untouched."""
     if getattr(model, "haze_net", None) is None:
-        model.haze_net = build_haze_net(HAZE_WIDTH, HAZE_LEVELS).to(model.device)
+        model.haze_net = HazeNet().to(model.device)
     model.requires_grad_(False)
     model.haze_net.requires_grad_(True)
 
@@ -95,15 +96,12 @@ def train_haze(model, rgb_dataset, cfg: StageConfig, out_dir: str | Path, *, res
 
 
 def export_haze_net(src: str | Path, model_folder: str | Path) -> Path:
-    """Copy the trained dehazing network into ``model_folder/dehaze``."""
-    import json
+    """Copy the trained dehazing network (``src``, a stage's ``haze/net``) into
+    ``model_folder/dehaze``, atomically."""
+    import shutil
 
-    from safetensors.torch import load_file
-
-    from ..models.haze import HAZE_META, HAZE_WEIGHTS, HazeNet
-
-    src = Path(src)
-    meta = json.loads((src / HAZE_META).read_text())
-    net = HazeNet(int(meta.pop("width", HAZE_WIDTH)), int(meta.pop("levels", HAZE_LEVELS)))
-    net.load_state_dict(load_file(str(src / HAZE_WEIGHTS)))
-    return save_haze_net(net, Path(model_folder) / HAZE_DIR, meta=meta)
+    dst = Path(model_folder) / HAZE_DIR
+    with atomic_folder(dst) as tmp:
+        for f in Path(src).iterdir():
+            shutil.copy2(f, tmp / f.name)
+    return dst
