@@ -79,8 +79,12 @@ def scaling_of(reference: xr.DataArray, task: str):
     for a raster hazy all over."""
     if task not in TASKS:
         raise ParameterError(f"unknown translation task {task!r}; choose one of {list(TASKS)}.")
-    want = ["nir"] if task == "nir_to_rgb" else OUTPUT_BANDS
-    return _fit(_bands(reference, want, "the scaling reference"))
+    return _fit(_bands(reference, _input_bands(task), "the scaling reference"))
+
+
+def _input_bands(task: str) -> list[str]:
+    """The bands of a task's raster (``da``): the NIR band for ``nir_to_rgb``, else RGB."""
+    return ["nir"] if task == "nir_to_rgb" else OUTPUT_BANDS
 
 
 def _fit(da: xr.DataArray, radiometry=None):
@@ -139,10 +143,7 @@ def prepare(da: xr.DataArray, task: str, *, control=None, scale: int | None = No
     from .geo.refine import refine, refinement_of
     from .models.control import CONTROL_BANDS
 
-    if task == "nir_to_rgb":
-        src = _bands(da, ["nir"], "the NIR raster")
-    else:
-        src = _bands(da, OUTPUT_BANDS, "the RGB raster")
+    src = _bands(da, _input_bands(task), "the NIR raster" if task == "nir_to_rgb" else "the RGB raster")
     s = 1
     if task == "pansharpen":
         pan = _bands(control, ["pan"], "the PAN band")
