@@ -79,7 +79,7 @@ def scaling_of(reference: xr.DataArray, task: str):
     for a raster hazy all over."""
     if task not in TASKS:
         raise ParameterError(f"unknown translation task {task!r}; choose one of {list(TASKS)}.")
-    return _fit(_bands(reference, _input_bands(task), "the scaling reference"))
+    return _fit(_bands(reference, _input_bands(task), "the scaling reference"), task=task)
 
 
 def _input_bands(task: str) -> list[str]:
@@ -87,10 +87,22 @@ def _input_bands(task: str) -> list[str]:
     return ["nir"] if task == "nir_to_rgb" else OUTPUT_BANDS
 
 
-def _fit(da: xr.DataArray, radiometry=None):
+#: the percentiles a task's input is scaled by (the model's [-1, 1]) unless a radiometry is
+#: given; other tasks take :meth:`~geot2e.geo.Radiometry.fit`'s robust default (0.5, 99.5).
+#: The resolution tasks keep every input value (0, 100): their input is known everywhere and
+#: comes back at its own resolution, and the pixels beyond the robust range, clipped, cost
+#: 0.5 dB (super-resolution, Landsat 224/077) and 0.8 dB (pan-sharpening, real Landsat PAN)
+FIT_PERCENTILES = {"super_resolution": (0.0, 100.0), "pansharpen": (0.0, 100.0)}
+
+
+def _fit(da: xr.DataArray, radiometry=None, task: str | None = None):
     from .geo import Radiometry
 
-    return radiometry if radiometry is not None else Radiometry.fit(da, nodata=da.rio.nodata)
+    if radiometry is not None:
+        return radiometry
+    low, high = FIT_PERCENTILES.get(task, (None, None))
+    extra = {} if low is None else {"low": low, "high": high}
+    return Radiometry.fit(da, nodata=da.rio.nodata, **extra)
 
 
 def _joint_radiometry(rads, dtype):
@@ -155,7 +167,7 @@ def prepare(da: xr.DataArray, task: str, *, control=None, scale: int | None = No
             raise ParameterError(f"scale={scale} but the PAN grid refines the raster's by {s}; leave scale unset.")
     elif task == "super_resolution":
         s = int(scale)
-    rad_in = _fit(src, radiometry)
+    rad_in = _fit(src, radiometry, task)
     guide = refine(src, s) if s > 1 else src
     if task == "nir_to_rgb":
         parts, part_rads = [src] * 4, [rad_in] * 4
