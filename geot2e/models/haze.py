@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._fs import atomic_folder
+from .netfile import read_net, save_net
 
 __all__ = ["HazeNet", "HAZE_DIR", "HAZE_WIDTH", "HAZE_LEVELS", "T_MIN", "save_haze_net", "load_haze_net",
            "has_haze_net", "haze_net_info"]
@@ -91,32 +91,23 @@ def haze_net_info(folder: str | Path) -> dict:
 
 def save_haze_net(net: HazeNet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:
     """Write ``net`` (safetensors) and ``meta`` (JSON, with the width) to ``folder`` atomically."""
-    from safetensors.torch import save_file
-
-    dst = Path(folder)
-    with atomic_folder(dst) as tmp:
-        state = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous()
-                 for k, v in net.state_dict().items()}
-        save_file(state, str(tmp / HAZE_WEIGHTS))
-        (tmp / HAZE_META).write_text(json.dumps({**meta, "width": net.width, "levels": net.levels}, indent=2))
-    return dst
+    return save_net(net, folder, weights=HAZE_WEIGHTS, meta_name=HAZE_META, dtype=dtype,
+                    meta={**meta, "width": net.width, "levels": net.levels})
 
 
 def load_haze_net(model, folder: str | Path | None = None):
     """Attach the dehazing network of ``folder`` (default: ``model.source/dehaze``) to ``model``
     (as ``model.haze_net``, float32, eval mode) and return the model. Raises
     :class:`~geot2e.errors.CheckpointError` when there is none."""
-    from safetensors.torch import load_file
-
     from ..errors import CheckpointError
 
     base = Path(folder) if folder is not None else (Path(model.source) / HAZE_DIR if model.source else None)
     if base is None or not (base / HAZE_META).is_file():
         raise CheckpointError(f"no dehazing network in {base}; train one with the haze stage of `geot2e train` "
                               "(configs/default.yaml, section haze:).")
-    meta = json.loads((base / HAZE_META).read_text())
+    state, meta = read_net(base, weights=HAZE_WEIGHTS, meta_name=HAZE_META)
     net = HazeNet(int(meta.get("width", HAZE_WIDTH)), int(meta.get("levels", HAZE_LEVELS)))
-    net.load_state_dict({k: v.float() for k, v in load_file(str(base / HAZE_WEIGHTS)).items()})
+    net.load_state_dict(state)
     model.haze_net = net.to(getattr(model, "device", "cpu")).eval()
     model.haze_net.requires_grad_(False)
     return model

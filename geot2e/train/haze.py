@@ -20,11 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._fs import atomic_folder
 from ..models.haze import HAZE_DIR, HazeNet, save_haze_net
-from . import loop as L
-from .parallel import is_main
 from .schema import StageConfig
+from .side import export_side_net, train_side_net
 
 __all__ = ["synthetic_haze", "train_haze", "export_haze_net", "OWN_STRETCH", "CLEAR_SHARE"]
 
@@ -73,35 +71,17 @@ def train_haze(model, rgb_dataset, cfg: StageConfig, out_dir: str | Path, *, res
                progress: bool = True) -> list:
     """Train ``model.haze_net`` (built when missing) on ``rgb_dataset``'s tiles and write it to
     ``out_dir/haze/net``. The rest of ``model`` is untouched."""
-    if getattr(model, "haze_net", None) is None:
-        model.haze_net = HazeNet().to(model.device)
-    model.requires_grad_(False)
-    model.haze_net.requires_grad_(True)
-
     def loss_fn(batch, rng):
         clear = _own_stretch(batch["image"][:, :3], rng, OWN_STRETCH)
         return F.l1_loss(model.haze_net(synthetic_haze(clear, rng, clear=CLEAR_SHARE)), clear)
 
-    stage_dir = Path(out_dir) / "haze"
     meta = {"batch_size": cfg.batch_size, "own_stretch": OWN_STRETCH, "clear_share": CLEAR_SHARE}
-
-    def save(m, folder, step):             # the stage's loadable result: the network alone (EMA weights)
-        save_haze_net(m.haze_net, Path(folder) / "net", meta={"steps": int(step), **meta})
-
-    log = L._run(model, rgb_dataset, cfg, stage_dir, ["haze_net"], loss_fn, use_ema=cfg.ema_decay > 0,
-                 resume=resume, progress=progress, desc="haze", extra={}, export=save)
-    if is_main() and not (stage_dir / "net").is_dir():
-        save_haze_net(model.haze_net, stage_dir / "net", meta={"steps": 0, **meta})
-    return log
+    return train_side_net(model, "haze_net", HazeNet, loss_fn, rgb_dataset, cfg, Path(out_dir) / "haze",
+                          lambda net, folder, step: save_haze_net(net, folder, meta={"steps": int(step), **meta}),
+                          resume=resume, progress=progress, desc="haze")
 
 
 def export_haze_net(src: str | Path, model_folder: str | Path) -> Path:
     """Copy the trained dehazing network (``src``, a stage's ``haze/net``) into
     ``model_folder/dehaze``, atomically."""
-    import shutil
-
-    dst = Path(model_folder) / HAZE_DIR
-    with atomic_folder(dst) as tmp:
-        for f in Path(src).iterdir():
-            shutil.copy2(f, tmp / f.name)
-    return dst
+    return export_side_net(src, model_folder, HAZE_DIR)
