@@ -943,7 +943,11 @@ def translate(da: xr.DataArray, task: str, *, control: xr.DataArray | None = Non
         and airlight fields (:mod:`geot2e.models.haze`), deterministically, every detail the
         input's; pass the clear scene's scaling as ``radiometry=`` (e.g.
         ``geot2e.geo.Radiometry.fit(clear_scene)``) when the raster is hazy all over, since its
-        own percentiles cannot tell a uniform haze from the ground's contrast.
+        own percentiles cannot tell a uniform haze from the ground's contrast. Not used by
+        ``"super_resolution"`` with a model that has a super-resolution network (the default
+        has one): a sample is that network's expected fine image plus pixel noise scaled by
+        its predicted spread (:mod:`geot2e.models.sr`), so the mean of K samples tends to the
+        expected image and ``uncertainty`` shows where the fine detail is unknown.
     **options
         As :func:`geot2e.inpaint` (model, guidance, guidance_interval, steps, seed, samples,
         tile, overlap, gsd, device, progress, scheduler, radiometry, threads); translation

@@ -322,7 +322,8 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     trained by the distill stage of ``geot2e train``, merged into the UNet; ``model.student_steps``
     says how many steps it samples with); a :class:`CheckpointError` when the folder has none.
     ``translate=True`` attaches the folder's translation ControlNet (``translate/``, trained by
-    the control stage; :func:`geot2e.translate`), a :class:`CheckpointError` when it has none.
+    the control stage; :func:`geot2e.translate`), a :class:`CheckpointError` when it has none,
+    and its dehazing and super-resolution networks (``dehaze/``, ``super_resolution/``) where it has them.
     ``modality="nir"`` (or another name of :data:`geot2e.models.modality.MODALITIES`) merges the
     folder's adapter for that modality (``modality/<name>/``, trained by ``geot2e train`` with a
     ``modality:`` config): the model then generates that modality's bands
@@ -360,6 +361,10 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
 
             if has_haze_net(path):            # dehazing by the scattering model's inversion
                 load_haze_net(model, path / HAZE_DIR)
+            from .sr import SR_DIR, has_sr_net, load_sr_net
+
+            if has_sr_net(path):              # super-resolution's regression network
+                load_sr_net(model, path / SR_DIR)
         if modality is not None:
             from .adapter import ADAPTER_WEIGHTS
             from .modality import apply_modality, get_modality

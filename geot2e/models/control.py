@@ -55,6 +55,8 @@ CONTROL_BANDS = {"super_resolution": 3, "pansharpen": 4, "nir_to_rgb": 1, "dehaz
 #: share of the steps; 1 = from pure noise. Chosen on crops of the training regions (never the
 #: held-out sets): the resolution tasks score best from 0.3 (and run in a third of the steps),
 #: NIR → RGB from 0.5, dehazing from pure noise (model card, "Translation").
+#: how much of the super-resolution network's spread a sample carries (0: its mean alone)
+SR_TEMPERATURE = 0.5
 STRENGTH = {"super_resolution": 0.3, "pansharpen": 0.3, "nir_to_rgb": 0.5, "dehaze": 1.0}
 #: the key of a ControlNet's meta that holds its linear NIR → RGB map, ``{"a": [3], "b": [3]}``:
 #: RGB ≈ a·NIR + b per band on the model's [-1, 1] scale, least squares over the control stage's
@@ -186,6 +188,8 @@ def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Ten
     """
     if task == "dehaze" and getattr(model, "haze_net", None) is not None:
         return dehaze_tiles(model, guide, known=known, mask=mask)
+    if task == "super_resolution" and getattr(model, "sr_net", None) is not None:
+        return super_resolve_tiles(model, guide, known=known, mask=mask, scale=scale, noise=sampling.get("noise"))
     ref = guide if guide is not None else aux
     b, _, h, w = ref.shape
     if mask is None:
@@ -194,6 +198,11 @@ def translate_tiles(model, task: str, guide: torch.Tensor | None, aux: torch.Ten
         known = torch.zeros(b, model.bands, h, w, device=ref.device)
     cond = control_image(task, guide, aux, scale)
     sampling.setdefault("harmonize", "none")
+    if task == "pansharpen" and getattr(model, "sr_net", None) is not None:
+        # component substitution around the learned upsampling: the PAN's detail in the
+        # super-resolution network's expected image (the ControlNet's sample scored lower)
+        out = back_project(pan_detail(sr_mean(model, guide, scale), cond[:, 3:4], scale), guide, scale)
+        return _harmonize_known(out, known, mask)
     if guide is not None:
         init = cond[:, :3]                                       # the guide, bicubic for the resolution tasks
     else:                                                        # nir_to_rgb: the linear map's colours, if any
@@ -237,12 +246,66 @@ def dehaze_tiles(model, hazy: torch.Tensor, *, known: torch.Tensor | None = None
     windows' fields differ a little where they meet."""
     net = model.haze_net
     p = next(net.parameters())
-    out = net(hazy.to(p.device, p.dtype)).float()
+    return _harmonize_known(net(hazy.to(p.device, p.dtype)).float(), known, mask)
+
+
+def _harmonize_known(out: torch.Tensor, known: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+    """``out`` bent smoothly onto the pixels neighbouring windows already produced (mask 0) at
+    its edge (:func:`~geot2e.models.fill.harmonize`): a deterministic network's results for
+    two windows differ a little where they meet."""
     if known is not None and mask is not None and bool((mask < 0.5).any()):
         from .fill import harmonize
 
         out = harmonize(out, known[:, :out.shape[1]].float(), mask.float())
     return out
+
+
+def super_resolve_tiles(model, guide: torch.Tensor, *, known: torch.Tensor | None = None,
+                        mask: torch.Tensor | None = None, scale: int = 2, noise: torch.Tensor | None = None,
+                        temperature: float | None = None) -> torch.Tensor:
+    """``super_resolution`` with the model's regression network (:mod:`geot2e.models.sr`): its
+    expected fine image of the coarse one plus ``temperature`` (:data:`SR_TEMPERATURE`) times
+    its spread times standard normal pixel noise (a draw from the truth's distribution around
+    the mean, narrowed): the mean back-projected (:func:`back_project`), the noise less its
+    mean over each coarse pixel, so that it never moves one. ``noise``: the engine's keyed latent noise of each tile, from which its pixel noise
+    is drawn (:func:`pixel_noise`), so that a tile gets the same sample whatever the chunking;
+    temperature 0 is the mean, deterministic."""
+    t = SR_TEMPERATURE if temperature is None else float(temperature)
+    mean, log_sigma = _sr_predict(model, guide, scale)
+    out = back_project(mean, guide, scale)
+    if t > 0:                              # noise summing to zero over each coarse pixel
+        d = t * torch.exp(log_sigma) * pixel_noise(noise, out.shape).to(out.device)
+        out = out + d - F.avg_pool2d(d, scale).repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    return _harmonize_known(out, known, mask)
+
+
+def _sr_predict(model, guide: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    net = model.sr_net
+    p = next(net.parameters())
+    mean, log_sigma = net.predict(_coarse(guide.float(), scale).to(p.device, p.dtype), scale)
+    return mean.float(), log_sigma.float()
+
+
+def sr_mean(model, guide: torch.Tensor, scale: int) -> torch.Tensor:
+    """The super-resolution network's expected fine image of ``guide`` (the coarse image
+    replicated onto the fine grid, as :func:`control_image` takes it)."""
+    return _sr_predict(model, guide, scale)[0]
+
+
+def pixel_noise(latent_noise: torch.Tensor | None, shape) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (B, C, H, W), each tile's drawn from a generator
+    seeded by its latent noise ``latent_noise[b]`` (the engine's, keyed by tile and sample,
+    :func:`geot2e.engine.noise.tile_noise`); fresh noise without it."""
+    if latent_noise is None:
+        return torch.randn(shape)
+    import hashlib
+
+    out = []
+    for z in latent_noise:
+        digest = hashlib.blake2b(z.detach().cpu().float().numpy().tobytes(), digest_size=8).digest()
+        g = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+        out.append(torch.randn(tuple(shape[1:]), generator=g))
+    return torch.stack(out)
 
 
 def pan_detail(x: torch.Tensor, pan: torch.Tensor, scale: int) -> torch.Tensor:

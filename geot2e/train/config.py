@@ -199,13 +199,15 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     gsd_lo = min(r.gsd for r in sources) if sources else mcfg.resolution.gsd_min
     mcfg.trained_gsd_range = [gsd_lo, cfg.gsd_max]
     ds = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed, sources=sources)
-    if run("haze"):                        # needs only the data: no VAE, no denoiser
-        from .haze import train_haze
-
-        hz = build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 3, sources=sources)
-        train_haze(model, hz, cfg.haze, out, resume=resume, progress=progress)
-        if not stage_finished(out / "haze", cfg.haze) or (stages is not None and set(stages) <= {"haze"}):
-            return model
+    for k, name in enumerate(SIDE_STAGES):   # need only the data: no VAE, no denoiser
+        if run(name):
+            train = _side_stage(name)[0]
+            train(model, build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 3 + k, sources=sources),
+                  getattr(cfg, name), out, resume=resume, progress=progress)
+            if not stage_finished(out / name, getattr(cfg, name)):
+                return model
+    if stages is not None and set(stages) <= set(SIDE_STAGES):
+        return model
     if cfg.vae is not None:
         if (out / "vae" / "model" / "config.json").is_file() and (out / "vae_done").exists():
             model = from_pretrained(out / "vae" / "model", device=device)
@@ -301,17 +303,29 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
 
             for d in dsts:
                 export_controlnet(out / "control" / "controlnet", d)
-        if cfg.haze is not None:            # the dehazing network beside the model
-            from .haze import export_haze_net
-
-            for d in dsts:
-                export_haze_net(out / "haze" / "net", d)
+        for name in SIDE_STAGES:            # the dehazing and super-resolution networks beside the model
+            if getattr(cfg, name) is not None:
+                for d in dsts:
+                    _side_stage(name)[1](out / name / "net", d)
     D.barrier()
     return model
 
 
 #: stages that change the model's own weights (the others train what goes beside it)
 MODEL_STAGES = ("vae", "denoiser", "finetune", "decoder")
+#: stages that train a small network of their own from the data alone (no VAE or denoiser)
+SIDE_STAGES = ("haze", "sr")
+
+
+def _side_stage(name: str):
+    """``(train, export)`` of a side stage (:data:`SIDE_STAGES`)."""
+    if name == "haze":
+        from .haze import export_haze_net, train_haze
+
+        return train_haze, export_haze_net
+    from .sr import export_sr_net, train_sr
+
+    return train_sr, export_sr_net
 
 
 def _holds_base_unchanged(cfg: TrainConfig, dst: Path) -> bool:
