@@ -116,8 +116,10 @@ def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, lis
     :data:`REGION` cells, are taken largest first; a batch takes the next window when the pixels
     it adds (every member grows to the batch's rows x cols, :meth:`~geot2e.engine.grid.TileGrid.grow`)
     cost less than a call of its own (:data:`CALL_PIXELS`) and the batch holds at most ``samples``
-    x the cell window's pixels (the size of one full-window call). ``job.batch=False``: one
-    window per call, passes as the checkerboard has them.
+    x the cell window's pixels (the size of one full-window call); where it costs less
+    (:data:`CALL_PIXELS` per call plus the pixels run), the cheapest split of the windows, largest
+    first, into consecutive batches within that size (:func:`_cheapest_runs`) is taken instead.
+    ``job.batch=False``: one window per call, passes as the checkerboard has them.
     """
     grid = job.grid
     items = _cell_items(job, model, mask, list(cells[0]) + list(cells[1]))
@@ -136,27 +138,70 @@ def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, lis
         batches = []
         for key in sorted(regions):
             todo = sorted(regions[key], key=lambda it: (-_area(it[3]), it[:3]))
-            while todo:
-                batch = [todo.pop(0)]
-                h, w = batch[0][3][1] - batch[0][3][0], batch[0][3][3] - batch[0][3][2]
-                rest = []
-                for it in todo:
-                    th, tw = max(h, it[3][1] - it[3][0]), max(w, it[3][3] - it[3][2])
-                    n = len(batch)
-                    fits = (job.batch and (n + 1) * th * tw <= budget
-                            and (n + 1) * th * tw - n * h * w - _area(it[3]) <= CALL_PIXELS)
-                    if fits:
-                        batch.append(it)
-                        h, w = th, tw
-                    else:
-                        rest.append(it)
-                todo = rest
-                shape = (h, w)
+            groups = _greedy_groups(todo, budget) if job.batch else [[it] for it in todo]
+            if job.batch:
+                best = _cheapest_runs(todo, budget)
+                if _cost(best) < _cost(groups):
+                    groups = best
+            for batch in groups:
+                shape = _shape(batch)
                 batch = sorted(batch, key=lambda it: it[:3])
                 batches.append([(i, j, k, box if (box[1] - box[0], box[3] - box[2]) == shape
                                  else grid.grow(i, j, box, shape)) for i, j, k, box in batch])
         out.append(batches)
     return out[0], out[1]
+
+
+def _shape(batch) -> tuple[int, int]:
+    """(rows, cols) every member of a batch grows to: the largest of each."""
+    return max(it[3][1] - it[3][0] for it in batch), max(it[3][3] - it[3][2] for it in batch)
+
+
+def _cost(groups) -> int:
+    """The batches' cost in window pixels: :data:`CALL_PIXELS` per call plus the pixels run."""
+    return sum(CALL_PIXELS + len(b) * _shape(b)[0] * _shape(b)[1] for b in groups)
+
+
+def _greedy_groups(todo: list, budget: int) -> list:
+    """Batches taken largest window first, each taking the next window whenever the pixels it
+    adds cost less than a call of its own and the batch stays within ``budget`` pixels."""
+    groups, todo = [], list(todo)
+    while todo:
+        batch = [todo.pop(0)]
+        h, w = _shape(batch)
+        rest = []
+        for it in todo:
+            th, tw = max(h, it[3][1] - it[3][0]), max(w, it[3][3] - it[3][2])
+            n = len(batch)
+            if (n + 1) * th * tw <= budget and (n + 1) * th * tw - n * h * w - _area(it[3]) <= CALL_PIXELS:
+                batch.append(it)
+                h, w = th, tw
+            else:
+                rest.append(it)
+        todo = rest
+        groups.append(batch)
+    return groups
+
+
+def _cheapest_runs(todo: list, budget: int) -> list:
+    """The cheapest split (:func:`_cost`) of ``todo`` (largest window first) into consecutive
+    runs, each within ``budget`` pixels: a shortest path over the cut points."""
+    n = len(todo)
+    best, cut = [0] + [None] * n, [0] * (n + 1)
+    for k in range(1, n + 1):
+        h = w = 0
+        for j in range(k - 1, -1, -1):
+            h, w = max(h, todo[j][3][1] - todo[j][3][0]), max(w, todo[j][3][3] - todo[j][3][2])
+            if (k - j) * h * w > budget and k - j > 1:
+                break
+            c = best[j] + CALL_PIXELS + (k - j) * h * w
+            if best[k] is None or c < best[k]:
+                best[k], cut[k] = c, j
+    groups, k = [], n
+    while k > 0:
+        groups.append(todo[cut[k]:k])
+        k = cut[k]
+    return groups[::-1]
 
 
 def _area(box) -> int:

@@ -56,11 +56,15 @@ def _fit_span(lo: int, hi: int, size: int, w0: int, w1: int, step: int) -> tuple
 
 def _tight_span(lo: int, hi: int, w0: int, w1: int, halo: int, multiple: int, step: int = 1) -> tuple[int, int]:
     """``[lo - halo, hi + halo)`` kept in ``[w0, w1)``, its size rounded up to ``multiple`` and
-    its start a multiple of ``step`` from ``w0``; the whole ``[w0, w1)`` when that does not fit."""
+    its start a multiple of ``step`` from ``w0``, as nearly centred on ``[lo, hi)`` as that start
+    allows (the halo on one side may then be up to ``step - 1`` pixels short: a window of the
+    next multiple would cost far more); the whole ``[w0, w1)`` when that does not fit."""
     step = max(1, int(step))
     a, b = max(lo - halo, w0), min(hi + halo, w1)
-    start = w0 + ((a - w0) // step) * step  # the aligned start at or before a, so a span of this size exists
-    span = _fit_span(a, b, _ceil_to(b - start, max(1, int(multiple))), w0, w1, step)
+    span = _fit_span(lo, hi, _ceil_to(b - a, max(1, int(multiple))), w0, w1, step)   # centred on the hole
+    if span is None or span[0] >= a + step or span[1] <= b - step:   # a halo short by a step or more
+        start = w0 + ((a - w0) // step) * step  # the aligned start at or before a: a span of this size exists
+        span = _fit_span(a, b, _ceil_to(b - start, max(1, int(multiple))), w0, w1, step)
     return (w0, w1) if span is None else span
 
 
