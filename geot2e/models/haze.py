@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .netfile import read_net, save_net
+from .netfile import attach_net, save_net
 
 __all__ = ["HazeNet", "HAZE_DIR", "HAZE_WIDTH", "HAZE_LEVELS", "T_MIN", "save_haze_net", "load_haze_net",
            "has_haze_net", "haze_net_info"]
@@ -99,15 +99,7 @@ def load_haze_net(model, folder: str | Path | None = None):
     """Attach the dehazing network of ``folder`` (default: ``model.source/dehaze``) to ``model``
     (as ``model.haze_net``, float32, eval mode) and return the model. Raises
     :class:`~geot2e.errors.CheckpointError` when there is none."""
-    from ..errors import CheckpointError
-
-    base = Path(folder) if folder is not None else (Path(model.source) / HAZE_DIR if model.source else None)
-    if base is None or not (base / HAZE_META).is_file():
-        raise CheckpointError(f"no dehazing network in {base}; train one with the haze stage of `geot2e train` "
-                              "(configs/default.yaml, section haze:).")
-    state, meta = read_net(base, weights=HAZE_WEIGHTS, meta_name=HAZE_META)
-    net = HazeNet(int(meta.get("width", HAZE_WIDTH)), int(meta.get("levels", HAZE_LEVELS)))
-    net.load_state_dict(state)
-    model.haze_net = net.to(getattr(model, "device", "cpu")).eval()
-    model.haze_net.requires_grad_(False)
-    return model
+    return attach_net(model, folder, sub=HAZE_DIR, weights=HAZE_WEIGHTS, meta_name=HAZE_META, attr="haze_net",
+                      build=lambda meta: HazeNet(int(meta.get("width", HAZE_WIDTH)),
+                                                 int(meta.get("levels", HAZE_LEVELS))),
+                      what="dehazing network", section="haze")

@@ -11,7 +11,7 @@ import torch
 
 from .._fs import atomic_folder
 
-__all__ = ["save_net", "read_net"]
+__all__ = ["save_net", "read_net", "attach_net"]
 
 
 def save_net(net: torch.nn.Module, folder: str | Path, *, weights: str, meta_name: str, meta: dict,
@@ -36,3 +36,23 @@ def read_net(folder: str | Path, *, weights: str, meta_name: str) -> tuple[dict,
     base = Path(folder)
     meta = json.loads((base / meta_name).read_text())
     return {k: v.float() for k, v in load_file(str(base / weights)).items()}, meta
+
+
+def attach_net(model, folder: str | Path | None, *, sub: str, weights: str, meta_name: str, build, attr: str,
+               what: str, section: str):
+    """Attach the network of ``folder`` (default: ``model.source/<sub>``), built by
+    ``build(meta)`` and loaded in float32 and eval mode, to ``model`` as ``model.<attr>``;
+    return the model. A :class:`~geot2e.errors.CheckpointError` names ``what`` is missing and
+    the training config ``section`` that trains it."""
+    from ..errors import CheckpointError
+
+    base = Path(folder) if folder is not None else (Path(model.source) / sub if model.source else None)
+    if base is None or not (base / meta_name).is_file():
+        raise CheckpointError(f"no {what} in {base}; train one with the {section} stage of `geot2e train` "
+                              f"(configs/default.yaml, section {section}:).")
+    state, meta = read_net(base, weights=weights, meta_name=meta_name)
+    net = build(meta)
+    net.load_state_dict(state)
+    setattr(model, attr, net.to(getattr(model, "device", "cpu")).eval())
+    getattr(model, attr).requires_grad_(False)
+    return model

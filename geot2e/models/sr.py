@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .netfile import read_net, save_net
+from .netfile import attach_net, save_net
 
 __all__ = ["SRNet", "SR_DIR", "SR_WIDTH", "SR_BLOCKS", "SR_SCALES", "save_sr_net", "load_sr_net", "has_sr_net",
            "sr_net_info"]
@@ -110,16 +110,7 @@ def load_sr_net(model, folder: str | Path | None = None):
     """Attach the super-resolution network of ``folder`` (default: ``model.source/super_resolution``)
     to ``model`` (as ``model.sr_net``, float32, eval mode) and return the model. Raises
     :class:`~geot2e.errors.CheckpointError` when there is none."""
-    from ..errors import CheckpointError
-
-    base = Path(folder) if folder is not None else (Path(model.source) / SR_DIR if model.source else None)
-    if base is None or not (base / SR_META).is_file():
-        raise CheckpointError(f"no super-resolution network in {base}; train one with the sr stage of "
-                              "`geot2e train` (configs/default.yaml, section sr:).")
-    state, meta = read_net(base, weights=SR_WEIGHTS, meta_name=SR_META)
-    net = SRNet(int(meta.get("width", SR_WIDTH)), int(meta.get("blocks", SR_BLOCKS)),
-                tuple(meta.get("scales", SR_SCALES)))
-    net.load_state_dict(state)
-    model.sr_net = net.to(getattr(model, "device", "cpu")).eval()
-    model.sr_net.requires_grad_(False)
-    return model
+    return attach_net(model, folder, sub=SR_DIR, weights=SR_WEIGHTS, meta_name=SR_META, attr="sr_net",
+                      build=lambda meta: SRNet(int(meta.get("width", SR_WIDTH)), int(meta.get("blocks", SR_BLOCKS)),
+                                               tuple(meta.get("scales", SR_SCALES))),
+                      what="super-resolution network", section="sr")
