@@ -180,3 +180,34 @@ def test_a_window_joins_a_batch_only_when_that_costs_less_than_its_own_call(tiny
             (a,), (b,) = got                             # largest first
             assert (a[1] - a[0]) * (a[3] - a[2]) - (b[1] - b[0]) * (b[3] - b[2]) > CALL_PIXELS
         assert all(len(bt) * (bt[0][1] - bt[0][0]) * (bt[0][3] - bt[0][2]) <= 320 * 320 for bt in got)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_consecutive_batches_are_the_cheapest_split(seed):
+    """Both batchings cover every window once and stay within the call budget, and the split
+    into consecutive runs is the cheapest of all such splits (a call's fixed cost plus the
+    pixels run), which the engine takes where it beats the greedy batches."""
+    from geot2e.engine.execute import _cheapest_runs, _cost, _greedy_groups
+
+    rng = np.random.default_rng(seed)
+    items = []
+    for k in range(int(rng.integers(1, 16))):
+        h, w = (int(v) * 16 for v in rng.integers(2, 11, size=2))
+        items.append((0, 0, k, (0, h, 0, w)))
+    items.sort(key=lambda it: (-(it[3][1] * it[3][3]), it[:3]))
+    budget = 320 * 320
+    greedy, runs = _greedy_groups(items, budget), _cheapest_runs(items, budget)
+    for groups in (greedy, runs):
+        assert sorted(it[2] for g in groups for it in g) == list(range(len(items)))
+        assert all(len(g) == 1 or len(g) * max(i[3][1] for i in g) * max(i[3][3] for i in g) <= budget
+                   for g in groups)
+    # the cheapest of all splits into consecutive runs (every set of cut points, within budget)
+    import itertools
+
+    n, best = len(items), None
+    for cuts in itertools.product((0, 1), repeat=n - 1):
+        edges = [0] + [k + 1 for k, c in enumerate(cuts) if c] + [n]
+        groups = [items[a:b] for a, b in zip(edges, edges[1:])]
+        if all(len(g) == 1 or len(g) * max(i[3][1] for i in g) * max(i[3][3] for i in g) <= budget for g in groups):
+            best = _cost(groups) if best is None else min(best, _cost(groups))
+    assert _cost(runs) == best
