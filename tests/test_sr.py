@@ -61,6 +61,32 @@ def test_a_sample_is_the_mean_plus_keyed_noise_that_never_moves_a_coarse_pixel()
     assert float((_coarse(mean, 2) - lo).abs().mean()) < 0.01       # back-projected (white noise: slow)
 
 
+def test_the_eight_fold_ensemble_turns_with_its_input():
+    """Averaged over the square's eight symmetries (SR_ENSEMBLE), the expected image of a
+    rotated or mirrored coarse image is the expected image turned the same way; one pass of
+    an untrained-but-perturbed network is not."""
+    from geot2e.models.control import _sr_predict, _symmetry
+
+    torch.manual_seed(0)
+
+    class Model:
+        sr_net = SRNet(8, 1).eval()
+
+    for t in Model.sr_net.tails.values():
+        torch.nn.init.normal_(t.weight, std=0.05)
+    lo = torch.rand(1, 3, 8, 12) * 2 - 1
+    guide = lo.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    for k in range(8):
+        for n, exact in ((8, True), (1, False)):
+            with torch.no_grad():
+                a = _sr_predict(Model, _symmetry(guide, k), 2, ensemble=n)[0]
+                b = _symmetry(_sr_predict(Model, guide, 2, ensemble=n)[0], k)
+            if exact:
+                assert torch.allclose(a, b, atol=1e-5), k
+            elif k:
+                assert not torch.allclose(a, b, atol=1e-3), k
+
+
 @pytest.fixture(scope="module")
 def model():
     if not has_sr_net(DEFAULT):
