@@ -36,6 +36,7 @@ class ModelRef:
         self.few_step = getattr(model, "student_steps", None) is not None   # a folder's few-step student
         self.translate = getattr(model, "controlnet", None) is not None     # with its translation ControlNet
         self.modality = getattr(model, "modality", None)                     # with a modality adapter merged
+        self.detail = getattr(model, "detail_net", None) is not None         # with its pixel-detail network
         self._model = model
 
     def get(self):
@@ -44,7 +45,8 @@ class ModelRef:
 
             self._model = load_model(self.path, device=self.device, few_step=self.few_step,
                                      translate=getattr(self, "translate", False),
-                                     modality=getattr(self, "modality", None))
+                                     modality=getattr(self, "modality", None),
+                                     detail=getattr(self, "detail", True))
         return self._model
 
     def __getstate__(self):
@@ -252,6 +254,11 @@ def run_batch(job: Job, items, blocks, offsets, mblocks, context_values=(), cont
     sampling = dict(gsd=job.gsd, prompts=job.prompt, guidance=job.guidance, steps=job.steps,
                     scheduler=job.scheduler, noise=torch.cat([p[2] for p in parts]), harmonize=job.harmonize,
                     guidance_interval=job.guidance_interval)
+    if getattr(model, "detail_net", None) is not None:       # the pixel-detail network (geot2e.models.detail)
+        if job.task is not None:
+            sampling["detail"] = False   # translation's detail is its own (the guide's, the PAN's, the NIR's)
+        elif job.samples > 1:
+            sampling["detail"] = 0.0     # the mean of K: each fill's expected image (its pixel grain averages to 0)
     with torch_threads(job.threads):
         if job.task is not None:
             from ..models.control import split_control, translate_tiles

@@ -312,7 +312,7 @@ def resolve_modality(modality: str, name_or_path: "str | os.PathLike" = "default
 
 def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, device: str | torch.device = "auto",
                autocast: str | None = "auto", few_step: bool = False, translate: bool = False,
-               modality: str | None = None) -> Text2Earth:
+               modality: str | None = None, detail: bool = True) -> Text2Earth:
     """Load a Text2Earth model: ``"default"`` (embedded weights), a local folder, or pass a model through.
 
     Models are cached per (path, device, autocast, few_step), so dask workers load each
@@ -324,6 +324,10 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     ``translate=True`` attaches the folder's translation ControlNet (``translate/``, trained by
     the control stage; :func:`geot2e.translate`), a :class:`CheckpointError` when it has none,
     and its dehazing and super-resolution networks (``dehaze/``, ``super_resolution/``) where it has them.
+    ``detail=True`` attaches the folder's pixel-detail network (``detail/``, trained by the
+    detail stage; :mod:`geot2e.models.detail`) where it has one: one-sample RGB fills then get
+    the pixel grain the decoder loses, as fine as the ground around them; ``detail=False``
+    leaves the decoder's output as it is. Its weights' hash is appended to ``checkpoint_hash``.
     ``modality="nir"`` (or another name of :data:`geot2e.models.modality.MODALITIES`) merges the
     folder's adapter for that modality (``modality/<name>/``, trained by ``geot2e train`` with a
     ``modality:`` config): the model then generates that modality's bands
@@ -346,13 +350,20 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
                                   "or train one with `geot2e train configs/default.yaml`.")
     else:
         path = Path(name_or_path).expanduser()
-    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate), modality)
+    from .detail import DETAIL_DIR, DETAIL_WEIGHTS, has_detail_net, load_detail_net
+
+    detail = bool(detail) and modality is None and has_detail_net(path)   # (one cache entry for a folder without one)
+    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate), modality, detail)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
         model = from_pretrained(path, device=dev)
         if few_step:
             _merge_student(model, path)
+        if detail:                            # the pixel detail its decoder loses (RGB fills)
+            load_detail_net(model, path / DETAIL_DIR)
+            h = hashlib.sha256((path / DETAIL_DIR / DETAIL_WEIGHTS).read_bytes()).hexdigest()[:8]
+            model.checkpoint_hash = f"{model.checkpoint_hash}+{h}"   # provenance names the detail network too
         if translate:
             from .control import CONTROL_DIR, load_controlnet
 

@@ -129,6 +129,7 @@ class Text2Earth(nn.Module):
         self.controlnet = None  # a translation ControlNet (geot2e.models.control.load_controlnet)
         self.controlnet_meta: dict = {}  # what it was trained for (its geot2e_control.json)
         self.modality: str | None = None  # a modality adapter's name (geot2e.models.modality.apply_modality)
+        self.detail_net = None  # the pixel-detail network (geot2e.models.detail.load_detail_net)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -296,7 +297,8 @@ class Text2Earth(nn.Module):
                 generator: torch.Generator | None = None, harmonize: bool | str = True,
                 guidance_interval: float = 1.0, control: torch.Tensor | None = None,
                 init: torch.Tensor | None = None, strength: float = 1.0,
-                callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                callback: Callable[[int, int], None] | None = None,
+                detail: float | bool | None = None) -> torch.Tensor:
         """Synthesize the masked pixels of a batch of tiles.
 
         Parameters
@@ -326,6 +328,11 @@ class Text2Earth(nn.Module):
             (Gaussian σ = 4 px) from a smooth interpolation of the known pixels, detail from
             the model (:func:`~geot2e.models.fill.anchor_lowpass`; what ``remove_clouds``
             uses); False or ``"none"``: the decoder output as it is.
+        detail : with a pixel-detail network attached (``model.detail_net``, ``detail/`` of the
+            model folder): the level of the fill's pixel grain in units of the network's spread
+            (None: as fine-grained as the known pixels around it, :meth:`add_detail`; 0: the
+            network's expected image alone, what the engine uses for each of ``samples > 1``);
+            False: the decoder's output without the network.
 
         Returns
         -------
@@ -385,5 +392,34 @@ class Text2Earth(nn.Module):
             if callback is not None:
                 callback(i + 1, len(timesteps))
         with self._vae_autocast(dev):
-            decoded = self.decode_latents(z)
-        return apply_harmonize(decoded.float(), x, m, mode)
+            decoded = self.decode_latents(z).float()
+        if self.detail_net is None or detail is False:
+            return apply_harmonize(decoded, x, m, mode)
+        return self.add_detail(decoded, x, m, mode, noise, detail)
+
+    def add_detail(self, decoded: torch.Tensor, x: torch.Tensor, m: torch.Tensor, mode: str,
+                   noise: torch.Tensor | None, temperature: float | bool | None = None) -> torch.Tensor:
+        """A decoded fill given the pixel detail its decoder lost (the attached
+        :class:`~geot2e.models.detail.DetailNet`): its expected image, harmonised with the
+        known pixels (``mode``), plus a level × its spread × pixel noise under the mask ``m``.
+        The level (``temperature``): None or True sets it per window so that the fill is as
+        fine-grained as the known pixels around it (:func:`~geot2e.models.detail.context_level`;
+        :data:`~geot2e.models.detail.DETAIL_TEMPERATURE` without them); a number fixes it; 0
+        is the expected image alone. The pixel noise is drawn from each tile's latent ``noise``
+        (keyed by the engine per tile and sample), so that a tile's pixels do not depend on the
+        chunking."""
+        from .control import pixel_noise
+        from .detail import DETAIL_TEMPERATURE, context_level, predict_detail
+
+        mean, sigma = predict_detail(self.detail_net, decoded)
+        out = apply_harmonize(mean, x, m, mode)
+        if temperature is not None and temperature is not True and float(temperature) <= 0:
+            return out
+        b, _, h, w = sigma.shape              # one noise field for the three bands: the grain is of brightness
+        grain = sigma * pixel_noise(noise, (b, 1, h, w)).to(out.device)
+        if temperature is None or temperature is True:
+            level = context_level(x, m, out, grain, fallback=DETAIL_TEMPERATURE).view(b, 1, 1, 1)
+        else:
+            level = float(temperature)
+        rgb = (out[:, :3] + level * grain * m.to(out.dtype)).clamp(-1, 1)
+        return torch.cat([rgb, out[:, 3:]], 1)

@@ -229,9 +229,10 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
         raise ParameterError("the distill and control stages train on a finished denoiser: add a 'denoiser:' section "
                              "or continue a trained model with base_model (e.g. base_model: default)")
     which = "distill" if run("distill") else "control" if teacher else "finetune"
-    for st, needed in (("denoiser", teacher or run("finetune")), ("finetune", teacher)):
+    for st, needed, who in (("denoiser", teacher or run("finetune"), which), ("finetune", teacher, which),
+                            ("decoder", run("detail"), "detail")):
         if needed and not run(st) and getattr(cfg, st) is not None and not stage_finished(out / st, getattr(cfg, st)):
-            raise ParameterError(f"the {which} stage needs the finished {st} stage in {out}; "
+            raise ParameterError(f"the {who} stage needs the finished {st} stage in {out}; "
                                  f"train it first (geot2e train CONFIG --stage {st})")
 
     def val_batch(stage: StageConfig):
@@ -254,9 +255,16 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
                        val_batch=val_batch(cfg.finetune))
         if not stage_finished(out / "finetune", cfg.finetune):
             return model
-    if run("decoder"):
+    if run("decoder") or (run("detail") and cfg.decoder is not None):   # the detail stage reads the finished decoder
         train_decoder(model, ds, cfg.decoder, out, resume=resume, progress=progress)
         if not stage_finished(out / "decoder", cfg.decoder):
+            return model
+    if run("detail"):
+        from .detail import train_detail
+
+        train_detail(model, build_training_data(cfg, bands=mcfg.bands, seed=cfg.seed + 6, sources=sources),
+                     cfg.detail, out, resume=resume, progress=progress)
+        if not stage_finished(out / "detail", cfg.detail):
             return model
     if run("distill"):
         from ..models.adapter import has_lora, unload_lora
@@ -303,7 +311,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
 
             for d in dsts:
                 export_controlnet(out / "control" / "controlnet", d)
-        for name in SIDE_STAGES:            # the dehazing and super-resolution networks beside the model
+        for name in (*SIDE_STAGES, "detail"):   # the dehazing, super-resolution and detail networks beside it
             if getattr(cfg, name) is not None:
                 for d in dsts:
                     _side_stage(name)[1](out / name / "net", d)
@@ -323,6 +331,10 @@ def _side_stage(name: str):
         from .haze import export_haze_net, train_haze
 
         return train_haze, export_haze_net
+    if name == "detail":
+        from .detail import export_detail_net, train_detail
+
+        return train_detail, export_detail_net
     from .sr import export_sr_net, train_sr
 
     return train_sr, export_sr_net
