@@ -28,7 +28,9 @@ samples : int, default {default_samples}
     K samples per tile with independent noise. K > 1 returns their per-pixel mean and
     an ``uncertainty`` coordinate (same dims as the data, float32, the per-pixel
     standard deviation across the K samples in the input's units, 0 where not
-    synthesized).
+    synthesized). With a model's pixel-detail network (``detail/``, the default's) one
+    sample carries the pixel grain of the ground around it, and K > 1 averages the K
+    samples' expected images without it (the grain's mean is zero).
 
     remove_clouds picks its sampler by what the result is for when ``guidance`` and
     ``steps`` are left as None (:data:`CLOUD_SAMPLERS`). One sample is for realism:
