@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from geot2e.engine import TileGrid, noise_seed, tile_noise
@@ -73,6 +74,18 @@ def test_noise_is_keyed_not_ordered():
             for k in range(3)}
     assert len(keys) == 2 * 2 * 4 * 4 * 3
     assert noise_seed(0, 1, 2) == noise_seed(0, 1, 2)
+
+
+def test_samples_come_in_antithetic_pairs():
+    """Sample 2k + 1 of a tile starts from the negated noise of sample 2k (so the mean of K
+    cancels the pair's odd-order errors); pairs and tiles are otherwise independent draws."""
+    from geot2e.engine.noise import sample_noise
+
+    z = [sample_noise((4, 8, 8), 0, 0, 3, 5, sample=k) for k in range(4)]
+    assert torch.equal(z[0], tile_noise((4, 8, 8), 0, 0, 3, 5, 0))       # one sample: as before
+    assert torch.equal(z[1], -z[0]) and torch.equal(z[3], -z[2])
+    assert abs(float((z[0] * z[2]).mean())) < 0.2                          # pairs independent
+    assert not torch.equal(sample_noise((4, 8, 8), 0, 0, 3, 6, sample=1), z[1])
 
 
 def test_paste_from_any_block_layout_gives_the_same_window():

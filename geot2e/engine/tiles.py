@@ -17,7 +17,7 @@ import numpy as np
 
 from ..sampling import MODEL_SAMPLING, OPTIONS
 from .grid import TileGrid
-from .noise import tile_noise
+from .noise import sample_noise
 
 __all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "spatial_multiple", "item_bounds",
            "cell_items", "run_batch", "run_cell", "assemble"]
@@ -218,8 +218,8 @@ def _window_input(job: Job, model, i: int, j: int, k: int, box, blocks, offsets,
     # latent position gets the same noise whatever part of the window runs
     shape = (model.latent_channels, (wy1 - wy0) // f, (wx1 - wx0) // f)
     ly, lx = (ry0 - wy0) // f, (rx0 - wx0) // f
-    noise = torch.stack([tile_noise(shape, job.seed, *job.key, i, j, s)[:, ly:ly + (ry1 - ry0) // f,
-                                                                         lx:lx + (rx1 - rx0) // f]
+    noise = torch.stack([sample_noise(shape, job.seed, *job.key, i, j, sample=s)[:, ly:ly + (ry1 - ry0) // f,
+                                                                                lx:lx + (rx1 - rx0) // f]
                          for s in range(k_samples)])
     return xs, unk, noise, own, control
 
