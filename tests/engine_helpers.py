@@ -105,3 +105,32 @@ def tiny_train_config(tmp_path, *, stages=("vae", "denoiser"), **sections):
     p = tmp_path / "tiny.yaml"
     p.write_text(yaml.safe_dump(d))
     return p
+
+
+def train_beside_unchanged(tmp_path, default, sub: str, stage: str, section: dict):
+    """Run a config with only ``stage`` (``section``) on a copy of the model folder ``default``
+    without its ``sub`` folder, exporting into that copy (configs/sr.yaml, dehaze.yaml and
+    detail.yaml on the default); assert every file that was there keeps its bytes (and the
+    checkpoint hash), and return ``(copy, config path)``."""
+    import shutil
+
+    import yaml
+
+    from geot2e.models.checkpoint import checkpoint_hash
+    from geot2e.train import run_training
+
+    base = tmp_path / "model"
+    shutil.copytree(default, base, ignore=shutil.ignore_patterns(sub))
+    files = {p.relative_to(base): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    h = checkpoint_hash(base)
+    d = yaml.safe_load(tiny_train_config(tmp_path, stages=()).read_text())
+    for st in ("vae", "denoiser", "decoder", "model"):     # the base's own architecture and weights
+        d.pop(st, None)
+    d.update(base_model=str(base), export=str(base), **{stage: section})
+    cfg = tmp_path / f"{stage}.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    run_training(cfg, progress=False)
+    assert checkpoint_hash(base) == h
+    for rel, data in files.items():
+        assert (base / rel).read_bytes() == data, rel
+    return base, cfg

@@ -5,7 +5,6 @@ train` adds its network beside a model without touching the model."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import yaml
 import geot2e
 from geot2e.eval.metrics import psnr, robust_range, to_unit
 from geot2e.models.detail import DETAIL_DIR, DetailNet, detail_net_info, has_detail_net, predict_detail
-from engine_helpers import tiny_train_config
+from engine_helpers import tiny_train_config, train_beside_unchanged
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "geot2e" / "weights" / "default"
@@ -149,26 +148,12 @@ def test_the_detail_stage_adds_its_network_beside_an_unchanged_model(tmp_path):
     """configs/detail.yaml's shape on a copy of the default: the stage trains on the base's
     own VAE, resumes with nothing left, and the folder gets detail/ while every file that was
     there keeps its bytes."""
-    from geot2e.models.checkpoint import checkpoint_hash
     from geot2e.train import run_training
 
-    base = tmp_path / "model"
-    shutil.copytree(DEFAULT, base, ignore=shutil.ignore_patterns(DETAIL_DIR))
-    files = {p.relative_to(base): p.read_bytes() for p in base.rglob("*") if p.is_file()}
-    h = checkpoint_hash(base)
-    d = yaml.safe_load(tiny_train_config(tmp_path, stages=()).read_text())
-    for st in ("vae", "denoiser", "decoder", "model"):
-        d.pop(st, None)
-    d.update(base_model=str(base), export=str(base), detail=_section())
-    cfg = tmp_path / "detail.yaml"
-    cfg.write_text(yaml.safe_dump(d))
-    run_training(cfg, progress=False)
+    base, cfg = train_beside_unchanged(tmp_path, DEFAULT, DETAIL_DIR, "detail", _section())
     state = json.loads((tmp_path / "run" / "detail" / "state.json").read_text())
     assert state["step"] == 3 and all(np.isfinite(r["loss"]) for r in state["log"] if "loss" in r)
     assert has_detail_net(base) and detail_net_info(base)["steps"] == 3
-    assert checkpoint_hash(base) == h
-    for rel, data in files.items():
-        assert (base / rel).read_bytes() == data, rel
     run_training(cfg, progress=False)                                               # resumes: nothing left
 
 

@@ -5,21 +5,19 @@ without touching the model or its other parts."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rioxarray
 import torch
-import yaml
 
 import geot2e
 from geot2e.eval.metrics import psnr, robust_range, to_unit
 from geot2e.eval.translation import dark_channel_dehaze, haze
 from geot2e.geo import Radiometry
 from geot2e.models.haze import HAZE_DIR, HazeNet, has_haze_net, haze_net_info
-from engine_helpers import tiny_train_config
+from engine_helpers import tiny_train_config, train_beside_unchanged
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "geot2e" / "weights" / "default"
@@ -142,24 +140,8 @@ def test_the_haze_stage_adds_its_network_beside_an_unchanged_model(tmp_path):
     """A config with only the haze stage on a base model exporting into the base's own folder
     (configs/dehaze.yaml on the default): the folder gets dehaze/, and every file that was
     there (model, ControlNet, student, modality adapters) keeps its bytes."""
-    from geot2e.models.checkpoint import checkpoint_hash
-    from geot2e.train import run_training
-
-    base = tmp_path / "model"
-    shutil.copytree(DEFAULT, base, ignore=shutil.ignore_patterns(HAZE_DIR))
-    files = {p.relative_to(base): p.read_bytes() for p in base.rglob("*") if p.is_file()}
-    h = checkpoint_hash(base)
-    d = yaml.safe_load(tiny_train_config(tmp_path, stages=()).read_text())
-    for st in ("vae", "denoiser", "decoder", "model"):     # the base's own architecture and weights
-        d.pop(st, None)
-    d.update(base_model=str(base), export=str(base), haze=_haze_section(steps=2))
-    cfg = tmp_path / "dehaze.yaml"
-    cfg.write_text(yaml.safe_dump(d))
-    run_training(cfg, progress=False)
+    base, _ = train_beside_unchanged(tmp_path, DEFAULT, HAZE_DIR, "haze", _haze_section(steps=2))
     assert has_haze_net(base) and haze_net_info(base)["steps"] == 2
-    assert checkpoint_hash(base) == h
-    for rel, data in files.items():
-        assert (base / rel).read_bytes() == data, rel
     m = geot2e.load_model(base, device="cpu", translate=True)
     assert m.haze_net is not None and m.controlnet is not None
 

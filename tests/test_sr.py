@@ -5,7 +5,6 @@ trains alone and adds its network beside a model without touching the model."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,13 @@ import pytest
 import rioxarray
 import torch
 import torch.nn.functional as F
-import yaml
 from affine import Affine
 
 import geot2e
 from geot2e.eval.metrics import psnr, robust_range, to_unit
 from geot2e.eval.translation import _as_raster, _coarsen, bicubic
 from geot2e.models.sr import SR_DIR, SRNet, has_sr_net, sr_net_info
-from engine_helpers import tiny_train_config
+from engine_helpers import train_beside_unchanged
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "geot2e" / "weights" / "default"
@@ -153,26 +151,12 @@ def test_the_sr_stage_trains_alone_and_adds_its_network_beside_an_unchanged_mode
     """configs/sr.yaml's shape on a copy of the default: the stage trains without a VAE or
     denoiser stage, resumes with nothing left, and the folder gets super_resolution/ while
     every file that was there keeps its bytes."""
-    from geot2e.models.checkpoint import checkpoint_hash
     from geot2e.train import run_training
 
-    base = tmp_path / "model"
-    shutil.copytree(DEFAULT, base, ignore=shutil.ignore_patterns(SR_DIR))
-    files = {p.relative_to(base): p.read_bytes() for p in base.rglob("*") if p.is_file()}
-    h = checkpoint_hash(base)
-    d = yaml.safe_load(tiny_train_config(tmp_path, stages=()).read_text())
-    for st in ("vae", "denoiser", "decoder", "model"):     # the base's own architecture and weights
-        d.pop(st, None)
-    d.update(base_model=str(base), export=str(base), sr=_sr_section())
-    cfg = tmp_path / "sr.yaml"
-    cfg.write_text(yaml.safe_dump(d))
-    run_training(cfg, progress=False)
+    base, cfg = train_beside_unchanged(tmp_path, DEFAULT, SR_DIR, "sr", _sr_section())
     state = json.loads((tmp_path / "run" / "sr" / "state.json").read_text())
     assert state["step"] == 3 and all(np.isfinite(r["loss"]) for r in state["log"] if "loss" in r)
     assert has_sr_net(base) and sr_net_info(base)["steps"] == 3
-    assert checkpoint_hash(base) == h
-    for rel, data in files.items():
-        assert (base / rel).read_bytes() == data, rel
     run_training(cfg, progress=False)                                               # resumes: nothing left
     assert json.loads((tmp_path / "run" / "sr" / "state.json").read_text())["step"] == 3
     m = geot2e.load_model(base, device="cpu", translate=True)
