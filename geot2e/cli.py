@@ -947,6 +947,8 @@ def cmd_info(args) -> int:
         rows.append(("weights on disk", f"{info['weights_bytes'] / 2**20:.1f} MiB"))
     if info["model_card"]:
         rows.append(("model card", info["model_card"]))
+    for sub, what in info.get("beside", {}).items():
+        rows.append((f"{sub}/", what))
     from .models.vocabulary import describe, model_vocabulary
 
     rows.append(("vocabulary", describe(model_vocabulary(model))))

@@ -213,6 +213,16 @@ def test_info_summarizes_the_model(capsys, tiny_model):
     assert info["parameters"]["total"] == sum(v for k, v in info["parameters"].items() if k != "total") > 0
     code, out, _ = run(capsys, "info", "--model", tiny_model)
     assert code == 0 and "GSD range" in out and "parameters" in out and info["checkpoint_hash"] in out
+    assert info["beside"] == {}                       # a bare folder carries nothing beside the model
+
+
+def test_info_lists_what_the_default_carries_beside_the_model(capsys):
+    code, out, _ = run(capsys, "info", "--json")
+    beside = json.loads(out)["beside"]
+    assert code == 0 and {"few_step", "detail", "translate", "dehaze", "super_resolution", "modality"} <= set(beside)
+    assert "attached" in beside["detail"] and "nir" in beside["modality"]
+    code, out, _ = run(capsys, "info")
+    assert "detail/" in out and "super_resolution/" in out
 
 
 # --------------------------------------------------------------------------- masks from QA bands (no model)

@@ -16,7 +16,10 @@ def model_card(model) -> dict[str, Any]:
     dict
         ``model_id``, ``checkpoint_hash``, ``source``, ``bands``, ``gsd_range_m``,
         ``vae_factor``, ``latent_channels``, ``text_encoder``, ``parameters`` (per component
-        and ``total``), ``weights_bytes`` and ``model_card`` (the folder's card file, if any).
+        and ``total``), ``weights_bytes``, ``model_card`` (the folder's card file, if any) and
+        ``beside`` (what the folder carries beside the model, by sub-folder: the few-step
+        student, the pixel-detail network and whether this model has it attached, the
+        translation networks, the modality adapters).
     """
     cfg = model.config
     params = {}
@@ -49,4 +52,33 @@ def model_card(model) -> dict[str, Any]:
         "parameters": params,
         "weights_bytes": size,
         "model_card": card,
+        "beside": _beside(model, src),
     }
+
+
+def _beside(model, src) -> dict[str, str]:
+    if not src or not Path(src).is_dir():
+        return {}
+    from .checkpoint import available_modalities, has_few_step
+    from .control import has_controlnet
+    from .detail import detail_net_info, has_detail_net
+    from .haze import has_haze_net
+    from .sr import has_sr_net
+
+    p = Path(src)
+    out = {}
+    if has_few_step(p):
+        out["few_step"] = "few-step student (remove_clouds' default sampler)"
+    if has_detail_net(p):
+        on = "attached" if getattr(model, "detail_net", None) is not None else "not attached (load_model(detail=False))"
+        out["detail"] = f"pixel-detail network, {detail_net_info(p).get('steps', '?')} steps: {on}"
+    if has_controlnet(p):
+        out["translate"] = "translation ControlNet (NIR -> RGB)"
+    if has_haze_net(p):
+        out["dehaze"] = "dehazing network"
+    if has_sr_net(p):
+        out["super_resolution"] = "super-resolution network (and pan-sharpening)"
+    mods = [m for m in available_modalities(p) if m != "rgb"]
+    if mods:
+        out["modality"] = "adapters: " + ", ".join(mods)
+    return out
