@@ -53,6 +53,9 @@ def test_a_sample_is_the_mean_plus_keyed_noise_that_never_moves_a_coarse_pixel()
         b = super_resolve_tiles(Model, guide, scale=2, noise=key.clone(), temperature=1.0)
         c = super_resolve_tiles(Model, guide, scale=2, noise=key + 1, temperature=1.0)
     assert torch.equal(a, b) and not torch.allclose(a, c)
+    with torch.no_grad():                                           # the antithetic sample: the mirror image
+        anti = super_resolve_tiles(Model, guide, scale=2, noise=-key, temperature=1.0)
+    assert torch.allclose((a + anti) / 2, mean, atol=1e-5)
     assert float((a - mean).std()) > 0.02                          # exp(-3) = 0.05 of spread, untrained
     for x in (a, c):                                                # the noise moves no coarse pixel
         assert float((_coarse(x, 2) - _coarse(mean, 2)).abs().max()) < 1e-5

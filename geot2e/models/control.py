@@ -323,16 +323,21 @@ def sr_mean(model, guide: torch.Tensor, scale: int) -> torch.Tensor:
 def pixel_noise(latent_noise: torch.Tensor | None, shape) -> torch.Tensor:
     """Standard normal noise of ``shape`` (B, C, H, W), each tile's drawn from a generator
     seeded by its latent noise ``latent_noise[b]`` (the engine's, keyed by tile and sample,
-    :func:`geot2e.engine.noise.tile_noise`); fresh noise without it."""
+    :func:`geot2e.engine.noise.sample_noise`); fresh noise without it. Odd in the latent noise:
+    the negated latent noise (the antithetic sample of a pair) gives the negated pixel noise."""
     if latent_noise is None:
         return torch.randn(shape)
     import hashlib
 
     out = []
     for z in latent_noise:
-        digest = hashlib.blake2b(z.detach().cpu().float().numpy().tobytes(), digest_size=8).digest()
+        z = z.detach().cpu().float()
+        flat = z.flatten()
+        nz = flat[flat != 0]
+        sign = -1.0 if nz.numel() and float(nz[0]) < 0 else 1.0   # −z draws −(z's noise): antithetic
+        digest = hashlib.blake2b((z * sign).numpy().tobytes(), digest_size=8).digest()  # pairs stay pairs
         g = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
-        out.append(torch.randn(tuple(shape[1:]), generator=g))
+        out.append(sign * torch.randn(tuple(shape[1:]), generator=g))
     return torch.stack(out)
 
 
