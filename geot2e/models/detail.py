@@ -18,14 +18,13 @@ knows no CRS.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .netfile import attach_net, save_net
+from .netfile import attach_net, has_net, net_info, save_net
 
 __all__ = ["DetailNet", "DETAIL_DIR", "DETAIL_TEMPERATURE", "predict_detail", "context_level", "save_detail_net", "load_detail_net",
            "has_detail_net", "detail_net_info"]
@@ -156,13 +155,12 @@ def context_level(x: torch.Tensor, m: torch.Tensor, mean: torch.Tensor, grain: t
 
 def has_detail_net(folder: str | Path) -> bool:
     """True when the model folder carries a pixel-detail network (``detail/``)."""
-    return (Path(folder) / DETAIL_DIR / DETAIL_META).is_file()
+    return has_net(folder, DETAIL_DIR, DETAIL_META)
 
 
 def detail_net_info(folder: str | Path) -> dict:
     """What the folder's pixel-detail network was trained with (steps, width, temperature)."""
-    f = Path(folder) / DETAIL_DIR / DETAIL_META
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return net_info(folder, DETAIL_DIR, DETAIL_META)
 
 
 def save_detail_net(net: DetailNet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:

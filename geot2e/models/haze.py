@@ -19,14 +19,13 @@ in reflectance. Knows no CRS: tiling and units are the engine's.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .netfile import attach_net, save_net
+from .netfile import attach_net, has_net, net_info, save_net
 
 __all__ = ["HazeNet", "HAZE_DIR", "HAZE_WIDTH", "HAZE_LEVELS", "T_MIN", "save_haze_net", "load_haze_net",
            "has_haze_net", "haze_net_info"]
@@ -80,13 +79,12 @@ class HazeNet(nn.Module):
 
 def has_haze_net(folder: str | Path) -> bool:
     """True when the model folder carries a dehazing network (``dehaze/``)."""
-    return (Path(folder) / HAZE_DIR / HAZE_META).is_file()
+    return has_net(folder, HAZE_DIR, HAZE_META)
 
 
 def haze_net_info(folder: str | Path) -> dict:
     """What the folder's dehazing network was trained with (steps, width, data)."""
-    f = Path(folder) / HAZE_DIR / HAZE_META
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return net_info(folder, HAZE_DIR, HAZE_META)
 
 
 def save_haze_net(net: HazeNet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:

@@ -11,7 +11,7 @@ import torch
 
 from .._fs import atomic_folder
 
-__all__ = ["save_net", "read_net", "attach_net"]
+__all__ = ["save_net", "read_net", "attach_net", "has_net", "net_info"]
 
 
 def save_net(net: torch.nn.Module, folder: str | Path, *, weights: str, meta_name: str, meta: dict,
@@ -27,6 +27,17 @@ def save_net(net: torch.nn.Module, folder: str | Path, *, weights: str, meta_nam
         save_file(state, str(tmp / weights))
         (tmp / meta_name).write_text(json.dumps(meta, indent=2))
     return dst
+
+
+def has_net(folder: str | Path, sub: str, meta_name: str) -> bool:
+    """True when the model folder carries the network written to ``folder/sub`` by :func:`save_net`."""
+    return (Path(folder) / sub / meta_name).is_file()
+
+
+def net_info(folder: str | Path, sub: str, meta_name: str) -> dict:
+    """The meta :func:`save_net` wrote for the network in ``folder/sub`` ({} when there is none)."""
+    f = Path(folder) / sub / meta_name
+    return json.loads(f.read_text()) if f.is_file() else {}
 
 
 def read_net(folder: str | Path, *, weights: str, meta_name: str) -> tuple[dict, dict]:

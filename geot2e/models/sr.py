@@ -14,14 +14,13 @@ Works on the model's [-1, 1] scale; knows no CRS: grids, tiling and units are th
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .netfile import attach_net, save_net
+from .netfile import attach_net, has_net, net_info, save_net
 
 __all__ = ["SRNet", "SR_DIR", "SR_WIDTH", "SR_BLOCKS", "SR_SCALES", "save_sr_net", "load_sr_net", "has_sr_net",
            "sr_net_info"]
@@ -91,13 +90,12 @@ class SRNet(nn.Module):
 
 def has_sr_net(folder: str | Path) -> bool:
     """True when the model folder carries a super-resolution network (``super_resolution/``)."""
-    return (Path(folder) / SR_DIR / SR_META).is_file()
+    return has_net(folder, SR_DIR, SR_META)
 
 
 def sr_net_info(folder: str | Path) -> dict:
     """What the folder's super-resolution network was trained with (steps, width, data)."""
-    f = Path(folder) / SR_DIR / SR_META
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return net_info(folder, SR_DIR, SR_META)
 
 
 def save_sr_net(net: SRNet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:
