@@ -156,8 +156,8 @@ def _record_windows(monkeypatch) -> list:
 
     seen, real = [], TileGrid.cell_windows
 
-    def spy(self, i, j, cell_mask, multiple):
-        wins, owner = real(self, i, j, cell_mask, multiple)
+    def spy(self, i, j, window_mask, multiple, **kw):
+        wins, owner = real(self, i, j, window_mask, multiple, **kw)
         seen.extend(w for w in wins if w not in seen)
         return wins, owner
 

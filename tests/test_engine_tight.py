@@ -211,3 +211,87 @@ def test_the_consecutive_batches_are_the_cheapest_split(seed):
         if all(len(g) == 1 or len(g) * max(i[3][1] for i in g) * max(i[3][3] for i in g) <= budget for g in groups):
             best = _cost(groups) if best is None else min(best, _cost(groups))
     assert _cost(runs) == best
+
+
+def _owners(grid: TileGrid, mask: np.ndarray, multiple: int = 8) -> tuple[np.ndarray, list]:
+    """How many windows write each pixel, over every cell's cell_windows; and the windows."""
+    count = np.zeros(mask.shape, int)
+    wins = []
+    for i in range(grid.ny):
+        for j in range(grid.nx):
+            wy0, wy1, wx0, wx1 = grid.window(i, j)
+            wm = np.zeros((wy1 - wy0, wx1 - wx0), bool)
+            sub = mask[wy0:wy1, wx0:wx1]
+            wm[:sub.shape[0], :sub.shape[1]] = sub
+            w, owner = grid.cell_windows(i, j, wm, multiple)
+            for k, box in enumerate(w):
+                ys, xs = np.nonzero(owner == k)
+                ys, xs = ys + wy0, xs + wx0
+                assert ys.size and (box[0] <= ys).all() and (ys < box[1]).all() and (box[2] <= xs).all() \
+                    and (xs < box[3]).all(), "a window writes a pixel outside itself"
+                np.add.at(count, (ys, xs), 1)
+                wins.append(((i, j), box, (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)))
+    return count, wins
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_masked_pixel_is_written_by_exactly_one_window(seed):
+    """Joint holes or not, the cells' windows together write each masked pixel once and no
+    other pixel (random blobs on grids with shifted edge windows)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(100, 260, size=2))
+    grid = TileGrid(h, w, 64, int(rng.choice([8, 16, 32])), 4)
+    mask = ndimage.binary_dilation(rng.random((h, w)) < 0.002, iterations=int(rng.integers(2, 12)))
+    count, _ = _owners(grid, mask)
+    np.testing.assert_array_equal(count, mask.astype(int))
+
+
+def test_a_cloud_across_cell_borders_runs_once_in_one_window():
+    """A cloud that crosses the corner of four cells and fits each of their windows runs whole in
+    the window of its pass-A owner (the first cell); the other cells run nothing for it."""
+    grid = TileGrid(192, 192, 64, 16, 4)
+    mask = np.zeros((192, 192), bool)
+    mask[50:75, 55:80] = True                     # cells (0, 0), (0, 1), (1, 0), (1, 1)
+    assert grid.joint_owner((50, 75, 55, 80), {(0, 0), (0, 1), (1, 0), (1, 1)}) == (0, 0)
+    count, wins = _owners(grid, mask)
+    np.testing.assert_array_equal(count, mask.astype(int))
+    assert [(c, written) for c, _, written in wins] == [((0, 0), (50, 75, 55, 80))]
+    # the same cloud reaching the edge of cell (1, 1)'s window (rows 48-144) is split at the cell edges
+    mask[46:50, 55:80] = True
+    assert grid.joint_owner((46, 75, 55, 80), {(0, 0), (0, 1), (1, 0), (1, 1)}) is None
+    count, wins = _owners(grid, mask)
+    np.testing.assert_array_equal(count, mask.astype(int))
+    assert sorted(c for c, _, _ in wins) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_a_cloud_across_a_cell_border_costs_one_call_and_keeps_chunk_invariance(crop, tiny_model, monkeypatch):
+    """One cloud across the border of a pass-A and a pass-B cell: one model call (it used to be
+    two windows in two passes), every unmasked pixel kept, the same result in any chunking, and
+    the progress bar counts both cells."""
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    mask = _mask(crop, (80, 100, 115, 140))       # cells (1, 1) [A] and (1, 2) [B]
+    out = inpaint(crop, mask, model=tiny_model, **FAST)
+    assert len(spy.calls) == 1 and spy.calls[0]["shape"][0] == 1
+    np.testing.assert_array_equal(out.values[:, ~mask.values], crop.values[:, ~mask.values])
+    assert (out.values[:, mask.values] != crop.values[:, mask.values]).any()
+    lazy = inpaint(crop.chunk({"y": 48, "x": 80}), mask, model=tiny_model, **FAST)
+    np.testing.assert_array_equal(lazy.values, out.values)
+
+
+def test_progress_counts_cells_whose_holes_run_elsewhere(crop, tiny_model):
+    from geot2e.engine.execute import run_eager
+    from geot2e.engine.tiles import Job, ModelRef
+    from geot2e.geo import Radiometry
+
+    v = crop.values
+    m = _mask(crop, (80, 100, 115, 140)).values
+    grid = TileGrid(v.shape[1], v.shape[2], FAST["tile"], FAST["overlap"], tiny_model.vae_factor)
+    job = Job(grid=grid, model=ModelRef(tiny_model, "cpu"), scaling=Radiometry.fit(v, nodata=0), nodata=0,
+              dtype=v.dtype, steps=2, gsd=30.0)
+    ticks = []
+    out, _ = run_eager(job, v, m, progress=ticks.append)
+    assert sum(ticks) == 2                        # cells (1, 1) and (1, 2), one of them ran nothing
+    np.testing.assert_array_equal(out[:, ~m], v[:, ~m])

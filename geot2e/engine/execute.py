@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .grid import TileGrid
-from .tiles import Job, assemble, cell_items, item_bounds, paste, run_batch
+from .tiles import Job, assemble, cell_items, paste, run_batch
 
 __all__ = ["plan", "schedule", "run_eager", "run_lazy", "context_cells", "CALL_PIXELS", "REGION"]
 
@@ -72,13 +72,13 @@ def context_cells(grid: TileGrid, i: int, j: int, done: set) -> list[tuple[int, 
 
 
 def _cell_items(job: Job, model, mask, cells: list) -> dict:
-    """``{cell: [(i, j, k, box), ...]}``: the windows of each cell, from a numpy or dask mask
-    (a dask mask is read in tile-aligned pieces, like :func:`occupancy`)."""
+    """``{cell: [(i, j, k, box, bounds), ...]}``: the windows of each cell, from the mask over
+    its window, numpy or dask (a dask mask is read in tile-aligned pieces, like
+    :func:`occupancy`, each with the windows of its cells)."""
     grid = job.grid
     if not _is_dask(mask):
         m = np.asarray(mask, dtype=bool)
-        return {c: cell_items(job, model, *c, m[slice(*grid.cell(*c)[:2]), slice(*grid.cell(*c)[2:])])
-                for c in cells}
+        return {c: cell_items(job, model, *c, paste([m], [(0, 0)], grid.window(*c), False)) for c in cells}
     import dask
 
     t = grid.tile
@@ -86,13 +86,15 @@ def _cell_items(job: Job, model, mask, cells: list) -> dict:
     m = mask.astype(bool).rechunk((step, step))
     ey, ex = _offsets(m.chunks[0]), _offsets(m.chunks[1])
     want = set(cells)
-    blocks = m.to_delayed()
     tasks = []
     for a in range(len(ey) - 1):
         for b in range(len(ex) - 1):
             mine = [c for c in cells if ey[a] <= grid.cell(*c)[0] < ey[a + 1] and ex[b] <= grid.cell(*c)[2] < ex[b + 1]]
             if mine:
-                tasks.append(dask.delayed(_block_items)(job, model, blocks[a, b], (int(ey[a]), int(ex[b])), mine))
+                wins = [grid.window(*c) for c in mine]     # the region the cells' windows cover
+                y0, x0 = max(0, min(w[0] for w in wins)), max(0, min(w[2] for w in wins))
+                y1, x1 = min(grid.height, max(w[1] for w in wins)), min(grid.width, max(w[3] for w in wins))
+                tasks.append(dask.delayed(_block_items)(job, model, m[y0:y1, x0:x1], (y0, x0), mine))
     out = {}
     for part in dask.compute(*tasks):
         out.update(part)
@@ -103,14 +105,14 @@ def _cell_items(job: Job, model, mask, cells: list) -> dict:
 
 def _block_items(job, model, block, offset, cells):
     grid = job.grid
-    return {c: cell_items(job, model, *c, paste([np.asarray(block)], [offset], grid.cell(*c), False)) for c in cells}
+    return {c: cell_items(job, model, *c, paste([np.asarray(block)], [offset], grid.window(*c), False)) for c in cells}
 
 
 def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, list]:
     """The model calls of pass A and pass B: lists of batches, each a list of ``(i, j, k, box)``
     items of one shape. A pure function of the mask (never of chunks or workers).
 
-    A pass-B window that touches no pass-A window's pixels (:func:`~geot2e.engine.tiles.item_bounds`)
+    A pass-B window that touches no pass-A window's written pixels (their bounds)
     has no context to wait for: it runs in pass A (scattered small clouds then cost two or three
     calls, not one or two per cell). Windows of one pass, from one square of :data:`REGION` x
     :data:`REGION` cells, are taken largest first; a batch takes the next window when the pixels
@@ -126,7 +128,7 @@ def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, lis
     pass_a = [it for c in cells[0] for it in items[c]]
     pass_b = [it for c in cells[1] for it in items[c]]
     if job.batch:
-        written = [item_bounds(grid, i, j, box) for i, j, _, box in pass_a]
+        written = [it[4] for it in pass_a]
         free = [it for it in pass_b if not any(_touches(bd, it[3]) for bd in written)]
         pass_a, pass_b = pass_a + free, [it for it in pass_b if it not in free]
     budget = grid.window_shape[0] * grid.window_shape[1]
@@ -147,7 +149,7 @@ def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, lis
                 shape = _shape(batch)
                 batch = sorted(batch, key=lambda it: it[:3])
                 batches.append([(i, j, k, box if (box[1] - box[0], box[3] - box[2]) == shape
-                                 else grid.grow(i, j, box, shape)) for i, j, k, box in batch])
+                                 else grid.grow(i, j, box, shape), wb) for i, j, k, box, wb in batch])
         out.append(batches)
     return out[0], out[1]
 
@@ -228,8 +230,12 @@ def run_eager(job: Job, data: np.ndarray, mask: np.ndarray, *,
     batches_a, batches_b = schedule(job, job.model.get(), mask, cells)
     left: dict = {}
     for batch in batches_a + batches_b:
-        for i, j, _, _ in batch:
+        for i, j, *_ in batch:
             left[i, j] = left.get((i, j), 0) + 1
+    if progress:                   # cells whose holes all run in another cell's window (joint holes)
+        for c in list(cells[0]) + list(cells[1]):
+            if c not in left:
+                progress(1)
     done_a: tuple[list, list] = ([], [])
     values, bounds = [], []
     for npass, batches in enumerate((batches_a, batches_b)):
@@ -237,8 +243,8 @@ def run_eager(job: Job, data: np.ndarray, mask: np.ndarray, *,
             ctx = _context(done_a, batch) if npass else ((), ())
             n = len(batch)
             values.extend(run_batch(job, batch, [[data]] * n, [[(0, 0)]] * n, [[mask]] * n, *ctx))
-            bounds.extend(item_bounds(grid, i, j, box) for i, j, _, box in batch)
-            for i, j, _, _ in batch:
+            bounds.extend(it[4] for it in batch)
+            for i, j, *_ in batch:
                 left[i, j] -= 1
                 if progress and not left[i, j]:
                     progress(1)
@@ -336,13 +342,13 @@ def run_lazy(job: Job, data, mask, *, name: str, cells: tuple[list, list] | None
     values, bounds, done_a = [], [], ((), ())
     for npass, batches in enumerate((batches_a, batches_b)):
         for nb, batch in enumerate(batches):
-            ps = [pieces(*grid.window(i, j)) for i, j, _, _ in batch]
+            ps = [pieces(*grid.window(i, j)) for i, j, *_ in batch]
             ctx = _context(done_a, batch) if npass else ((), ())
             run = delayed(functools.partial(run_batch, job), pure=False, nout=len(batch), name=f"{name}-run")
             out = run(batch, [p[0] for p in ps], [p[1] for p in ps], [p[2] for p in ps], *ctx,
                       dask_key_name=f"{name}-batch{'AB'[npass]}-{nb}")
             values.extend(out[n] for n in range(len(batch)))
-            bounds.extend(item_bounds(grid, i, j, box) for i, j, _, box in batch)
+            bounds.extend(it[4] for it in batch)
         if npass == 0:
             done_a = (list(values), list(bounds))
     asm = delayed(functools.partial(assemble, job), pure=False, nout=2, name=f"{name}-asm")

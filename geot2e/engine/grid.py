@@ -194,42 +194,114 @@ class TileGrid:
         box = (cy0 + int(rows[0]), cy0 + int(rows[-1]) + 1, cx0 + int(cols[0]), cx0 + int(cols[-1]) + 1)
         return self.box_window(i, j, box, multiple)
 
-    def cell_windows(self, i: int, j: int, cell_mask: np.ndarray, multiple: int):
+    def joint_owner(self, box: tuple[int, int, int, int], cells) -> tuple[int, int] | None:
+        """The cell that runs a hole crossing cell borders as one window, or None.
+
+        ``box`` is the hole's bounding box (global pixels) and ``cells`` the cells holding its
+        pixels. The hole is *joint* when it lies in two or more cells and strictly inside the
+        window of each (touching a window's edge only where that edge is the raster's): every
+        one of those cells then sees the whole hole and reaches the same verdict, whatever its
+        own view of the mask; a cell that sees the hole cut by its window's edge knows it is not
+        joint. The owner is the first of its cells in pass A (row-major), else in pass B.
+        """
+        cells = sorted({(int(a), int(b)) for a, b in cells}, key=lambda c: ((c[0] + c[1]) % 2, c))
+        if len(cells) < 2:
+            return None
+        y0, y1, x0, x1 = (int(v) for v in box)
+        for c in cells:
+            wy0, wy1, wx0, wx1 = self.window(*c)
+            if not ((y0 > wy0 or wy0 == 0) and (y1 < wy1 or wy1 >= self.height)
+                    and (x0 > wx0 or wx0 == 0) and (x1 < wx1 or wx1 >= self.width)):
+                return None
+        return cells[0]
+
+    def cell_windows(self, i: int, j: int, window_mask: np.ndarray, multiple: int, *, joint: bool = True):
         """The windows the model runs on for cell (i, j), and which masked pixel each writes.
 
-        Neighbouring holes (8-connected groups of masked pixels) whose joint context box costs
-        no more pixels than their separate ones share a window (:meth:`box_window` of
-        their joint bounding box); when the separate windows together cost as much as one
-        window for the whole cell (:meth:`tight_window`), the cell runs on that one window.
-        A pure function of the cell's mask.
+        The cell's holes are the 8-connected groups of its masked pixels, with two exceptions
+        for a hole that crosses cell borders: a *joint* hole (:meth:`joint_owner`) is run whole,
+        once, by its owner cell (its pixels in the other cells included), and is no hole of the
+        other cells; any other crossing hole is split at the cell's edges, each cell running
+        its own part (pass B then sees pass A's part as known context). Neighbouring holes
+        whose joint context box costs no more pixels than their separate ones share a window
+        (:meth:`box_window` of their joint bounding box); when the separate windows together
+        cost as much as one window for all of them, the cell runs on that one window.
+        A pure function of the mask over the cell's window.
+
+        Parameters
+        ----------
+        window_mask : (h, w) bool array
+            The mask over the cell's window (:meth:`window`; False past the raster's edge).
+        joint : False splits every hole at the cell's edges (no joint holes).
 
         Returns
         -------
         windows : list of (y0, y1, x0, x1)
-            Global pixel bounds, row-major by their holes' first pixel.
-        owner : (h, w) int array over the cell
-            Index into ``windows`` of the window that writes each masked pixel; -1 elsewhere.
+            Global pixel bounds, in the order of their first hole (the cell's own holes
+            row-major by their first pixel, then the joint holes it runs).
+        owner : (h, w) int array over the cell's window
+            Index into ``windows`` of the window that writes each masked pixel; -1 elsewhere
+            (pixels of other cells, or of joint holes other cells run).
         """
         from scipy import ndimage
 
-        cy0, _, cx0, _ = self.cell(i, j)
-        cm = np.asarray(cell_mask, dtype=bool)
-        owner = np.full(cm.shape, -1, dtype=np.int32)
-        lab, n = ndimage.label(cm, structure=np.ones((3, 3), bool))
-        if n == 0:
+        wy0, wy1, wx0, wx1 = self.window(i, j)
+        cy0, cy1, cx0, cx1 = self.cell(i, j)
+        wm = np.asarray(window_mask, dtype=bool)
+        if wm.shape != (wy1 - wy0, wx1 - wx0):
+            raise ValueError(f"internal error: the mask of cell {(i, j)}'s window has shape {wm.shape}, "
+                             f"not {(wy1 - wy0, wx1 - wx0)}")
+        owner = np.full(wm.shape, -1, dtype=np.int32)
+        in_cell = np.zeros(wm.shape, bool)
+        in_cell[cy0 - wy0:cy1 - wy0, cx0 - wx0:cx1 - wx0] = True
+        eight = np.ones((3, 3), bool)
+        lab, _ = ndimage.label(wm, structure=eight)
+        objs = ndimage.find_objects(lab)
+        mine = wm & in_cell                       # the masked pixels this cell writes
+        runs = []                                 # the joint holes it runs: (pixels, box)
+        t = self.tile
+        for c in np.unique(lab[mine]):
+            sl = objs[c - 1]
+            box = (sl[0].start + wy0, sl[0].stop + wy0, sl[1].start + wx0, sl[1].stop + wx0)
+            if not joint or (box[0] >= cy0 and box[1] <= cy1 and box[2] >= cx0 and box[3] <= cx1):
+                continue                          # inside the cell: an ordinary hole
+            ys, xs = np.nonzero(lab[sl] == c)
+            cells = set(zip(((ys + box[0]) // t).tolist(), ((xs + box[2]) // t).tolist()))
+            run_by = self.joint_owner(box, cells)
+            if run_by is None:
+                continue
+            pix = lab == c
+            mine &= ~pix
+            if run_by == (i, j):
+                runs.append((pix, box))
+        part, n = ndimage.label(mine, structure=eight)
+        boxes = [[s[0].start + wy0, s[0].stop + wy0, s[1].start + wx0, s[1].stop + wx0]
+                 for s in ndimage.find_objects(part)]
+        holes = [part == k + 1 for k in range(n)] if runs else None
+        boxes += [list(b) for _, b in runs]
+        if not boxes:
             return [], owner
-        sl = ndimage.find_objects(lab)
-        boxes = np.array([[s[0].start + cy0, s[0].stop + cy0, s[1].start + cx0, s[1].stop + cx0] for s in sl])
+        boxes = np.array(boxes)
         group = _merge_boxes(boxes, lambda e: context_margin(e, self.overlap, self.tile))
-        wins = []
-        for g in range(group.max() + 1):
+        first = {}                                # groups are numbered by their first hole already;
+        for g in group:                           # this keeps that order explicit
+            first.setdefault(int(g), len(first))
+        wins = [None] * len(first)
+        for g, k in first.items():
             b = boxes[group == g]
-            wins.append(self.box_window(i, j, (b[:, 0].min(), b[:, 1].max(), b[:, 2].min(), b[:, 3].max()), multiple))
-        one = self.tight_window(i, j, cm, multiple)
+            wins[k] = self.box_window(i, j, (b[:, 0].min(), b[:, 1].max(), b[:, 2].min(), b[:, 3].max()), multiple)
+        allbox = (boxes[:, 0].min(), boxes[:, 1].max(), boxes[:, 2].min(), boxes[:, 3].max())
+        one = self.box_window(i, j, allbox, multiple)
         if len(wins) > 1 and sum((w[1] - w[0]) * (w[3] - w[2]) for w in wins) >= (one[1] - one[0]) * (one[3] - one[2]):
-            owner[cm] = 0
-            return [one], owner
-        owner[cm] = group[lab[cm] - 1]
+            wins = [one]
+            first = {g: 0 for g in first}
+        if holes is None:
+            owner[mine] = np.array([first[int(group[k])] for k in range(n)], dtype=np.int32)[part[mine] - 1]
+        else:
+            for k in range(n):
+                owner[holes[k]] = first[int(group[k])]
+            for k, (pix, _) in enumerate(runs):
+                owner[pix] = first[int(group[n + k])]
         return wins, owner
 
     def occupancy(self, mask: np.ndarray) -> np.ndarray:

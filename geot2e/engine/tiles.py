@@ -19,8 +19,8 @@ from ..sampling import MODEL_SAMPLING, OPTIONS
 from .grid import TileGrid
 from .noise import sample_noise
 
-__all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "spatial_multiple", "item_bounds",
-           "cell_items", "run_batch", "run_cell", "assemble"]
+__all__ = ["ModelRef", "Job", "torch_threads", "paste", "invalid_pixels", "spatial_multiple", "cell_items",
+           "run_batch", "run_cell", "assemble"]
 
 
 class ModelRef:
@@ -83,6 +83,8 @@ class Job:
     key: tuple[int, ...] = field(default=())  # (run, *leading index): part of the noise key
     threads: int | None = None                # torch CPU threads the tile runs with (see torch_threads)
     tight: bool = True                        # run on tight windows (False: every cell on its full window)
+    joint: bool = True                        # a hole across cell borders runs whole in one cell's window
+                                              # (TileGrid.joint_owner; False: split at the cell edges)
     batch: bool = True                        # windows of similar size share a model call (False: one each)
     task: str | None = None                   # a translation task (geot2e.models.control.TASKS): not inpainting
     scale: int = 1                            # the translation's resolution factor
@@ -161,29 +163,33 @@ def spatial_multiple(model) -> int:
     return f * 2 ** (len(chans) - 1) if chans else f
 
 
-def item_bounds(grid: TileGrid, i: int, j: int, box) -> tuple[int, int, int, int]:
-    """The pixels a window ``box`` of cell (i, j) may write: ``box`` clipped to the cell."""
+def _owned(job: Job, model, i: int, j: int, window_mask: np.ndarray) -> tuple[list, np.ndarray]:
+    """``(windows, owner)`` of cell (i, j) (:meth:`TileGrid.cell_windows` over its window's
+    mask); with ``job.tight=False`` its whole window, writing the cell's masked pixels."""
+    grid = job.grid
+    if job.tight:
+        return grid.cell_windows(i, j, window_mask, spatial_multiple(model), joint=job.joint)
+    wy0, _, wx0, _ = grid.window(i, j)
     cy0, cy1, cx0, cx1 = grid.cell(i, j)
-    return max(cy0, box[0]), min(cy1, box[1]), max(cx0, box[2]), min(cx1, box[3])
+    owner = np.full(window_mask.shape, -1, dtype=np.int32)
+    sub = (slice(cy0 - wy0, cy1 - wy0), slice(cx0 - wx0, cx1 - wx0))
+    owner[sub][window_mask[sub]] = 0
+    return [grid.window(i, j)], owner
 
 
 def _window_input(job: Job, model, i: int, j: int, k: int, box, blocks, offsets, mblocks,
                   context_values, context_bounds):
     """What the model sees for window ``box`` of cell (i, j): images (K, C, h, w), unknown
-    mask (K, 1, h, w), noise (K, c, h/f, w/f), the cell pixels this window writes, and the
-    translation's input (K, job.control_bands, h, w) in model space (None without one)."""
+    mask (K, 1, h, w), noise (K, c, h/f, w/f), the pixels this window writes (over the cell's
+    window), and the translation's input (K, job.control_bands, h, w) in model space (None
+    without one)."""
     import torch
 
     grid = job.grid
     f = model.vae_factor
     wy0, wy1, wx0, wx1 = grid.window(i, j)
-    cy0, cy1, cx0, cx1 = grid.cell(i, j)
-    cm = paste(mblocks, offsets, (cy0, cy1, cx0, cx1), False)
-    if job.tight:
-        _, owner = grid.cell_windows(i, j, cm, spatial_multiple(model))
-        own = owner == k
-    else:
-        own = cm
+    _, owner = _owned(job, model, i, j, paste(mblocks, offsets, (wy0, wy1, wx0, wx1), False))
+    own = owner == k
     ry0, ry1, rx0, rx1 = box
     raw = paste(blocks, offsets, box, _fill_value(blocks[0].dtype))
     m = paste(mblocks, offsets, box, False)
@@ -230,25 +236,26 @@ def run_batch(job: Job, items, blocks, offsets, mblocks, context_values=(), cont
     Parameters
     ----------
     job : Job
-    items : list of (i, j, k, box)
+    items : list of (i, j, k, box, bounds)
         Cell row and column, the window's index among the cell's windows
-        (:meth:`TileGrid.cell_windows`; 0 with ``job.tight=False``) and its bounds (global
-        pixels, the same shape for every item).
+        (:meth:`TileGrid.cell_windows`; 0 with ``job.tight=False``), its bounds (global
+        pixels, the same shape for every item) and the bounds of the pixels it writes
+        (:func:`cell_items`).
     blocks, offsets, mblocks : per item, the raw input blocks (C, h, w), their global (y, x)
         origins and the mask blocks that together cover the item's cell window.
     context_values, context_bounds : results of already-run windows (pass A) and their
-        :func:`item_bounds`: their synthesized pixels are known context.
+        written bounds: their synthesized pixels are known context.
 
     Returns
     -------
-    tuple of (K, C, h, w) float32 arrays in [-1, 1], one per item, over its
-    :func:`item_bounds`, NaN except on the masked pixels the item writes.
+    tuple of (K, C, h, w) float32 arrays in [-1, 1], one per item, over its written
+    bounds, NaN except on the masked pixels the item writes.
     """
     import torch
 
     model = job.model.get()
     parts = [_window_input(job, model, i, j, k, box, bl, off, ml, context_values, context_bounds)
-             for (i, j, k, box), bl, off, ml in zip(items, blocks, offsets, mblocks)]
+             for (i, j, k, box, _), bl, off, ml in zip(items, blocks, offsets, mblocks)]
     images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
     masks = torch.from_numpy(np.concatenate([p[1] for p in parts]).astype(np.float32))
     sampling = dict(gsd=job.gsd, prompts=job.prompt, guidance=job.guidance, steps=job.steps,
@@ -271,47 +278,59 @@ def run_batch(job: Job, items, blocks, offsets, mblocks, context_values=(), cont
     out = out.detach().to("cpu", torch.float32).numpy()
     k_samples = job.samples
     results = []
-    for n, ((i, j, _k, box), part) in enumerate(zip(items, parts)):
-        by0, by1, bx0, bx1 = item_bounds(job.grid, i, j, box)
-        cy0, _, cx0, _ = job.grid.cell(i, j)
+    for n, ((i, j, _k, box, (by0, by1, bx0, bx1)), part) in enumerate(zip(items, parts)):
+        wy0, _, wx0, _ = job.grid.window(i, j)
         vals = np.clip(out[n * k_samples:(n + 1) * k_samples, :, by0 - box[0]:by1 - box[0], bx0 - box[2]:bx1 - box[2]],
                        -1.0, 1.0)
-        own = part[3][by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0]
+        own = part[3][by0 - wy0:by1 - wy0, bx0 - wx0:bx1 - wx0]
         vals[:, :, ~own] = np.nan
         results.append(np.ascontiguousarray(vals, dtype=np.float32))
     return tuple(results)
 
 
-def cell_items(job: Job, model, i: int, j: int, cell_mask) -> list:
-    """The windows cell (i, j) runs on, as ``(i, j, k, box)`` items (:meth:`TileGrid.cell_windows`;
-    its whole window with ``job.tight=False``)."""
+def cell_items(job: Job, model, i: int, j: int, window_mask) -> list:
+    """The windows cell (i, j) runs on, as ``(i, j, k, box, bounds)`` items: window ``k`` of
+    :meth:`TileGrid.cell_windows` (its whole window with ``job.tight=False``), its pixel bounds,
+    and the bounding box of the pixels it writes (the cell, with ``job.tight=False``).
+    ``window_mask`` is the mask over the cell's window (:meth:`TileGrid.window`)."""
+    wins, owner = _owned(job, model, i, j, np.asarray(window_mask, dtype=bool))
     if not job.tight:
-        return [(i, j, 0, job.grid.window(i, j))]
-    wins, _ = job.grid.cell_windows(i, j, cell_mask, spatial_multiple(model))
-    return [(i, j, k, w) for k, w in enumerate(wins)]
+        return [(i, j, 0, wins[0], job.grid.cell(i, j))] if (owner == 0).any() else []
+    wy0, _, wx0, _ = job.grid.window(i, j)
+    items = []
+    for k, w in enumerate(wins):
+        rows, cols = np.flatnonzero((owner == k).any(axis=1)), np.flatnonzero((owner == k).any(axis=0))
+        items.append((i, j, k, w, (wy0 + int(rows[0]), wy0 + int(rows[-1]) + 1,
+                                   wx0 + int(cols[0]), wx0 + int(cols[-1]) + 1)))
+    return items
 
 
 def run_cell(job: Job, i: int, j: int, blocks, offsets, mblocks, context_values=(), context_cells=()) -> np.ndarray:
     """Synthesize the masked pixels of cell (i, j) alone, each of its windows in its own call.
 
     The engine runs windows in batches (:func:`run_batch`); this is the one-cell form, for
-    controls and tests. ``context_values`` are cell-shaped results over ``context_cells``.
+    controls and tests: every hole is split at the cell's edges (``joint=False``), so the
+    cells' results together cover the mask. ``context_values`` are cell-shaped results over
+    ``context_cells``.
 
     Returns
     -------
     (K, C, h, w) float32 in [-1, 1] for the cell, NaN outside the mask.
     """
+    import dataclasses
+
+    job = dataclasses.replace(job, joint=False)
     grid = job.grid
     model = job.model.get()
     cy0, cy1, cx0, cx1 = grid.cell(i, j)
-    cm = paste(mblocks, offsets, (cy0, cy1, cx0, cx1), False)
+    wm = paste(mblocks, offsets, grid.window(i, j), False)
     bounds = [grid.cell(*c) if len(c) == 2 else c for c in context_cells]
     cell = None
-    for item in cell_items(job, model, i, j, cm):
+    for item in cell_items(job, model, i, j, wm):
         (vals,) = run_batch(job, [item], [blocks], [offsets], [mblocks], context_values, bounds)
         if cell is None:
             cell = np.full((vals.shape[0], vals.shape[1], cy1 - cy0, cx1 - cx0), np.nan, dtype=np.float32)
-        by0, by1, bx0, bx1 = item_bounds(grid, i, j, item[3])
+        by0, by1, bx0, bx1 = item[4]
         dst = cell[:, :, by0 - cy0:by1 - cy0, bx0 - cx0:bx1 - cx0]
         np.copyto(dst, vals, where=~np.isnan(vals))
     if cell is None:
