@@ -12,7 +12,7 @@ import torch
 from geot2e.eval import common
 from geot2e.eval.cloud_removal import (CLASSICAL, CloudRemovalConfig, check_targets, cloud_mask_for,
                                        cloud_removal_table, run_cloud_removal, targets_table)
-from geot2e.eval.fills import biharmonic_fill, geot2e_fill, mean_fill, telea_fill
+from geot2e.eval.fills import biharmonic_fill, geot2e_fill, harmonic_fill, mean_fill, telea_fill
 
 pytestmark = pytest.mark.filterwarnings("ignore::geot2e.errors.PromptTruncatedWarning")  # tiny model: 16 tokens
 
@@ -70,12 +70,16 @@ def test_classical_fills_keep_known_pixels_and_beat_the_mean_on_smooth_images():
     from geot2e.eval.metrics import masked_metrics
 
     scores = {}
-    for name, f in (("biharmonic", biharmonic_fill), ("telea", telea_fill), ("mean", mean_fill)):
+    for name, f in (("harmonic", harmonic_fill), ("biharmonic", biharmonic_fill), ("telea", telea_fill),
+                    ("mean", mean_fill)):
         out = f(img, mask)
         np.testing.assert_array_equal(out[:, ~mask], img[:, ~mask])
         assert np.isfinite(out).all()
         scores[name] = masked_metrics(out, img, mask)["psnr"]
     assert scores["biharmonic"] > scores["mean"] + 10 and scores["telea"] > scores["mean"]
+    # a plane is harmonic: the membrane fill gives it back (the other bands are not)
+    np.testing.assert_allclose(harmonic_fill(img, mask)[0], img[0], rtol=0, atol=0.01)
+    assert scores["harmonic"] > scores["mean"] + 10
     # the Telea baseline does not depend on the raster's units: reflectances (DN / 10000) get
     # the same fill (OpenCV's float Telea alone overshoots on unit-scale data)
     refl = telea_fill(img / 10000.0, mask)
@@ -110,7 +114,7 @@ def test_cloud_removal_protocol_end_to_end(tiny_model, crops):
         assert len(res["per_crop"][m]) == 2
     assert 0.15 <= res["coverage_mean"] <= 0.40
     table = cloud_removal_table(res)
-    assert "mean of 2 samples" in table and "Telea (OpenCV)" in table and table.count("\n") == 7
+    assert "mean of 2 samples" in table and "Telea (OpenCV)" in table and table.count("\n") == 8
     targets = check_targets(res)
     assert [t["target"].split(":")[0] for t in targets] == ["one sample"] * 4 + ["mean of K"] * 2
     assert "| target |" in targets_table(targets)

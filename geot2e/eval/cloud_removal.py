@@ -14,8 +14,9 @@ geot2e, mean of K
     ``geot2e.remove_clouds(crop, mask, samples=K)``: per-pixel mean of K samples (accuracy).
 VAE reconstruction (ceiling)
     The model's VAE on the true crop: what a perfect latent fill could reach.
-biharmonic (skimage), Telea (OpenCV), per-band mean of known pixels
-    Classical baselines.
+harmonic (Laplace), biharmonic (skimage), Telea (OpenCV), per-band mean of known pixels
+    Classical baselines. The membrane (harmonic) fill is the smoothest and, on cloud blobs of
+    15–40 %, the most accurate of them (it overshoots less than the biharmonic one).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 import xarray as xr
 
-from .fills import biharmonic_fill, engine_available, geot2e_fill, mean_fill, telea_fill, vae_reconstruction
+from .fills import (biharmonic_fill, engine_available, geot2e_fill, harmonic_fill, mean_fill, telea_fill,
+                    vae_reconstruction)
 from .metrics import masked_metrics, robust_range, summarize
 
 __all__ = ["CloudRemovalConfig", "cloud_mask_for", "run_cloud_removal", "cloud_removal_table", "check_targets",
@@ -36,11 +38,12 @@ METHOD_LABELS = {
     "geot2e_1": "geot2e, one sample",
     "geot2e_k": "geot2e, mean of {k} samples",
     "vae": "VAE reconstruction (ceiling)",
+    "harmonic": "harmonic (Laplace)",
     "biharmonic": "biharmonic (skimage)",
     "telea": "Telea (OpenCV)",
     "mean": "per-band mean of known pixels",
 }
-CLASSICAL = ("biharmonic", "telea", "mean")
+CLASSICAL = ("harmonic", "biharmonic", "telea", "mean")
 
 
 @dataclass
@@ -54,7 +57,7 @@ class CloudRemovalConfig:
     guidance: float | None = None  # (geot2e.sampling.CLOUD_SAMPLERS)
     seed: int = 0
     coverage: tuple[float, float] = (0.15, 0.40)
-    methods: tuple[str, ...] = ("geot2e_1", "geot2e_k", "vae", "biharmonic", "telea", "mean")
+    methods: tuple[str, ...] = ("geot2e_1", "geot2e_k", "vae", "harmonic", "biharmonic", "telea", "mean")
     use_engine: bool | None = None  # None: the public remove_clouds when importable, else direct model calls
     few_step: bool = False          # the model's few-step student (pass the model loaded with few_step=True)
 
@@ -130,6 +133,8 @@ def run_cloud_removal(model=None, crops: Sequence[xr.DataArray] | None = None, *
                                           seed=cfg.seed * 100003 + i, use_engine=use_engine, few_step=cfg.few_step)
             elif m == "vae":
                 fill = vae_reconstruction(model, values, mask, nodata=crop.rio.nodata)
+            elif m == "harmonic":
+                fill = harmonic_fill(values, mask)
             elif m == "biharmonic":
                 fill = biharmonic_fill(values, mask)
             elif m == "telea":

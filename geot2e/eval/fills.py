@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
-__all__ = ["mean_fill", "biharmonic_fill", "telea_fill", "vae_reconstruction", "geot2e_fill",
+__all__ = ["mean_fill", "harmonic_fill", "biharmonic_fill", "telea_fill", "vae_reconstruction", "geot2e_fill",
            "engine_available"]
 
 
@@ -26,6 +26,15 @@ def mean_fill(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     means = v[:, ~mask].mean(axis=1)
     return _composite(np.broadcast_to(means[:, None, None], v.shape), v, mask)
+
+
+def harmonic_fill(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The membrane (Laplace) fill: each masked pixel the mean of its four neighbours, the
+    known pixels as the boundary (:func:`geot2e.geo.spectral.harmonic_fill`, all bands)."""
+    from ..geo.spectral import harmonic_fill as _harmonic
+
+    v = np.asarray(values, dtype=np.float64)
+    return _composite(_harmonic(v, ~np.asarray(mask, bool)), v, mask)
 
 
 def biharmonic_fill(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
