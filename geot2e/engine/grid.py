@@ -277,7 +277,6 @@ class TileGrid:
         part, n = ndimage.label(mine, structure=eight)
         boxes = [[s[0].start + wy0, s[0].stop + wy0, s[1].start + wx0, s[1].stop + wx0]
                  for s in ndimage.find_objects(part)]
-        holes = [part == k + 1 for k in range(n)] if runs else None
         boxes += [list(b) for _, b in runs]
         if not boxes:
             return [], owner
@@ -295,13 +294,10 @@ class TileGrid:
         if len(wins) > 1 and sum((w[1] - w[0]) * (w[3] - w[2]) for w in wins) >= (one[1] - one[0]) * (one[3] - one[2]):
             wins = [one]
             first = {g: 0 for g in first}
-        if holes is None:
+        if n:
             owner[mine] = np.array([first[int(group[k])] for k in range(n)], dtype=np.int32)[part[mine] - 1]
-        else:
-            for k in range(n):
-                owner[holes[k]] = first[int(group[k])]
-            for k, (pix, _) in enumerate(runs):
-                owner[pix] = first[int(group[n + k])]
+        for k, (pix, _) in enumerate(runs):
+            owner[pix] = first[int(group[n + k])]
         return wins, owner
 
     def occupancy(self, mask: np.ndarray) -> np.ndarray:
