@@ -295,3 +295,32 @@ def test_progress_counts_cells_whose_holes_run_elsewhere(crop, tiny_model):
     out, _ = run_eager(job, v, m, progress=ticks.append)
     assert sum(ticks) == 2                        # cells (1, 1) and (1, 2), one of them ran nothing
     np.testing.assert_array_equal(out[:, ~m], v[:, ~m])
+
+
+def test_schedule_from_a_dask_mask_matches_numpy_across_mask_blocks(tiny_model):
+    """The windows are planned from the mask over each cell's window; a dask mask is read in
+    2048-px blocks, and a cloud across a block edge (also a cell edge) is planned the same as
+    from the numpy mask: one joint window."""
+    import dask.array as dsa
+
+    from geot2e.engine.execute import plan, schedule
+    from geot2e.engine.tiles import Job, ModelRef
+
+    h = w = 2176
+    mask = np.zeros((h, w), bool)
+    yy, xx = np.mgrid[:h, :w]
+    mask |= (yy - 2050) ** 2 + (xx - 1040) ** 2 < 12 ** 2     # across row 2048 (cells (31, 16), (32, 16))
+    mask[100:120, 2030:2070] = True                         # across column 2048 (cells (1, 31), (1, 32))
+    grid = TileGrid(h, w, 64, 32, tiny_model.vae_factor)
+    job = Job(grid=grid, model=ModelRef(tiny_model, "cpu"), scaling=None, nodata=0, dtype=np.uint16)
+    cells = plan(grid, mask)
+    eager = schedule(job, tiny_model, mask, cells)
+    lazy = schedule(job, tiny_model, dsa.from_array(mask, chunks=(700, 900)), cells)
+    assert eager == lazy
+    items = [it for batches in eager for b in batches for it in b]
+    assert len(items) == 2                        # each cloud once, whole
+    ys, xs = np.nonzero(mask[:1024])
+    rect = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+    ys, xs = np.nonzero(mask[1024:])
+    circle = (1024 + int(ys.min()), 1024 + int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+    assert {it[4] for it in items} == {circle, rect}
