@@ -87,6 +87,7 @@ def main(argv=None):
     import torch
 
     import geot2e
+    from geot2e.eval.common import to_json
     from geot2e.eval.holdout import HELDOUT_SETS, heldout_set
     from geot2e.eval.metrics import masked_metrics
 
@@ -133,10 +134,9 @@ def main(argv=None):
                for lab, _ in runs}
     summary["psnr_delta_db"] = summary["joint"]["psnr"] - summary["split"]["psnr"]
     summary["crops"] = len(rows)
+    print(to_json(summary))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
-    print(json.dumps(summary, indent=1))
+        to_json({"rows": rows, "summary": summary}, args.json)
     return summary
 
 

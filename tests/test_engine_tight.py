@@ -324,3 +324,17 @@ def test_schedule_from_a_dask_mask_matches_numpy_across_mask_blocks(tiny_model):
     ys, xs = np.nonzero(mask[1024:])
     circle = (1024 + int(ys.min()), 1024 + int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
     assert {it[4] for it in items} == {circle, rect}
+
+
+def test_a_raster_inside_one_window_fully_masked_runs_as_one_call(crop, tiny_model, monkeypatch):
+    """A hole that covers a raster no larger than one window is joint (its window edges are the
+    raster's): one model call instead of four cells in two passes."""
+    spy = InpaintSpy(tiny_model)
+    monkeypatch.setattr(tiny_model, "inpaint", spy)
+    from geot2e.geo import Radiometry
+
+    small = crop.isel(y=slice(0, WINDOW), x=slice(0, WINDOW))
+    out = inpaint(small, _mask(small, (0, WINDOW, 0, WINDOW)), model=tiny_model,
+                  radiometry=Radiometry.fit(small.values, nodata=0), **FAST)
+    assert [c["shape"] for c in spy.calls] == [(1, 3, WINDOW, WINDOW)]
+    assert bool(out["synthesized"].all())

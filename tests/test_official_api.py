@@ -85,9 +85,10 @@ def test_other_dtypes_keep_the_percentile_scaling(folders, landsat_da):
 
 
 def test_generate_with_the_text_to_image_model(folders, rgbn_da, monkeypatch):
-    """A 96 x 96 uint8 canvas in 64-px tiles: first-pass tiles are pure text-to-image, the
-    second pass blends the first pass's latents in (the 4-channel inpainting branch)."""
-    like = rgbn_da.sel(band=["red", "green", "blue"]).isel(x=slice(0, 96), y=slice(0, 96))
+    """A 128 x 128 uint8 canvas in 64-px tiles (96-px windows, so no window holds the whole
+    canvas): first-pass tiles are pure text-to-image, the second pass blends the first pass's
+    latents in (the 4-channel inpainting branch)."""
+    like = rgbn_da.sel(band=["red", "green", "blue"]).isel(x=slice(0, 128), y=slice(0, 128))
     model = load_model(folders["text2image"], device="cpu")
     assert model.kind == "text2image"
     calls = _record(model, monkeypatch)
