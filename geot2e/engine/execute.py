@@ -109,8 +109,8 @@ def _block_items(job, model, block, offset, cells):
 
 
 def schedule(job: Job, model, mask, cells: tuple[list, list]) -> tuple[list, list]:
-    """The model calls of pass A and pass B: lists of batches, each a list of ``(i, j, k, box)``
-    items of one shape. A pure function of the mask (never of chunks or workers).
+    """The model calls of pass A and pass B: lists of batches, each a list of ``(i, j, k, box,
+    bounds)`` items (:func:`~geot2e.engine.tiles.cell_items`) whose boxes have one shape. A pure function of the mask (never of chunks or workers).
 
     A pass-B window that touches no pass-A window's written pixels (their bounds)
     has no context to wait for: it runs in pass A (scattered small clouds then cost two or three
