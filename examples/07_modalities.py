@@ -1,5 +1,6 @@
-"""Cross-modal generation with the default model's modality adapters: text → colour infrared
-(NIR, red, green: NDVI from one generated tile), text → panchromatic on the exact 15 m
+"""Cross-modal generation with the default model's modality adapters: text → red, green, blue
+and NIR (``modality="rgbn"``: the RGB model and the NIR adapter from one noise, so NDVI from
+text), text → panchromatic on the exact 15 m
 refinement of a 30 m grid, and a hole in a real NIR band filled by the NIR adapter (beside a
 biharmonic fill of the same hole).
 
@@ -98,10 +99,10 @@ def main(argv=None) -> int:
     fig_path = Path(args.figure) if args.figure else out / "modalities.png"
     s2, rgb, pan_truth = _crops(args.small)
 
-    # 1. text -> colour infrared, on the real crop's grid and value scale (so NDVI is physical)
-    cir = {p: geot2e.generate(p, like=s2, modality="cir", **opts) for p in (VEGETATION, WATER)}
+    # 1. text -> red, green, blue, NIR on the real crop's grid and value scale (so NDVI is physical)
+    cir = {p: geot2e.generate(p, like=s2, modality="rgbn", **opts) for p in (VEGETATION, WATER)}
     for p, da in cir.items():
-        print(f"cir '{p.split(', ')[-1]}': bands {da.attrs['long_name']}, NDVI median {np.median(_ndvi(da)):.2f}")
+        print(f"rgbn '{p.split(', ')[-1]}': bands {da.attrs['long_name']}, NDVI median {np.median(_ndvi(da)):.2f}")
     print(f"real crop: NDVI median {np.median(_ndvi(s2)):.2f}")
 
     # 2. text -> PAN on the exact 2x refinement of the 30 m RGB grid
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     real_cir, lo, hi = _cir(s2)
     panels = [(real_cir, "real CIR (held out)"), (_ndvi(s2), "its NDVI")]
     for p, da in cir.items():
-        panels += [(_cir(da, lo, hi)[0], f"generated CIR: '{p.split(', ')[-1]}'")]
+        panels += [(_cir(da, lo, hi)[0], f"generated (rgbn), as CIR: '{p.split(', ')[-1]}'")]
     for ax, (img, title) in zip(axes[0], panels):
         if img.ndim == 2:
             ax.imshow(img, cmap="RdYlGn", vmin=-0.6, vmax=0.9, interpolation="nearest")

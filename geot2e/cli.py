@@ -232,7 +232,8 @@ def _add_model(p: argparse.ArgumentParser, *, gsd_help: str | None = None, opera
         g.add_argument("--modality", default=None, metavar="NAME",
                        help=f"generate another kind of image with the model's adapter for it: "
                             f"{', '.join(f'{k} ({v.description})' for k, v in MODALITIES.items() if v.adapter)}; "
-                            "INPUT then holds that modality's bands (default: RGB)")
+                            "INPUT then holds that modality's bands (default: RGB); generate also takes "
+                            f"{', '.join(f'{k} ({v.description})' for k, v in MODALITIES.items() if v.composite)}")
     if operation is not None:
         default = ("the model's student when it has one and --guidance/--steps are not given"
                    if options(operation)["few_step"] is None else "off")

@@ -53,6 +53,23 @@ def test_a_user_registers_sar_without_touching_the_package():
         Modality("bad", bands=("nir",), channels=(0, 0, 0), value_range=(1.0, 0.0))
 
 
+def test_a_composite_names_registered_parts_and_their_bands():
+    rgbn = get_modality("rgbn")
+    assert rgbn.composite and rgbn.parts == ("rgb", "nir") and rgbn.bands == ("red", "green", "blue", "nir")
+    assert not get_modality("nir").composite
+    with pytest.raises(ParameterError, match="two or more registered parts"):
+        Modality("bad", bands=("red",), channels=(), adapter=False, parts=("rgb",))
+    with pytest.raises(ParameterError, match="two or more registered parts"):
+        Modality("bad", bands=("red",), channels=(0, 0, 0), adapter=False, parts=("rgb", "nir"))
+    with pytest.raises(ParameterError, match="parts' bands in order"):
+        register_modality(Modality("bad", bands=("nir", "red", "green", "blue"), channels=(), adapter=False,
+                                   parts=("rgb", "nir")))
+    with pytest.raises(ParameterError, match="must be registered"):
+        register_modality(Modality("bad", bands=("red", "green", "blue", "x"), channels=(), adapter=False,
+                                   parts=("rgb", "no_such_part")))
+    assert "bad" not in MODALITIES
+
+
 # ----------------------------------------------------------------------------- channel map
 def test_one_band_model_runs_through_a_three_channel_vae(tmp_path):
     cfg = tiny_config()
@@ -108,7 +125,7 @@ def test_training_exports_the_adapter_beside_the_untouched_base(model_dir):
     assert data[0]["shape"][0] == 1            # the source's NIR band only
     for record in ("train_config.json", "manifest.json", "code_version.json"):
         assert (model_dir.parent / "run" / record).is_file(), record
-    assert available_modalities(model_dir) == ["cir", "nir", "pan", "rgb"]
+    assert available_modalities(model_dir) == ["cir", "nir", "pan", "rgb", "rgbn"]   # rgbn: rgb + nir
     base = from_pretrained(model_dir)
     assert base.config.band_names == ["red", "green", "blue"] and base.config.channels is None
 
@@ -181,6 +198,48 @@ def test_generate_cir_takes_its_bands_from_a_multiband_template(model_dir, data_
     out = geot2e.generate("mostly green vegetation", like=s2, model=str(model_dir), modality="cir", **FAST)
     assert out.attrs["long_name"] == ("B08", "B04", "B03") and out.dtype == s2.dtype
     assert out.rio.transform() == s2.rio.transform()
+
+
+def test_generate_rgbn_is_the_rgb_model_and_the_nir_adapter_from_one_noise(model_dir, landsat_da):
+    grid = dict(bounds=(500000.0, 4000000.0, 500320.0, 4000320.0), crs="EPSG:32617", gsd=10.0, seed=3)
+    out = geot2e.generate("vegetation", model=str(model_dir), modality="rgbn", **grid, **FAST)
+    rgb = geot2e.generate("vegetation", model=str(model_dir), **grid, **FAST)
+    nir = geot2e.generate("vegetation", model=str(model_dir), modality="nir", **grid, **FAST)
+    assert out.shape == (4, *rgb.shape[1:]) and out.attrs["long_name"] == ("red", "green", "blue", "nir")
+    np.testing.assert_array_equal(out.values[:3], rgb.values)       # each part exactly as generated alone,
+    np.testing.assert_array_equal(out.values[3:], nir.values)       # from the same keyed noise
+    assert out.rio.transform() == rgb.rio.transform() and out.rio.crs == rgb.rio.crs
+    assert out.attrs["geot2e_modality"] == "rgbn" and list(out.band.values) == [1, 2, 3, 4]
+    assert out.attrs["geot2e_checkpoint_hash"] == f"{rgb.attrs['geot2e_checkpoint_hash']}; " \
+                                                  f"{nir.attrs['geot2e_checkpoint_hash']}"   # provenance of both
+    assert len(out.attrs["geot2e_radiometry"]["lo"]) == 4
+    # a template in another band order, with its dtype: the result follows it band for band
+    like = (out.isel(band=[3, 0, 2, 1]) * 10000).astype("uint16").assign_attrs(long_name=("nir", "red", "blue", "green"))
+    like = like.rio.write_crs("EPSG:32617")
+    same = geot2e.generate("vegetation", like=like, model=str(model_dir), modality="rgbn", seed=3, **FAST)
+    assert same.dtype == np.uint16 and same.attrs["long_name"] == ("nir", "red", "blue", "green")
+    assert list(same.band.values) == [4, 1, 3, 2]
+    np.testing.assert_array_equal(same.x.values, like.x.values)
+    np.testing.assert_array_equal(same.y.values, like.y.values)
+    np.testing.assert_array_equal(same.values[0], geot2e.generate("vegetation", like=like.isel(band=[0]).assign_attrs(
+        long_name=("nir",)), model=str(model_dir), modality="nir", seed=3, **FAST).values[0])
+    with pytest.raises(BandCountError, match="makes bands red, green, blue, nir"):
+        geot2e.generate("x", like=landsat_da.isel(y=slice(0, 32), x=slice(0, 32)), model=str(model_dir),
+                        modality="rgbn", **FAST)
+
+
+def test_a_composite_is_generated_not_loaded_or_filled(model_dir, data_dir):
+    rgbn = geot2e.io.open_raster(data_dir / "rgbn_5m_crop.tif").isel(y=slice(0, 32), x=slice(0, 32))
+    mask = np.zeros((32, 32), bool)
+    mask[8:16, 8:16] = True
+    with pytest.raises(ParameterError, match="composite of 'rgb' and 'nir'.*modality='nir'"):
+        load_model(model_dir, device="cpu", modality="rgbn")
+    for fn in (geot2e.inpaint, geot2e.remove_clouds):
+        with pytest.raises(ParameterError, match="leave modality unset: every band is filled"):
+            fn(rgbn, mask, model=str(model_dir), modality="rgbn", progress=False, steps=1, tile=32, overlap=8)
+    with pytest.raises(ParameterError, match="not a loaded model"):
+        geot2e.generate("x", shape=(32, 32), bounds=(0, 0, 320, 320), crs="EPSG:32617",
+                        model=load_model(model_dir, device="cpu"), modality="rgbn", **FAST)
 
 
 def test_modality_errors_are_typed_and_write_nothing(model_dir, landsat_da, nir_da, tmp_path, data_dir):
@@ -268,3 +327,22 @@ def test_a_new_modality_is_a_config_away(tmp_path, data_dir):
         assert -25.0 <= float(out.min()) and float(out.max()) <= 5.0      # the modality's value range
     finally:
         MODALITIES.pop("two_band_test", None)
+
+
+def test_the_default_rgbn_separates_vegetation_from_water_by_ndvi():
+    """The shipped model and its nir adapter: text → red, green, blue, NIR whose NDVI says what the
+    prompt says (real vegetation is positive, water negative), drawn in one layout."""
+    grid = dict(bounds=(500000.0, 4000000.0, 500640.0, 4000640.0), crs="EPSG:32617", gsd=10.0, progress=False,
+                threads=1)
+    ndvi, layout = {}, {}
+    for key, prompt in (("vegetation", "satellite image, mostly green vegetation"),
+                        ("water", "satellite image, mostly water")):
+        out = geot2e.generate(prompt, modality="rgbn", seed=5, **grid).values.astype(np.float64)
+        red, nir = out[0], out[3]
+        ndvi[key] = float(np.mean((nir - red) / np.maximum(nir + red, 1e-6)))
+        from scipy import ndimage
+
+        grad = [np.hypot(ndimage.sobel(b, 0), ndimage.sobel(b, 1)).ravel() for b in (nir, out[:3].mean(0))]
+        layout[key] = float(np.corrcoef(*grad)[0, 1])
+    assert ndvi["vegetation"] > 0.15 and ndvi["water"] < -0.15, ndvi
+    assert layout["vegetation"] > 0.3, layout        # NIR edges where the visible edges are (real tiles: 0.58)

@@ -1,15 +1,20 @@
 """Held-out checks of the modality adapters: does text → NIR / PAN look like real NIR / PAN?
 
-    python -m geot2e.eval.modality --modalities cir nir pan --n 32 --json modality.json
+    python -m geot2e.eval.modality --modalities cir rgbn nir pan --n 32 --json modality.json
 
-NIR (``cir`` gives NIR, red and green of one tile, so NDVI; ``nir`` the band alone). Real
+NIR (``cir`` gives NIR, red and green of one tile, so NDVI; ``rgbn`` the same from the RGB
+model's red and green beside the ``nir`` adapter's band, both sampled from one noise, as
+``geot2e.generate(..., modality="rgbn")`` does; ``nir`` the band alone). Real
 tiles: 64-px windows of the Sentinel-2 held-out block (10 m), labelled by their own spectra
 with the captioner's rules (:func:`geot2e.train.captions.measure_content`: vegetation, water,
 ...). Generated tiles: the prompts "satellite image, mostly green vegetation" and "satellite
 image, mostly water" (the captions' words) at 10 m, mapped to the scene's values with the
-scene's percentiles (as training scaled them). Reported per class: NDVI (``cir``) or the
-scaled NIR level (``nir``) of real and generated pixels (mean, std), the 1-Wasserstein
-distance between the two distributions, and the separation vegetation − water.
+scene's percentiles (as training scaled them). Reported per class: NDVI (``cir``, ``rgbn``) or
+the scaled NIR level (``nir``) of real and generated pixels (mean, std), the 1-Wasserstein
+distance between the two distributions, and the separation vegetation − water. For ``rgbn``
+also whether the two models drew one layout: per tile, the correlation between the gradient
+magnitudes of the NIR band and of the visible bands' mean (real tiles: the same), median
+over the tiles of a class.
 
 PAN: real 64-px windows (15 m, clear pixels) of Landsat 8 Pensacola's held-out PAN quarter;
 generated tiles from the real tiles' own captions (their 30 m red/green/blue) at 15 m. Reported:
@@ -91,13 +96,24 @@ def _unit(tiles: np.ndarray) -> np.ndarray:
     return np.clip((tiles + 1) / 2, 0, 1)
 
 
+def _layout_agreement(tiles: np.ndarray) -> float:
+    """Median over (nir, red, green) tiles of the correlation between the gradient magnitudes of
+    the NIR band and of the visible bands' mean: how far the bands share one layout."""
+    def grad(a):
+        return np.hypot(ndimage.sobel(a, 0), ndimage.sobel(a, 1)).ravel()
+
+    r = [np.corrcoef(grad(t[0].astype(np.float64)), grad(t[1:].mean(0).astype(np.float64)))[0, 1] for t in tiles]
+    return float(np.nanmedian(r))
+
+
 def nir_report(modality: str, *, model="default", n: int = 32, steps: int = 25, guidance: float = 3.0,
                seed: int = 0) -> dict:
-    """Real vs generated NIR (``cir``: NDVI; ``nir``: the scaled NIR level) per content class."""
+    """Real vs generated NIR (``cir``, ``rgbn``: NDVI; ``nir``: the scaled NIR level) per content class."""
     from ..models import load_model
 
     tiles, _, labels, src = real_tiles("cir", 4 * n, seed=seed)
-    m = load_model(model, modality=modality)
+    m = load_model(model, modality="nir" if modality == "rgbn" else modality)
+    rgb = load_model(model) if modality == "rgbn" else None     # the base model as generate() runs it
     out = {"modality": modality, "model_id": m.model_id, "gsd": 10.0, "steps": steps, "guidance": guidance,
            "real_tiles": {c: labels.count(c) for c in sorted(set(labels))}, "classes": {}}
     for cls, prompt in PROMPTS.items():
@@ -106,7 +122,11 @@ def nir_report(modality: str, *, model="default", n: int = 32, steps: int = 25, 
             continue
         gen = _unit(generate_tiles(m, [prompt] * n, [10.0] * n, steps=steps, guidance=guidance,
                                    seeds=range(seed, seed + n)))
-        if modality == "cir":
+        if rgb is not None:                # nir, red, green: the two models from the same seeds
+            vis = _unit(generate_tiles(rgb, [prompt] * n, [10.0] * n, steps=steps, guidance=guidance,
+                                       seeds=range(seed, seed + n)))
+            gen = np.concatenate([gen, vis[:, :2]], 1)
+        if modality in ("cir", "rgbn"):
             r, g = _ndvi(_to_values(real, src, 3)), _ndvi(_to_values(gen, src, 3))
             share = float(np.mean([_label_cir(t) == cls for t in gen]))
         else:
@@ -114,6 +134,8 @@ def nir_report(modality: str, *, model="default", n: int = 32, steps: int = 25, 
             share = None
         out["classes"][cls] = {**_dist(r, g), "n_real": int(len(real)), "n_generated": n,
                                "generated_labelled_as_prompt": share}
+        if modality == "rgbn":
+            out["classes"][cls].update(layout_real=_layout_agreement(real), layout_generated=_layout_agreement(gen))
     c = out["classes"]
     if "vegetation" in c and "water" in c:
         out["separation_real"] = c["vegetation"]["real_mean"] - c["water"]["real_mean"]
@@ -161,7 +183,7 @@ def pan_report(*, model="default", n: int = 32, steps: int = 25, guidance: float
             "generated": row}
 
 
-def run_modality_eval(modalities: Sequence[str] = ("cir", "nir", "pan"), **kw) -> list[dict]:
+def run_modality_eval(modalities: Sequence[str] = ("cir", "rgbn", "nir", "pan"), **kw) -> list[dict]:
     return [pan_report(**kw) if m == "pan" else nir_report(m, **kw) for m in modalities]
 
 
@@ -173,7 +195,7 @@ def modality_table(results: Sequence[dict]) -> str:
         lines += ["| modality | class | quantity | real mean ± std | generated mean ± std | W1 | generated labelled "
                   "as prompt |", "|---|---|---|---|---|---|---|"]
         for r in nir:
-            q = "NDVI" if r["modality"] == "cir" else "NIR (scaled)"
+            q = "NDVI" if r["modality"] in ("cir", "rgbn") else "NIR (scaled)"
             for cls, c in r["classes"].items():
                 share = "" if c["generated_labelled_as_prompt"] is None else f"{c['generated_labelled_as_prompt']:.2f}"
                 lines.append(f"| {r['modality']} | {cls} ({c['n_real']} real) | {q} | {c['real_mean']:.3f} ± "
@@ -182,6 +204,12 @@ def modality_table(results: Sequence[dict]) -> str:
             if "separation_real" in r:
                 lines.append(f"| {r['modality']} | vegetation − water | {q} | {r['separation_real']:.3f} | "
                              f"{r['separation_generated']:.3f} | | |")
+        lay = [(r, c) for r in nir for c in r["classes"].values() if "layout_real" in c]
+        if lay:
+            lines += ["", "One layout in all bands (median per-tile correlation of NIR and visible gradient "
+                      "magnitudes): " + "; ".join(f"{cls} real {c['layout_real']:.2f}, generated "
+                                                  f"{c['layout_generated']:.2f}" for r in nir
+                                                  for cls, c in r["classes"].items() if "layout_real" in c)]
     for r in results:
         if r["modality"] != "pan":
             continue
@@ -196,7 +224,8 @@ def modality_table(results: Sequence[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--modalities", nargs="+", default=["cir", "nir", "pan"], choices=["cir", "nir", "pan"])
+    ap.add_argument("--modalities", nargs="+", default=["cir", "rgbn", "nir", "pan"],
+                    choices=["cir", "rgbn", "nir", "pan"])
     ap.add_argument("--model", default="default")
     ap.add_argument("--n", type=int, default=32, help="generated tiles per prompt (PAN: real tiles)")
     ap.add_argument("--steps", type=int, default=25)

@@ -295,7 +295,8 @@ def available_modalities(name_or_path: "str | os.PathLike" = "default") -> list[
     from .modality import MODALITIES
 
     path = DEFAULT_WEIGHTS if str(name_or_path) == "default" else Path(name_or_path).expanduser()
-    return sorted(n for n, m in MODALITIES.items() if not m.adapter or (path / m.folder / ADAPTER_WEIGHTS).is_file())
+    own = {n for n, m in MODALITIES.items() if not m.composite and (not m.adapter or (path / m.folder / ADAPTER_WEIGHTS).is_file())}
+    return sorted(own | {n for n, m in MODALITIES.items() if m.composite and set(m.parts) <= own})
 
 
 def resolve_modality(modality: str, name_or_path: "str | os.PathLike" = "default") -> str:
@@ -331,7 +332,8 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     ``modality="nir"`` (or another name of :data:`geot2e.models.modality.MODALITIES`) merges the
     folder's adapter for that modality (``modality/<name>/``, trained by ``geot2e train`` with a
     ``modality:`` config): the model then generates that modality's bands
-    (``model.config.band_names``); ``None`` or ``"rgb"`` is the base model.
+    (``model.config.band_names``); ``None`` or ``"rgb"`` is the base model. A composite modality
+    (``"rgbn"``) is no single model: a ParameterError names its parts.
     """
     if isinstance(name_or_path, Text2Earth):
         if modality not in (None, "rgb", getattr(name_or_path, "modality", None)):
@@ -340,6 +342,13 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
         return name_or_path
     if modality is not None:
         modality = resolve_modality(modality, name_or_path)
+        from .modality import get_modality
+
+        if get_modality(modality).composite:
+            parts = get_modality(modality).parts
+            raise ParameterError(f"modality {modality!r} is a composite of {' and '.join(map(repr, parts))}, each "
+                                 f"its own model: geot2e.generate(..., modality={modality!r}) runs them from the "
+                                 f"same noise; load_model loads one part (modality={parts[-1]!r}).")
         if modality == "rgb":
             modality = None
     dev = resolve_device(device)
