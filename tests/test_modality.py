@@ -291,6 +291,40 @@ def test_cli_generates_a_modality_cog(model_dir, landsat_da, tmp_path):
         assert f.count >= 1 and f.descriptions[0] == "nir"
 
 
+def test_a_one_band_modality_trains_and_loads_its_own_detail_network(tmp_path, data_dir):
+    """A modality config's detail: section: a one-channel pixel-detail network, trained on the
+    band's VAE round trips (--stage detail alone needs no adapter run), exported beside the
+    adapter; load_model(modality=...) attaches it, re-exporting the adapter keeps it."""
+    from geot2e.models.detail import has_detail_net
+    from geot2e.train import run_training
+
+    torch.manual_seed(0)
+    base = tmp_path / "model"
+    save_pretrained(Text2Earth(tiny_config()), base)
+    stage = {"steps": 2, "batch_size": 2, "lr": 1e-3, "warmup": 1, "bf16": False, "save_every": 2}
+    cfg = {"out_dir": str(tmp_path / "run"), "base_model": str(base), "export": str(base), "modality": "nir",
+           "tile": 32, "gsd_max": 40.0, "sources": [{"path": str(data_dir / "rgbn_5m_crop.tif"), "bands": [4]}],
+           "lora": {"rank": 2, "alpha": 2}, "denoiser": stage, "detail": {**stage, "tile_sizes": [32]}}
+    p = tmp_path / "nir.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    run_training(p, progress=False, stages=["detail"])              # the network alone: no adapter yet
+    folder = base / "modality" / "nir"
+    assert has_detail_net(folder) and not (folder / "adapter_model.safetensors").exists()
+    assert json.loads((folder / "detail" / "geot2e_detail.json").read_text())["channels"] == 1
+    assert not has_detail_net(base)                                  # the RGB model's stays as it was
+    run_training(p, progress=False)                                  # the adapter; the network is finished
+    assert has_detail_net(folder) and (folder / "adapter_model.safetensors").is_file()
+    nir = load_model(base, device="cpu", modality="nir")
+    assert nir.detail_net is not None and nir.detail_net.channels == 1
+    plain = load_model(base, device="cpu", modality="nir", detail=False)
+    assert plain.detail_net is None and nir.checkpoint_hash != plain.checkpoint_hash
+    grid = dict(bounds=(500000.0, 4000000.0, 500320.0, 4000320.0), crs="EPSG:32617", gsd=10.0, seed=1)
+    a = geot2e.generate("vegetation", model=nir, **grid, **FAST)
+    b = geot2e.generate("vegetation", model=plain, **grid, **FAST)
+    assert a.shape == b.shape and a.shape[0] == 1 and not np.array_equal(a.values, b.values)
+    assert load_model(base, device="cpu").detail_net is None
+
+
 def test_a_modality_config_needs_a_lora_section(tmp_path, data_dir):
     from geot2e.train import run_training
 

@@ -360,8 +360,11 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     else:
         path = Path(name_or_path).expanduser()
     from .detail import DETAIL_DIR, DETAIL_WEIGHTS, has_detail_net, load_detail_net
+    from .modality import get_modality
 
-    detail = bool(detail) and modality is None and has_detail_net(path)   # (one cache entry for a folder without one)
+    # the RGB model's, or the modality's own (beside its adapter); one cache entry for a folder without one
+    dfolder = path if modality is None else path / get_modality(modality).folder
+    detail = bool(detail) and has_detail_net(dfolder)
     key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate), modality, detail)
     with _LOCK:
         if key in _CACHE:
@@ -369,9 +372,9 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
         model = from_pretrained(path, device=dev)
         if few_step:
             _merge_student(model, path)
-        if detail:                            # the pixel detail its decoder loses (RGB fills)
-            load_detail_net(model, path / DETAIL_DIR)
-            h = hashlib.sha256((path / DETAIL_DIR / DETAIL_WEIGHTS).read_bytes()).hexdigest()[:8]
+        if detail:                            # the pixel detail its decoder loses
+            load_detail_net(model, dfolder / DETAIL_DIR)
+            h = hashlib.sha256((dfolder / DETAIL_DIR / DETAIL_WEIGHTS).read_bytes()).hexdigest()[:8]
             model.checkpoint_hash = f"{model.checkpoint_hash}+{h}"   # provenance names the detail network too
         if translate:
             from .control import CONTROL_DIR, load_controlnet

@@ -13,8 +13,9 @@ as fine-grained as the known ground around it (:func:`context_level`), and any c
 the same pixels. The grain adds no structure: edges and roads the latents lack stay missing.
 
 Trained through ``geot2e train`` (the ``detail:`` stage, :mod:`geot2e.train.detail`), saved
-beside the model as ``detail/`` (safetensors + JSON). Works on the model's [-1, 1] scale;
-knows no CRS.
+beside the model as ``detail/`` (safetensors + JSON); a one-band modality (PAN) has its own,
+trained on that band's round trips and saved beside its adapter (``modality/pan/detail/``).
+Works on the model's [-1, 1] scale; knows no CRS.
 """
 from __future__ import annotations
 
@@ -45,21 +46,22 @@ LOG_SIGMA_MIN, LOG_SIGMA_MAX = -10.0, 0.0
 
 
 class DetailNet(nn.Module):
-    """The expected true image (B, 3, H, W) of a decoded one ``x`` (same shape, H and W even),
+    """The expected true image (B, C, H, W; ``channels`` C: 3 for RGB, 1 for a one-band
+    modality such as PAN) of a decoded one ``x`` (same shape, H and W even),
     and the log of the truth's standard deviation around it per band and pixel
     (:meth:`predict`). ``x`` is pixel-unshuffled by 2, run through ``blocks`` residual blocks of
     ``width`` channels, and shuffled back as a residual over ``x`` (the mean) and as a second
     head on the detached features (the spread)."""
 
-    def __init__(self, width: int = DETAIL_WIDTH, blocks: int = DETAIL_BLOCKS):
+    def __init__(self, width: int = DETAIL_WIDTH, blocks: int = DETAIL_BLOCKS, channels: int = 3):
         super().__init__()
-        self.width, self.blocks = int(width), int(blocks)
-        w = self.width
-        self.head = nn.Conv2d(12, w, 3, 1, 1)
+        self.width, self.blocks, self.channels = int(width), int(blocks), int(channels)
+        w, c4 = self.width, 4 * self.channels
+        self.head = nn.Conv2d(c4, w, 3, 1, 1)
         self.body = nn.ModuleList(nn.Sequential(nn.Conv2d(w, w, 3, 1, 1), nn.GELU(), nn.Conv2d(w, w, 3, 1, 1))
                                   for _ in range(self.blocks))
-        self.tail = nn.Conv2d(w, 12, 3, 1, 1)
-        self.spread = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1), nn.GELU(), nn.Conv2d(w, 12, 3, 1, 1))
+        self.tail = nn.Conv2d(w, c4, 3, 1, 1)
+        self.spread = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1), nn.GELU(), nn.Conv2d(w, c4, 3, 1, 1))
         nn.init.zeros_(self.tail.weight)       # starts as the identity
         nn.init.zeros_(self.tail.bias)
         nn.init.zeros_(self.spread[-1].weight)  # and a spread of exp(-3) = 0.05
@@ -87,21 +89,23 @@ class DetailNet(nn.Module):
 
 
 def predict_detail(net: DetailNet, decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean, sigma)`` of the true image given ``decoded`` (B, C, H, W; its first three bands
-    RGB): the network's expected image (bands past the third as they are, clamped to [-1, 1])
-    and the truth's standard deviation around it (B, 3, H, W). A sample is ``mean`` plus
-    ``temperature`` (:data:`DETAIL_TEMPERATURE`) × ``sigma`` × standard normal pixel noise
+    """``(mean, sigma)`` of the true image given ``decoded`` (B, C, H, W; its first
+    ``net.channels`` bands the network's: RGB, or a modality's band): the network's expected
+    image (bands past those as they are, clamped to [-1, 1]) and the truth's standard deviation
+    around it (B, net.channels, H, W). A sample is ``mean`` plus ``temperature``
+    (:data:`DETAIL_TEMPERATURE`) × ``sigma`` × standard normal pixel noise
     (:meth:`Text2Earth.add_detail`). Odd sizes are padded by replication."""
     p = next(net.parameters())
-    x = decoded[:, :3].float()
+    nc = int(getattr(net, "channels", 3))
+    x = decoded[:, :nc].float()
     h, w = x.shape[-2:]
     ph, pw = h % 2, w % 2
     xin = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
     mean, log_sigma = net.predict(xin.to(p.device, p.dtype))
     mean = mean.float()[..., :h, :w].to(x.device).clamp(-1, 1)
     sigma = torch.exp(log_sigma.float()[..., :h, :w]).to(x.device)
-    if decoded.shape[1] > 3:
-        mean = torch.cat([mean, decoded[:, 3:].float()], 1)
+    if decoded.shape[1] > nc:
+        mean = torch.cat([mean, decoded[:, nc:].float()], 1)
     return mean, sigma
 
 
@@ -166,7 +170,7 @@ def detail_net_info(folder: str | Path) -> dict:
 def save_detail_net(net: DetailNet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:
     """Write ``net`` (safetensors) and ``meta`` (JSON, with its architecture) to ``folder`` atomically."""
     return save_net(net, folder, weights=DETAIL_WEIGHTS, meta_name=DETAIL_META, dtype=dtype,
-                    meta={**meta, "width": net.width, "blocks": net.blocks})
+                    meta={**meta, "width": net.width, "blocks": net.blocks, "channels": net.channels})
 
 
 def load_detail_net(model, folder: str | Path | None = None):
@@ -176,5 +180,6 @@ def load_detail_net(model, folder: str | Path | None = None):
     return attach_net(model, folder, sub=DETAIL_DIR, weights=DETAIL_WEIGHTS, meta_name=DETAIL_META,
                       attr="detail_net",
                       build=lambda meta: DetailNet(int(meta.get("width", DETAIL_WIDTH)),
-                                                   int(meta.get("blocks", DETAIL_BLOCKS))),
+                                                   int(meta.get("blocks", DETAIL_BLOCKS)),
+                                                   int(meta.get("channels", 3))),
                       what="pixel-detail network", section="detail")

@@ -421,5 +421,6 @@ class Text2Earth(nn.Module):
             level = context_level(x, m, out, grain, fallback=DETAIL_TEMPERATURE).view(b, 1, 1, 1)
         else:
             level = float(temperature)
-        rgb = (out[:, :3] + level * grain * m.to(out.dtype)).clamp(-1, 1)
-        return torch.cat([rgb, out[:, 3:]], 1)
+        c = sigma.shape[1]                    # the network's bands (RGB, or a modality's band)
+        own = (out[:, :c] + level * grain * m.to(out.dtype)).clamp(-1, 1)
+        return torch.cat([own, out[:, c:]], 1)

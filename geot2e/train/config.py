@@ -165,7 +165,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
         raise ParameterError(f"modality {cfg.modality!r} trains a LoRA adapter: add a 'lora:' section (rank, targets) "
                              "and a 'denoiser:' section with its training settings (see configs/modality_nir.yaml).")
     if cfg.lora is not None:
-        return run_lora(cfg, progress=progress, resume=resume)
+        return run_lora(cfg, progress=progress, resume=resume, stages=stages)
     if cfg.threads and D.context() is None:
         torch.set_num_threads(cfg.threads)
     main = D.is_main()
@@ -316,6 +316,22 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
                 for d in dsts:
                     _side_stage(name)[1](out / name / "net", d)
     D.barrier()
+    return model
+
+
+def _modality_detail(model, mod, cfg, out: Path, sources, *, progress: bool, resume: bool):
+    """A modality's pixel-detail network (the ``detail:`` section of a modality config): trained
+    on the VAE round trips of the modality's bands (the adapter plays no part in them) and
+    exported beside the adapter, ``<export>/modality/<name>/detail``."""
+    from .detail import export_detail_net, train_detail
+    from .parallel import barrier, is_main
+
+    train_detail(model, build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + 6, sources=sources),
+                 cfg.detail, out, resume=resume, progress=progress)
+    barrier()
+    if stage_finished(out / "detail", cfg.detail) and is_main() and cfg.export:
+        export_detail_net(out / "detail" / "net", Path(cfg.export) / mod.folder)
+    barrier()
     return model
 
 
@@ -477,7 +493,7 @@ def _sample_archive(key: str) -> str:
     return SAMPLES[key].source
 
 
-def run_lora(cfg, *, progress: bool = True, resume: bool = True):
+def run_lora(cfg, *, progress: bool = True, resume: bool = True, stages=None):
     """The LoRA path of :func:`~geot2e.train.run_training` (a config with a ``lora:`` section).
 
     Loads ``base_model`` ("default" or a checkpoint folder), adds the adapter, trains it with
@@ -485,7 +501,10 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
     and, with ``lora.merge`` (default true), the merged model to ``out_dir/final`` (and
     ``export``). With ``modality`` (:mod:`geot2e.models.modality`) the adapter learns that
     modality's bands of the sources (captioned by their red/green/blue) and is exported, not
-    merged, to ``<export>/modality/<name>``."""
+    merged, to ``<export>/modality/<name>``; a ``detail:`` section then also trains the
+    modality's pixel-detail network on the same bands' VAE round trips (no adapter needed) and
+    exports it beside the adapter (``<export>/modality/<name>/detail``). ``stages``
+    (``["denoiser"]``: the adapter, ``["detail"]``) runs one of the two."""
     from ..errors import CheckpointError
     from ..models.checkpoint import DEFAULT_WEIGHTS
     from .lora import DEFAULT_TARGETS, add_lora, merge_lora, train_lora
@@ -497,6 +516,12 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
         raise ParameterError(f"lora: unknown keys {sorted(unknown)}; allowed: rank, alpha, targets, dropout, merge")
     if cfg.denoiser is None:
         raise ParameterError("a LoRA config needs a 'denoiser' section with the training settings (steps, lr, ...).")
+    if cfg.detail is not None and cfg.modality is None:
+        raise ParameterError("detail: in a LoRA config trains a modality's pixel-detail network; add 'modality:', "
+                             "or train the model's own with configs/detail.yaml.")
+    other = set(stages or ()) - {"denoiser", "detail"}
+    if other:
+        raise ParameterError(f"a LoRA config runs the stages 'denoiser' (the adapter) and 'detail', not {sorted(other)}.")
     base = cfg.base_model or "default"
     path = DEFAULT_WEIGHTS if base == "default" else Path(os.path.expandvars(os.path.expanduser(base)))
     if not (Path(path) / "config.json").is_file():
@@ -525,6 +550,8 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
             (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
             _write_data_json(out, cfg, sources, rasters)
             write_run_record(out, cfg, sources, specs=rasters)
+    if mod is not None and stages is not None and "denoiser" not in stages:
+        return _modality_detail(model, mod, cfg, out, sources, progress=progress, resume=resume)
     ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed, sources=sources)
     add_lora(model, rank=spec.get("rank", 8), alpha=spec.get("alpha", spec.get("rank", 8)),
              targets=spec.get("targets", DEFAULT_TARGETS), dropout=spec.get("dropout", 0.0))
@@ -543,6 +570,8 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True):
 
             export_adapter(out / "lora" / "adapter", Path(cfg.export), mod.folder)
         barrier()
+        if cfg.detail is not None and (stages is None or "detail" in stages):
+            return _modality_detail(model, mod, cfg, out, sources, progress=progress, resume=resume)
         return model
     if spec.get("merge", True):
         merge_lora(model)

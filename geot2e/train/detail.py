@@ -37,17 +37,19 @@ def round_trip(model, rgb: torch.Tensor) -> torch.Tensor:
 
 def train_detail(model, rgb_dataset, cfg: StageConfig, out_dir: str | Path, *, resume: bool = True,
                  progress: bool = True) -> list:
-    """Train ``model.detail_net`` (built when missing) on ``rgb_dataset``'s tiles through the
-    model's VAE and write it to ``out_dir/detail/net``. The model itself is untouched."""
+    """Train ``model.detail_net`` (built when missing, for the model's bands: RGB, or a
+    one-band modality's) on ``rgb_dataset``'s tiles through the model's VAE and write it to
+    ``out_dir/detail/net``. The model itself is untouched."""
     def loss_fn(batch, rng):
-        true = batch["image"][:, :3]
+        true = batch["image"][:, :model.detail_net.channels]
         mean, log_sigma = model.detail_net.predict(round_trip(model, true))
         r2 = (true - mean).detach().float() ** 2         # the spread learns the mean's error, never moves it
         nll = 0.5 * r2 * torch.exp(-2 * log_sigma.float()) + log_sigma.float()
         return F.l1_loss(mean, true) + SPREAD_WEIGHT * nll.mean()
 
     meta = {"batch_size": cfg.batch_size, "model_id": str(getattr(model.config, "model_id", ""))}
-    return train_side_net(model, "detail_net", DetailNet, loss_fn, rgb_dataset, cfg, Path(out_dir) / "detail",
+    return train_side_net(model, "detail_net", lambda: DetailNet(channels=min(model.bands, 3)), loss_fn, rgb_dataset,
+                          cfg, Path(out_dir) / "detail",
                           lambda net, folder, step: save_detail_net(net, folder, meta={"steps": int(step), **meta}),
                           resume=resume, progress=progress, desc="detail")
 

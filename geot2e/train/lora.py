@@ -65,6 +65,10 @@ def export_adapter(adapter: str | os.PathLike, model_folder: str | os.PathLike, 
     from .._fs import atomic_folder
 
     with atomic_folder(dst) as tmp:
+        if dst.is_dir():                  # what lives beside the adapter (a modality's detail/) stays
+            for sub in dst.iterdir():
+                if sub.is_dir():
+                    shutil.copytree(sub, tmp / sub.name)
         for f in src.iterdir():
             if f.name == ADAPTER_WEIGHTS:
                 with safe_open(str(f), framework="pt") as fh:
