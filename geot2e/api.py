@@ -943,7 +943,6 @@ def _generate_composite(prompt, *, like, modality, radiometry, **kw) -> xr.DataA
     band dimension (in ``like``'s band order where given), with both parts' provenance."""
     from .engine.raster import raster_dims
     from .geo.bands import band_roles
-    from .models.modality import get_modality
 
     comp = _composite(modality, kw.get("model"))
     if radiometry is not None:
