@@ -16,7 +16,7 @@ area_compact  issue 23's case: 11 compact clouds (radii 20-45 px, 5 %) on a 791 
            100 % masked, remove_clouds at its default sampler: UNet work (windows, latent pixels per
            step, UNet passes; deterministic, a stub model) and, unless --proxy-only, time
            (run it with --model default on an idle machine; target <= 0.15; --sampler full for
-           the 60-step sampler, --context F for another context-margin factor)
+           the 60-step sampler, --context F for another context-margin factor, --whole-decode to decode every window whole)
 translate_modality  seconds per output megapixel of each translation task and of generate with
            the modality adapters, beside inpainting a fully masked raster of the same size
            (run it with --model default)
@@ -362,7 +362,8 @@ def bench_area_compact(model, args):
     """Issue 23 §2: 11 compact clouds (5 %) vs the whole crop masked, remove_clouds at its
     default sampler (one sample; ``--sampler default`` = the few-step student where the model
     folder has one, ``full`` = the full sampler), same crop, same options. ``--context`` sets the
-    engine's margin factor (``geot2e.engine.grid.CONTEXT``) for this run."""
+    engine's margin factor (``geot2e.engine.grid.CONTEXT``) for this run, ``--whole-decode``
+    decodes every window whole (the control for :func:`geot2e.models.text2earth.decode_box`)."""
     from geot2e.api import remove_clouds
     from geot2e.geo import Radiometry
 
@@ -370,6 +371,10 @@ def bench_area_compact(model, args):
         import geot2e.engine.grid as grid
 
         grid.CONTEXT = float(args.context)
+    if args.whole_decode:                 # the control: every window decoded whole (before decode_box)
+        import geot2e.models.text2earth as t2e
+
+        t2e.DECODE_CROP_SHARE = -1.0
     if args.sampler == "default" and getattr(model, "source", None) is not None:
         from geot2e.models import load_model
         from geot2e.models.checkpoint import has_few_step
@@ -402,6 +407,7 @@ def bench_area_compact(model, args):
         res["seconds"] = t
         res["time_ratio"] = _ratio_stats(t["5pct"], t["100pct"])
     res["sampler"] = "few-step" if getattr(model, "student_steps", None) else "full"
+    res["decode"] = "whole windows" if args.whole_decode else "around the holes (decode_box)"
     res["target"] = "<= 0.15"
     return res
 
@@ -755,6 +761,8 @@ def main(argv=None):
                    help="area_compact: remove_clouds' default (the few-step student where the model has one) or full")
     p.add_argument("--context", type=float, default=None,
                    help="area_compact: the engine's context-margin factor for this run (default: the engine's)")
+    p.add_argument("--whole-decode", action="store_true",
+                   help="area_compact: decode every window whole (the control for decode_box)")
     p.add_argument("--tm-size", type=int, default=256, help="translate_modality: output size in pixels")
     p.add_argument("--mem-small", type=int, default=2048)
     p.add_argument("--mem-big", type=int, default=8192)

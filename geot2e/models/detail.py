@@ -130,7 +130,7 @@ def _interior(m: torch.Tensor) -> torch.Tensor:
 
 
 def context_level(x: torch.Tensor, m: torch.Tensor, mean: torch.Tensor, grain: torch.Tensor, *,
-                  fallback: float = DETAIL_TEMPERATURE) -> torch.Tensor:
+                  fallback: float = DETAIL_TEMPERATURE, context: tuple | None = None) -> torch.Tensor:
     """(B,) how many times ``grain`` (the spread times the pixel noise, B, 3, H, W) a fill
     ``mean`` needs under the mask ``m`` (B, 1, H, W; 1 = synthesized) for its pixel-scale
     energy (the standard deviation of its Laplacian, bands pooled) to equal that of the known
@@ -138,11 +138,13 @@ def context_level(x: torch.Tensor, m: torch.Tensor, mean: torch.Tensor, grain: t
     around it (a town's fill grainy, a lake's smooth). The grain's Laplacian is taken as
     uncorrelated with the mean's. ``fallback`` where a window has fewer than
     :data:`CONTEXT_MIN_PIXELS` known pixels away from the mask (text-to-image); at most
-    :data:`CONTEXT_MAX_LEVEL`."""
+    :data:`CONTEXT_MAX_LEVEL`. ``context``: ``(x, m)`` of the whole window when ``x``, ``m``,
+    ``mean`` and ``grain`` are a box of it (the known pixels of the whole window set the level)."""
     m = m.float()
-    ctx = _interior(1.0 - m)
+    cx, cm = (x, m) if context is None else (context[0], context[1].float())
+    ctx = _interior(1.0 - cm)
     inside = _interior(m)
-    lx, lm, lg = _laplace(x[:, :3].float()), _laplace(mean[:, :3].float()), _laplace(grain.float())
+    lx, lm, lg = _laplace(cx[:, :3].float()), _laplace(mean[:, :3].float()), _laplace(grain.float())
     out = []
     for b in range(x.shape[0]):
         c, i = ctx[b, 0], inside[b, 0]

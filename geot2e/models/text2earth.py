@@ -76,6 +76,35 @@ def tile_inputs(images: torch.Tensor, masks: torch.Tensor, device, vae_factor: i
     return x, m
 
 
+#: pixels of decoded context kept around a batch's masked pixels when the batch's windows are
+#: decoded only there (:func:`decode_box`): what the colour anchor's low-pass (σ = 4 px) and the
+#: pixel-detail network need around a fill; a multiple of every VAE factor in use
+DECODE_MARGIN = 16
+#: the largest share of a window's pixels a cropped decode may cover; above it the whole
+#: window is decoded (a mostly masked window, text-to-image: as before cropping existed)
+DECODE_CROP_SHARE = 0.8
+
+
+def decode_box(mask: torch.Tensor, factor: int, margin: int = DECODE_MARGIN) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)``: the pixels of a batch of windows (``mask`` B, 1, H, W; 1 =
+    synthesize) that decoding needs, the bounding box of every masked pixel grown by
+    ``margin`` and aligned to the VAE ``factor``; None when that covers more than
+    :data:`DECODE_CROP_SHARE` of the window (decode it whole). The VAE decoder's cost follows
+    the pixels it decodes, and a small cloud's window holds its context margin on every side."""
+    h, w = mask.shape[-2:]
+    rows = torch.nonzero(mask.amax(dim=(0, 1, 3)) > 0).flatten()
+    cols = torch.nonzero(mask.amax(dim=(0, 1, 2)) > 0).flatten()
+    if not len(rows):
+        return None
+    y0 = max(0, (int(rows[0]) - margin) // factor * factor)
+    x0 = max(0, (int(cols[0]) - margin) // factor * factor)
+    y1 = min(h, -(-(int(rows[-1]) + 1 + margin) // factor) * factor)
+    x1 = min(w, -(-(int(cols[-1]) + 1 + margin) // factor) * factor)
+    if (y1 - y0) * (x1 - x0) > DECODE_CROP_SHARE * h * w:
+        return None
+    return y0, y1, x0, x1
+
+
 class Text2Earth(nn.Module):
     """Resolution-conditioned latent diffusion for editing and generating rasters.
 
@@ -336,7 +365,10 @@ class Text2Earth(nn.Module):
 
         Returns
         -------
-        (B, C, H, W) float32 tensor: decoded tiles (known pixels are not composited back).
+        (B, C, H, W) float32 tensor: decoded tiles (known pixels are not composited back). When
+        the masked pixels of the batch lie in a small part of the window, only that part and
+        :data:`DECODE_MARGIN` pixels around it are decoded (:func:`decode_box`); the pixels
+        beyond are returned as the input.
         """
         mode = _harmonize_mode(harmonize)
         dev = self.device
@@ -391,14 +423,29 @@ class Text2Earth(nn.Module):
             z = sched.step(eps, t, z).prev_sample
             if callback is not None:
                 callback(i + 1, len(timesteps))
+        box = decode_box(m, self.vae_factor)
+        if box is None:
+            with self._vae_autocast(dev):
+                decoded = self.decode_latents(z).float()
+            if self.detail_net is None or detail is False:
+                return apply_harmonize(decoded, x, m, mode)
+            return self.add_detail(decoded, x, m, mode, noise, detail)
+        y0, y1, x0, x1 = box                 # small holes: decode (and detail) only around them
+        f = self.vae_factor
         with self._vae_autocast(dev):
-            decoded = self.decode_latents(z).float()
+            decoded = self.decode_latents(z[..., y0 // f:y1 // f, x0 // f:x1 // f]).float()
+        xs, ms = x[..., y0:y1, x0:x1], m[..., y0:y1, x0:x1]
         if self.detail_net is None or detail is False:
-            return apply_harmonize(decoded, x, m, mode)
-        return self.add_detail(decoded, x, m, mode, noise, detail)
+            part = apply_harmonize(decoded, xs, ms, mode)
+        else:
+            part = self.add_detail(decoded, xs, ms, mode, noise, detail, window=(x, m, box))
+        out = x.clone()
+        out[..., y0:y1, x0:x1] = part.to(out.dtype)
+        return out
 
     def add_detail(self, decoded: torch.Tensor, x: torch.Tensor, m: torch.Tensor, mode: str,
-                   noise: torch.Tensor | None, temperature: float | bool | None = None) -> torch.Tensor:
+                   noise: torch.Tensor | None, temperature: float | bool | None = None,
+                   window: tuple | None = None) -> torch.Tensor:
         """A decoded fill given the pixel detail its decoder lost (the attached
         :class:`~geot2e.models.detail.DetailNet`): its expected image, harmonised with the
         known pixels (``mode``), plus a level × its spread × pixel noise under the mask ``m``.
@@ -407,7 +454,10 @@ class Text2Earth(nn.Module):
         :data:`~geot2e.models.detail.DETAIL_TEMPERATURE` without them); a number fixes it; 0
         is the expected image alone. The pixel noise is drawn from each tile's latent ``noise``
         (keyed by the engine per tile and sample), so that a tile's pixels do not depend on the
-        chunking."""
+        chunking. ``window``: ``(x, m, (y0, y1, x0, x1))`` when ``decoded``, ``x`` and ``m`` are
+        that box of a larger window (:func:`decode_box`): the pixel noise is the whole window's,
+        cut to the box, and the known pixels that set the grain's level are the whole window's,
+        so a fill's grain does not depend on how much of its window was decoded."""
         from .control import pixel_noise
         from .detail import DETAIL_TEMPERATURE, context_level, predict_detail
 
@@ -416,9 +466,15 @@ class Text2Earth(nn.Module):
         if temperature is not None and temperature is not True and float(temperature) <= 0:
             return out
         b, _, h, w = sigma.shape              # one noise field for the three bands: the grain is of brightness
-        grain = sigma * pixel_noise(noise, (b, 1, h, w)).to(out.device)
+        if window is None:
+            field = pixel_noise(noise, (b, 1, h, w))
+        else:
+            wx, wm, (y0, y1, x0, x1) = window
+            field = pixel_noise(noise, (b, 1, *wx.shape[-2:]))[..., y0:y1, x0:x1]
+        grain = sigma * field.to(out.device)
         if temperature is None or temperature is True:
-            level = context_level(x, m, out, grain, fallback=DETAIL_TEMPERATURE).view(b, 1, 1, 1)
+            ctx = None if window is None else (window[0], window[1])
+            level = context_level(x, m, out, grain, fallback=DETAIL_TEMPERATURE, context=ctx).view(b, 1, 1, 1)
         else:
             level = float(temperature)
         c = sigma.shape[1]                    # the network's bands (RGB, or a modality's band)
