@@ -21,7 +21,8 @@ generated tiles from the real tiles' own captions (their 30 m red/green/blue) at
 the texture ratio (std of the Laplacian, generated / real, pooled), the 1-Wasserstein distance
 between the value histograms (scene-scaled), with the distance between two halves of the real
 tiles as the floor, and the same for the RGB base model's tiles made grey (mean of its bands)
-as the baseline an adapter has to beat.
+as the baseline an adapter has to beat (and for the adapter without PAN's pixel-detail network
+where it has one).
 """
 from __future__ import annotations
 
@@ -164,8 +165,12 @@ def pan_report(*, model="default", n: int = 32, steps: int = 25, guidance: float
     tiles, captions, _, _ = real_tiles("pan", n, seed=seed)
     n = len(tiles)
     seeds = range(seed, seed + n)
-    pan = _unit(generate_tiles(load_model(model, modality="pan"), captions, [15.0] * n, steps=steps,
-                               guidance=guidance, seeds=seeds))
+    adapter = load_model(model, modality="pan")
+    pan = _unit(generate_tiles(adapter, captions, [15.0] * n, steps=steps, guidance=guidance, seeds=seeds))
+    plain = None
+    if adapter.detail_net is not None:     # PAN's own pixel-detail network: the adapter without it beside
+        plain = _unit(generate_tiles(load_model(model, modality="pan", detail=False), captions, [15.0] * n,
+                                     steps=steps, guidance=guidance, seeds=seeds))
     base = load_model(model)
     grey = _unit(generate_tiles(base, captions, [15.0] * n, steps=steps, guidance=guidance, seeds=seeds)).mean(
         1, keepdims=True)
@@ -173,7 +178,8 @@ def pan_report(*, model="default", n: int = 32, steps: int = 25, guidance: float
     lap = _laplace_std(real)
     half = n // 2
     row = {}
-    for name, t in (("pan adapter", pan), ("RGB model, grey", grey)):
+    gens = [("pan adapter", pan)] + ([("pan adapter without its detail network", plain)] if plain is not None else [])
+    for name, t in gens + [("RGB model, grey", grey)]:
         row[name] = {"texture_ratio": _laplace_std(t) / lap,
                      "wasserstein": float(wasserstein_distance(real.ravel()[::5], t.ravel()[::5])),
                      "mean": float(t.mean()), "std": float(t.std())}
