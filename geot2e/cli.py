@@ -870,6 +870,11 @@ def cmd_train(args) -> int:
         if left:
             print(f"geot2e: stage(s) {', '.join(left)} stopped before finishing; rerun the same command to "
                   f"resume (checkpoints in {cfg.out_dir})")
+        elif getattr(cfg, "modality", None) and cfg.lora is not None and cfg.export and "detail" in args.stage:
+            from .models.modality import modality_from_spec
+
+            where = Path(cfg.export) / modality_from_spec(cfg.modality).folder / "detail"
+            print(f"geot2e: the {modality_from_spec(cfg.modality).name!r} pixel-detail network written to {where}")
         else:
             print(f"geot2e: stage(s) {', '.join(args.stage)} finished; run 'geot2e train {args.config}' "
                   "(without --stage) to finish any other stages and export the model")

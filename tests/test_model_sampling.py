@@ -270,22 +270,25 @@ def test_a_small_hole_is_decoded_around_it_and_its_fill_barely_changes(model):
 
     g = torch.Generator().manual_seed(3)
     x = torch.rand(2, 3, 96, 96, generator=g) * 2 - 1
-    m = torch.zeros(2, 1, 96, 96)
-    m[..., 40:56, 36:52] = 1
-    noise = torch.randn(2, 4, 24, 24, generator=g)
+    m = torch.zeros(3, 1, 96, 96)
+    m[:2, :, 40:56, 36:52] = 1                        # two tiles with one hole, one with another
+    m[2, :, 8:30, 60:90] = 1
+    x = torch.cat([x, x[:1]])
+    noise = torch.randn(3, 4, 24, 24, generator=g)
     kw = dict(steps=2, guidance=0.0, noise=noise, harmonize="lowpass")
     cropped = model.inpaint(x, m, **kw)
-    y0, y1, x0, x1 = T.decode_box(m, model.vae_factor)
-    outside = torch.ones(96, 96, dtype=torch.bool)
-    outside[y0:y1, x0:x1] = False
-    assert torch.equal(cropped[..., outside], x[..., outside])
     old = T.DECODE_CROP_SHARE
     T.DECODE_CROP_SHARE = -1.0                        # decode every window whole
     try:
         whole = model.inpaint(x, m, **kw)
     finally:
         T.DECODE_CROP_SHARE = old
-    hole = m[0, 0] > 0
-    assert not torch.equal(whole[..., outside], x[..., outside])
-    diff = (cropped - whole)[..., hole].abs()
-    assert float(diff.mean()) < 0.05 * float(whole[..., hole].std()) + 0.02
+    for i in range(3):                                # each tile decoded around its own hole
+        y0, y1, x0, x1 = T.decode_box(m[i:i + 1], model.vae_factor)
+        outside = torch.ones(96, 96, dtype=torch.bool)
+        outside[y0:y1, x0:x1] = False
+        assert torch.equal(cropped[i][:, outside], x[i][:, outside])
+        assert not torch.equal(whole[i][:, outside], x[i][:, outside])
+        hole = m[i, 0] > 0
+        diff = (cropped[i] - whole[i])[:, hole].abs()
+        assert float(diff.mean()) < 0.2 * float(whole[i][:, hole].std())   # latents a cell off: 1.2-1.3x

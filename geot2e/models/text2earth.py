@@ -86,8 +86,8 @@ DECODE_CROP_SHARE = 0.8
 
 
 def decode_box(mask: torch.Tensor, factor: int, margin: int = DECODE_MARGIN) -> tuple[int, int, int, int] | None:
-    """``(y0, y1, x0, x1)``: the pixels of a batch of windows (``mask`` B, 1, H, W; 1 =
-    synthesize) that decoding needs, the bounding box of every masked pixel grown by
+    """``(y0, y1, x0, x1)``: the pixels of a window (or the union of a batch's: ``mask`` B, 1,
+    H, W; 1 = synthesize) that decoding needs, the bounding box of every masked pixel grown by
     ``margin`` and aligned to the VAE ``factor``; None when that covers more than
     :data:`DECODE_CROP_SHARE` of the window (decode it whole). The VAE decoder's cost follows
     the pixels it decodes, and a small cloud's window holds its context margin on every side."""
@@ -366,9 +366,9 @@ class Text2Earth(nn.Module):
         Returns
         -------
         (B, C, H, W) float32 tensor: decoded tiles (known pixels are not composited back). When
-        the masked pixels of the batch lie in a small part of the window, only that part and
-        :data:`DECODE_MARGIN` pixels around it are decoded (:func:`decode_box`); the pixels
-        beyond are returned as the input.
+        a tile's masked pixels lie in a small part of it, only that part and
+        :data:`DECODE_MARGIN` pixels around it are decoded (:func:`decode_box`, per tile); the
+        pixels beyond are returned as the input.
         """
         mode = _harmonize_mode(harmonize)
         dev = self.device
@@ -423,25 +423,36 @@ class Text2Earth(nn.Module):
             z = sched.step(eps, t, z).prev_sample
             if callback is not None:
                 callback(i + 1, len(timesteps))
-        box = decode_box(m, self.vae_factor)
-        if box is None:
-            with self._vae_autocast(dev):
-                decoded = self.decode_latents(z).float()
-            if self.detail_net is None or detail is False:
-                return apply_harmonize(decoded, x, m, mode)
-            return self.add_detail(decoded, x, m, mode, noise, detail)
-        y0, y1, x0, x1 = box                 # small holes: decode (and detail) only around them
-        f = self.vae_factor
-        with self._vae_autocast(dev):
-            decoded = self.decode_latents(z[..., y0 // f:y1 // f, x0 // f:x1 // f]).float()
-        xs, ms = x[..., y0:y1, x0:x1], m[..., y0:y1, x0:x1]
-        if self.detail_net is None or detail is False:
-            part = apply_harmonize(decoded, xs, ms, mode)
-        else:
-            part = self.add_detail(decoded, xs, ms, mode, noise, detail, window=(x, m, box))
-        out = x.clone()
-        out[..., y0:y1, x0:x1] = part.to(out.dtype)
+        boxes = [decode_box(m[i:i + 1], self.vae_factor) for i in range(b)]
+        if all(bx is None for bx in boxes):
+            return self._finish(z, x, m, mode, noise, detail)
+        out = x.clone()                      # small holes: decode (and detail) only around each
+        groups: dict = {}
+        for i, bx in enumerate(boxes):
+            groups.setdefault(bx, []).append(i)
+        for bx, idx in groups.items():
+            sel = torch.tensor(idx, device=z.device)
+            zi, xi, mi = z[sel], x[sel], m[sel]
+            ni = None if noise is None else noise[sel]
+            if bx is None:
+                out[sel] = self._finish(zi, xi, mi, mode, ni, detail).to(out.dtype)
+                continue
+            y0, y1, x0, x1 = bx
+            f = self.vae_factor
+            part = self._finish(zi[..., y0 // f:y1 // f, x0 // f:x1 // f], xi[..., y0:y1, x0:x1],
+                                mi[..., y0:y1, x0:x1], mode, ni, detail, window=(xi, mi, bx))
+            out[sel, :, y0:y1, x0:x1] = part.to(out.dtype)
         return out
+
+    def _finish(self, z: torch.Tensor, x: torch.Tensor, m: torch.Tensor, mode: str, noise, detail,
+                window: tuple | None = None) -> torch.Tensor:
+        """Decoded latents ``z``, harmonised with the known pixels ``x`` (mask ``m``) and given
+        the pixel-detail network's grain where it is attached (``window``: see :meth:`add_detail`)."""
+        with self._vae_autocast(self.device):
+            decoded = self.decode_latents(z).float()
+        if self.detail_net is None or detail is False:
+            return apply_harmonize(decoded, x, m, mode)
+        return self.add_detail(decoded, x, m, mode, noise, detail, window=window)
 
     def add_detail(self, decoded: torch.Tensor, x: torch.Tensor, m: torch.Tensor, mode: str,
                    noise: torch.Tensor | None, temperature: float | bool | None = None,
