@@ -78,7 +78,13 @@ def _beside(model, src) -> dict[str, str]:
         out["dehaze"] = "dehazing network"
     if has_sr_net(p):
         out["super_resolution"] = "super-resolution network (and pan-sharpening)"
-    mods = [m for m in available_modalities(p) if m != "rgb"]
-    if mods:
-        out["modality"] = "adapters: " + ", ".join(mods)
+    from .modality import get_modality
+
+    mods = [get_modality(m) for m in available_modalities(p) if m != "rgb"]
+    adapters = [m.name + (" (with its pixel-detail network)" if has_detail_net(p / m.folder) else "")
+                for m in mods if not m.composite]
+    if adapters:
+        composites = [f"{m.name} ({' + '.join(m.parts)})" for m in mods if m.composite]
+        out["modality"] = "adapters: " + ", ".join(adapters) + ("; composites: " + ", ".join(composites)
+                                                                  if composites else "")
     return out
