@@ -95,7 +95,8 @@ def model():
 
 def test_the_default_loads_its_detail_network_and_modalities_do_not(model):
     """Loaded by default and named in the provenance hash; detail=False and modality
-    adapters go without it, and a pickled reference (dask.distributed) reloads as it was."""
+    adapters go without it (PAN has its own), and a pickled reference (dask.distributed)
+    reloads as it was."""
     import pickle
 
     from geot2e.engine.tiles import ModelRef
@@ -106,6 +107,8 @@ def test_the_default_loads_its_detail_network_and_modalities_do_not(model):
     plain = geot2e.load_model("default", device="cpu", detail=False)
     assert plain.detail_net is None and plain.checkpoint_hash == checkpoint_hash(DEFAULT)
     assert geot2e.load_model("default", device="cpu", modality="nir").detail_net is None
+    pan = geot2e.load_model("default", device="cpu", modality="pan")           # PAN has its own, one band
+    assert pan.detail_net is not None and pan.detail_net.channels == 1 and pan.detail_net.temperature > 0
     for m, want in ((model, True), (plain, False)):
         ref = pickle.loads(pickle.dumps(ModelRef(m, "cpu")))
         assert (ref.get().detail_net is not None) is want

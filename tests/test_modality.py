@@ -316,6 +316,8 @@ def test_a_one_band_modality_trains_and_loads_its_own_detail_network(tmp_path, d
     assert has_detail_net(folder) and (folder / "adapter_model.safetensors").is_file()
     nir = load_model(base, device="cpu", modality="nir")
     assert nir.detail_net is not None and nir.detail_net.channels == 1
+    meta = json.loads((folder / "detail" / "geot2e_detail.json").read_text())
+    assert nir.detail_net.temperature == meta["temperature"] and meta["calibration"]   # calibrated with the adapter
     plain = load_model(base, device="cpu", modality="nir", detail=False)
     assert plain.detail_net is None and nir.checkpoint_hash != plain.checkpoint_hash
     grid = dict(bounds=(500000.0, 4000000.0, 500320.0, 4000320.0), crs="EPSG:32617", gsd=10.0, seed=1)
@@ -323,6 +325,21 @@ def test_a_one_band_modality_trains_and_loads_its_own_detail_network(tmp_path, d
     b = geot2e.generate("vegetation", model=plain, **grid, **FAST)
     assert a.shape == b.shape and a.shape[0] == 1 and not np.array_equal(a.values, b.values)
     assert load_model(base, device="cpu").detail_net is None
+
+
+def test_the_text_to_image_grain_level_is_the_smallest_that_keeps_the_texture():
+    from geot2e.models.detail import DETAIL_TEMPERATURE, DetailNet, calibrate_temperature, detail_temperature
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(8, 1, 32, 32, generator=g)
+    res = calibrate_temperature(torch.zeros_like(real), real.clone(), real)   # the grain is the texture itself
+    assert res["temperature"] == 0.7 and abs(res["texture"][0.7] - 0.7) < 1e-6 and res["texture"][0.6] < 0.7
+    smooth = calibrate_temperature(torch.zeros_like(real), 0.5 * real, real)  # half the spread: twice the level
+    assert smooth["temperature"] == 1.4
+    net = DetailNet(channels=1)
+    assert detail_temperature(net) == DETAIL_TEMPERATURE
+    net.temperature = 1.3
+    assert detail_temperature(net) == 1.3
 
 
 def test_a_modality_config_needs_a_lora_section(tmp_path, data_dir):

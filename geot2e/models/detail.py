@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .netfile import attach_net, has_net, net_info, save_net
 
 __all__ = ["DetailNet", "DETAIL_DIR", "DETAIL_TEMPERATURE", "predict_detail", "context_level", "save_detail_net", "load_detail_net",
-           "has_detail_net", "detail_net_info"]
+           "has_detail_net", "detail_net_info", "detail_temperature", "calibrate_temperature"]
 
 #: the sub-folder of a model folder that holds its pixel-detail network
 DETAIL_DIR = "detail"
@@ -56,6 +56,9 @@ class DetailNet(nn.Module):
     def __init__(self, width: int = DETAIL_WIDTH, blocks: int = DETAIL_BLOCKS, channels: int = 3):
         super().__init__()
         self.width, self.blocks, self.channels = int(width), int(blocks), int(channels)
+        #: the grain's level where a window has no known pixels (text-to-image); None:
+        #: DETAIL_TEMPERATURE. A network of another band sets its own (calibrate_temperature)
+        self.temperature: float | None = None
         w, c4 = self.width, 4 * self.channels
         self.head = nn.Conv2d(c4, w, 3, 1, 1)
         self.body = nn.ModuleList(nn.Sequential(nn.Conv2d(w, w, 3, 1, 1), nn.GELU(), nn.Conv2d(w, w, 3, 1, 1))
@@ -171,8 +174,41 @@ def detail_net_info(folder: str | Path) -> dict:
 
 def save_detail_net(net: DetailNet, folder: str | Path, *, meta: dict, dtype: torch.dtype | None = None) -> Path:
     """Write ``net`` (safetensors) and ``meta`` (JSON, with its architecture) to ``folder`` atomically."""
+    extra = {} if getattr(net, "temperature", None) is None else {"temperature": float(net.temperature)}
     return save_net(net, folder, weights=DETAIL_WEIGHTS, meta_name=DETAIL_META, dtype=dtype,
-                    meta={**meta, "width": net.width, "blocks": net.blocks, "channels": net.channels})
+                    meta={**meta, "width": net.width, "blocks": net.blocks, "channels": net.channels, **extra})
+
+
+def _built(meta: dict) -> DetailNet:
+    net = DetailNet(int(meta.get("width", DETAIL_WIDTH)), int(meta.get("blocks", DETAIL_BLOCKS)),
+                    int(meta.get("channels", 3)))
+    if meta.get("temperature") is not None:
+        net.temperature = float(meta["temperature"])
+    return net
+
+
+def detail_temperature(net) -> float:
+    """The grain's level of ``net`` where a window has no known pixels: its own calibrated
+    ``temperature`` (a modality's network), else :data:`DETAIL_TEMPERATURE`."""
+    t = getattr(net, "temperature", None)
+    return DETAIL_TEMPERATURE if t is None else float(t)
+
+
+def calibrate_temperature(mean: torch.Tensor, grain: torch.Tensor, real: torch.Tensor, *, target: float = 0.7,
+                          levels=tuple(round(0.1 * k, 1) for k in range(1, 31))) -> dict:
+    """The smallest level (of ``levels``) at which fills ``mean + level × grain`` (text-to-image
+    tiles' expected images and their grain, spread × pixel noise; B, C, H, W) keep ``target`` of
+    the pixel-scale texture of ``real`` tiles of the same band (std of the Laplacian, pooled):
+    the rule :data:`DETAIL_TEMPERATURE` was chosen by, for a network of another band. Calibrate
+    on training-region tiles, never on held-out ones. Returns ``{"temperature", "texture"}`` (the
+    texture ratio at each level)."""
+    def energy(t):
+        return float(_laplace(t.float()).std())
+
+    ref = energy(real)
+    tex = {float(lv): energy(mean + lv * grain) / ref for lv in levels}
+    ok = [lv for lv, r in tex.items() if r >= target - 1e-6]
+    return {"temperature": min(ok) if ok else max(tex), "texture": tex}
 
 
 def load_detail_net(model, folder: str | Path | None = None):
@@ -181,7 +217,5 @@ def load_detail_net(model, folder: str | Path | None = None):
     :class:`~geot2e.errors.CheckpointError` when there is none."""
     return attach_net(model, folder, sub=DETAIL_DIR, weights=DETAIL_WEIGHTS, meta_name=DETAIL_META,
                       attr="detail_net",
-                      build=lambda meta: DetailNet(int(meta.get("width", DETAIL_WIDTH)),
-                                                   int(meta.get("blocks", DETAIL_BLOCKS)),
-                                                   int(meta.get("channels", 3))),
+                      build=lambda meta: _built(meta),
                       what="pixel-detail network", section="detail")

@@ -462,7 +462,7 @@ class Text2Earth(nn.Module):
         known pixels (``mode``), plus a level × its spread × pixel noise under the mask ``m``.
         The level (``temperature``): None or True sets it per window so that the fill is as
         fine-grained as the known pixels around it (:func:`~geot2e.models.detail.context_level`;
-        :data:`~geot2e.models.detail.DETAIL_TEMPERATURE` without them); a number fixes it; 0
+        the network's :func:`~geot2e.models.detail.detail_temperature` without them); a number fixes it; 0
         is the expected image alone. The pixel noise is drawn from each tile's latent ``noise``
         (keyed by the engine per tile and sample), so that a tile's pixels do not depend on the
         chunking. ``window``: ``(x, m, (y0, y1, x0, x1))`` when ``decoded``, ``x`` and ``m`` are
@@ -470,7 +470,7 @@ class Text2Earth(nn.Module):
         cut to the box, and the known pixels that set the grain's level are the whole window's,
         so a fill's grain does not depend on how much of its window was decoded."""
         from .control import pixel_noise
-        from .detail import DETAIL_TEMPERATURE, context_level, predict_detail
+        from .detail import context_level, detail_temperature, predict_detail
 
         mean, sigma = predict_detail(self.detail_net, decoded)
         out = apply_harmonize(mean, x, m, mode)
@@ -485,7 +485,8 @@ class Text2Earth(nn.Module):
         grain = sigma * field.to(out.device)
         if temperature is None or temperature is True:
             ctx = None if window is None else (window[0], window[1])
-            level = context_level(x, m, out, grain, fallback=DETAIL_TEMPERATURE, context=ctx).view(b, 1, 1, 1)
+            level = context_level(x, m, out, grain, fallback=detail_temperature(self.detail_net),
+                                  context=ctx).view(b, 1, 1, 1)
         else:
             level = float(temperature)
         c = sigma.shape[1]                    # the network's bands (RGB, or a modality's band)

@@ -7,6 +7,7 @@ The schema of the file (:class:`TrainConfig`, :func:`load_train_config`, ...) is
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict
@@ -319,17 +320,42 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
     return model
 
 
-def _modality_detail(model, mod, cfg, out: Path, sources, *, progress: bool, resume: bool):
+def _modality_detail(model, mod, cfg, out: Path, sources, base_path, *, progress: bool, resume: bool):
     """A modality's pixel-detail network (the ``detail:`` section of a modality config): trained
-    on the VAE round trips of the modality's bands (the adapter plays no part in them) and
-    exported beside the adapter, ``<export>/modality/<name>/detail``."""
-    from .detail import export_detail_net, train_detail
+    on the VAE round trips of the modality's bands (the adapter plays no part in them), its
+    text-to-image level calibrated with the adapter where it exists
+    (:func:`~geot2e.train.detail.calibrate_detail`, on training tiles at the sources' own GSD), and
+    exported beside the
+    adapter, ``<export>/modality/<name>/detail``."""
+    from ..models.adapter import ADAPTER_WEIGHTS
+    from ..models.detail import DETAIL_META, save_detail_net
+    from .detail import calibrate_detail, export_detail_net, train_detail
     from .parallel import barrier, is_main
 
-    train_detail(model, build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + 6, sources=sources),
-                 cfg.detail, out, resume=resume, progress=progress)
+    data = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed + 6, sources=sources)
+    train_detail(model, data, cfg.detail, out, resume=resume, progress=progress)
     barrier()
-    if stage_finished(out / "detail", cfg.detail) and is_main() and cfg.export:
+    if not stage_finished(out / "detail", cfg.detail):
+        return model
+    adapter = Path(cfg.export) / mod.folder if cfg.export else out / "lora" / "adapter"
+    if is_main() and (adapter / ADAPTER_WEIGHTS).is_file():   # the level of text-to-image grain, on training tiles
+        from ..models.modality import apply_modality
+
+        gen = apply_modality(from_pretrained(base_path, device=model.device), mod, adapter)
+        gen.detail_net = model.detail_net.eval()
+        native = dataclasses.replace(cfg, gsd_max=min(r.gsd for r in sources), window_stretch=0.0)   # at its own GSD
+        cal = calibrate_detail(gen, build_training_data(native, bands=model.config.bands, seed=cfg.seed + 7,
+                                                        sources=sources), seed=cfg.seed + 7)
+        net_dir = out / "detail" / "net"
+        meta = {k: v for k, v in json.loads((net_dir / DETAIL_META).read_text()).items()
+                if k not in ("width", "blocks", "channels", "temperature")}
+        save_detail_net(model.detail_net, net_dir, meta={**meta, "calibration": cal["texture"]})
+        print(f"geot2e: {mod.name!r} pixel-detail level without context {cal['temperature']:.1f} (the smallest "
+              "giving generated tiles the texture of the training tiles)")
+    elif is_main():
+        print(f"geot2e: no {mod.name!r} adapter yet, so the detail network keeps the default level for text-to-image; "
+              "rerun this stage once the adapter is trained to calibrate it")
+    if is_main() and cfg.export:
         export_detail_net(out / "detail" / "net", Path(cfg.export) / mod.folder)
     barrier()
     return model
@@ -551,7 +577,7 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True, stages=None):
             _write_data_json(out, cfg, sources, rasters)
             write_run_record(out, cfg, sources, specs=rasters)
     if mod is not None and stages is not None and "denoiser" not in stages:
-        return _modality_detail(model, mod, cfg, out, sources, progress=progress, resume=resume)
+        return _modality_detail(model, mod, cfg, out, sources, path, progress=progress, resume=resume)
     ds = build_training_data(cfg, bands=model.config.bands, seed=cfg.seed, sources=sources)
     add_lora(model, rank=spec.get("rank", 8), alpha=spec.get("alpha", spec.get("rank", 8)),
              targets=spec.get("targets", DEFAULT_TARGETS), dropout=spec.get("dropout", 0.0))
@@ -571,7 +597,7 @@ def run_lora(cfg, *, progress: bool = True, resume: bool = True, stages=None):
             export_adapter(out / "lora" / "adapter", Path(cfg.export), mod.folder)
         barrier()
         if cfg.detail is not None and (stages is None or "detail" in stages):
-            return _modality_detail(model, mod, cfg, out, sources, progress=progress, resume=resume)
+            return _modality_detail(model, mod, cfg, out, sources, path, progress=progress, resume=resume)
         return model
     if spec.get("merge", True):
         merge_lora(model)
