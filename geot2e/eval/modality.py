@@ -11,7 +11,9 @@ with the captioner's rules (:func:`geot2e.train.captions.measure_content`: veget
 image, mostly water" (the captions' words) at 10 m, mapped to the scene's values with the
 scene's percentiles (as training scaled them). Reported per class: NDVI (``cir``, ``rgbn``) or
 the scaled NIR level (``nir``) of real and generated pixels (mean, std), the 1-Wasserstein
-distance between the two distributions, and the separation vegetation − water. For ``rgbn``
+distance between the two distributions, and the separation vegetation − water (``nir``: also
+the texture ratio, std of the Laplacian, generated / real, with and without the band's own
+pixel-detail network where it has one). For ``rgbn``
 also whether the two models drew one layout: per tile, the correlation between the gradient
 magnitudes of the NIR band and of the visible bands' mean (real tiles: the same), median
 over the tiles of a class.
@@ -115,6 +117,7 @@ def nir_report(modality: str, *, model="default", n: int = 32, steps: int = 25, 
     tiles, _, labels, src = real_tiles("cir", 4 * n, seed=seed)
     m = load_model(model, modality="nir" if modality == "rgbn" else modality)
     rgb = load_model(model) if modality == "rgbn" else None     # the base model as generate() runs it
+    plain = load_model(model, modality="nir", detail=False) if modality == "nir" and m.detail_net is not None else None
     out = {"modality": modality, "model_id": m.model_id, "gsd": 10.0, "steps": steps, "guidance": guidance,
            "real_tiles": {c: labels.count(c) for c in sorted(set(labels))}, "classes": {}}
     for cls, prompt in PROMPTS.items():
@@ -133,8 +136,16 @@ def nir_report(modality: str, *, model="default", n: int = 32, steps: int = 25, 
         else:
             r, g = real[:, 0].ravel(), gen[:, 0].ravel()
             share = None
+            lap = _laplace_std(real[:, :1])
+            tex = {"texture_ratio": _laplace_std(gen[:, :1]) / lap}
+            if plain is not None:          # the band's own pixel-detail network, and without it
+                alone = _unit(generate_tiles(plain, [prompt] * n, [10.0] * n, steps=steps, guidance=guidance,
+                                             seeds=range(seed, seed + n)))
+                tex["texture_ratio_without_detail"] = _laplace_std(alone[:, :1]) / lap
         out["classes"][cls] = {**_dist(r, g), "n_real": int(len(real)), "n_generated": n,
                                "generated_labelled_as_prompt": share}
+        if modality == "nir":
+            out["classes"][cls].update(tex)
         if modality == "rgbn":
             out["classes"][cls].update(layout_real=_layout_agreement(real), layout_generated=_layout_agreement(gen))
     c = out["classes"]
@@ -210,6 +221,13 @@ def modality_table(results: Sequence[dict]) -> str:
             if "separation_real" in r:
                 lines.append(f"| {r['modality']} | vegetation − water | {q} | {r['separation_real']:.3f} | "
                              f"{r['separation_generated']:.3f} | | |")
+        tex = [(r, cls, c) for r in nir for cls, c in r["classes"].items() if "texture_ratio" in c]
+        if tex:
+            lines += ["", "NIR pixel-scale texture, generated / real (std of the Laplacian): " + "; ".join(
+                f"{cls} {c['texture_ratio']:.2f}" + (f" (without its detail network "
+                                                    f"{c['texture_ratio_without_detail']:.2f})"
+                                                    if "texture_ratio_without_detail" in c else "")
+                for _, cls, c in tex)]
         lay = [(r, c) for r in nir for c in r["classes"].values() if "layout_real" in c]
         if lay:
             lines += ["", "One layout in all bands (median per-tile correlation of NIR and visible gradient "
