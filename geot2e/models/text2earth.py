@@ -76,9 +76,9 @@ def tile_inputs(images: torch.Tensor, masks: torch.Tensor, device, vae_factor: i
     return x, m
 
 
-#: pixels of decoded context kept around a batch's masked pixels when the batch's windows are
-#: decoded only there (:func:`decode_box`): what the colour anchor's low-pass (σ = 4 px) and the
-#: pixel-detail network need around a fill; a multiple of every VAE factor in use
+#: pixels of decoded context kept around a tile's masked pixels when the tile is decoded only
+#: there (:func:`decode_box`): what the colour anchor's low-pass (σ = 4 px) and the pixel-detail
+#: network need around a fill; a multiple of every VAE factor in use
 DECODE_MARGIN = 16
 #: the largest share of a window's pixels a cropped decode may cover; above it the whole
 #: window is decoded (a mostly masked window, text-to-image: as before cropping existed)
