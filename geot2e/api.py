@@ -905,8 +905,9 @@ def generate(prompt: str, *, like: xr.DataArray | None = None, bounds=None, crs=
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}.")
     shared = _shared(locals())
-    if _composite(modality, model) is not None:
-        return _generate_composite(prompt, like=like, bounds=bounds, crs=crs, shape=shape, **shared)
+    comp = _composite(modality, model)
+    if comp is not None:
+        return _generate_composite(prompt, comp, like=like, bounds=bounds, crs=crs, shape=shape, **shared)
     shared.pop("radiometry")
     m, opts = _check_options(**shared)
     _check_radiometry(radiometry, m)
@@ -937,14 +938,13 @@ def _composite(modality, model):
     return m
 
 
-def _generate_composite(prompt, *, like, modality, radiometry, **kw) -> xr.DataArray:
-    """:func:`generate` of a composite modality: each part generated with its own model from the
+def _generate_composite(prompt, comp, *, like, modality, radiometry, **kw) -> xr.DataArray:
+    """:func:`generate` of the composite modality ``comp``: each part generated with its own model from the
     same seed (the engine keys the noise by tile and sample, not by model), stacked along the
     band dimension (in ``like``'s band order where given), with both parts' provenance."""
     from .engine.raster import raster_dims
     from .geo.bands import band_roles
 
-    comp = _composite(modality, kw.get("model"))
     if radiometry is not None:
         raise ParameterError(f"radiometry with modality={modality!r}: give like= (a raster holding its bands "
                              f"{', '.join(comp.bands)}) to set the value scaling of each part.")

@@ -480,7 +480,7 @@ class Text2Earth(nn.Module):
         if window is None:
             field = pixel_noise(noise, (b, 1, h, w))
         else:
-            wx, wm, (y0, y1, x0, x1) = window
+            wx, _, (y0, y1, x0, x1) = window
             field = pixel_noise(noise, (b, 1, *wx.shape[-2:]))[..., y0:y1, x0:x1]
         grain = sigma * field.to(out.device)
         if temperature is None or temperature is True:
