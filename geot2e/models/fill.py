@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["smooth_fill", "telea_fill", "harmonize", "anchor_lowpass", "apply_harmonize", "ANCHORS", "HARMONIZE_MODES",
+__all__ = ["smooth_fill", "membrane_fill", "gauss_blur", "telea_fill", "harmonize", "anchor_lowpass", "apply_harmonize", "ANCHORS", "HARMONIZE_MODES",
            "harmonize_mode"]
 
 HARMONIZE_MODES = ("lowpass", "boundary", "none")
-LOWPASS_SIGMA = 4.0    # pixels; chosen by measurement, see docs/model_card.md "Colour anchoring"
+LOWPASS_SIGMA = 2.0    # pixels; chosen by measurement, see docs/model_card.md "Colour anchoring" and "Anchor network"
 ANCHORS = ("blend", "harmonic", "telea")
 
 
@@ -76,6 +76,47 @@ def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) 
     return torch.where(any_known, out, torch.zeros_like(out))
 
 
+def _neg_laplacian(u: torch.Tensor) -> torch.Tensor:
+    """Sum of the 4 neighbours minus 4 × the pixel, with replicated edges (Neumann)."""
+    p = F.pad(u, (1, 1, 1, 1), mode="replicate")
+    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4 * u
+
+
+def membrane_fill(x: torch.Tensor, known: torch.Tensor, *, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """The membrane (harmonic) interpolation of the unknown pixels, by conjugate gradients.
+
+    Solves Laplace's equation on the pixels where ``known < 1`` (4-neighbour stencil, Neumann
+    at the array's edges) with the known pixels as boundary values, each band of each sample
+    on its own, from :func:`smooth_fill`'s pyramid fill; ``iters`` conjugate-gradient steps
+    (about the holes' width in pixels reaches the exact solution to plotting accuracy, where
+    Jacobi sweeps need its square). Returns ``x`` on the known pixels; a sample without any
+    known pixel is 0, as in :func:`smooth_fill`.
+    """
+    hard = (known >= 1).to(torch.float32)
+    u = smooth_fill(x, known, relax_iters=0)
+    unk = (1.0 - hard).expand_as(u)
+    if not bool(unk.any()):
+        return u
+    any_known = (hard.flatten(1).amax(1) > 0).view(-1, 1, 1, 1)
+    r = _neg_laplacian(u) * unk
+    p = r.clone()
+    rr = (r * r).sum((-2, -1), keepdim=True)
+    stop = tol * tol * unk.sum((-2, -1), keepdim=True).clamp_min(1)
+    for _ in range(int(iters)):
+        ap = -_neg_laplacian(p) * unk
+        pap = (p * ap).sum((-2, -1), keepdim=True)
+        alpha = torch.where(pap > 0, rr / pap.clamp_min(1e-30), torch.zeros_like(rr))
+        u = u + alpha * p
+        r = r - alpha * ap
+        rr_new = (r * r).sum((-2, -1), keepdim=True)
+        if bool((rr_new <= stop).all()):
+            break
+        beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-30), torch.zeros_like(rr))
+        p = r + beta * p
+        rr = rr_new
+    return torch.where(any_known, u, torch.zeros_like(u))
+
+
 def harmonize_mode(value) -> str:
     """Normalise a ``harmonize`` option: True → "boundary", False/None → "none"; a mode
     name is returned as it is. Raises ``ParameterError`` for anything else."""
@@ -91,8 +132,8 @@ def harmonize_mode(value) -> str:
                          f"(= 'none') or one of {list(HARMONIZE_MODES)}.")
 
 
-def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with zero padding (callers normalise by a blurred weight)."""
+def gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (σ in pixels) with zero padding (callers normalise by a blurred weight)."""
     r = max(1, int(round(3 * sigma)))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-(t ** 2) / (2 * sigma * sigma))
@@ -148,7 +189,8 @@ def _first_occurrence(target: torch.Tensor, m: torch.Tensor) -> list[int]:
 
 
 def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
-                   sigma: float = LOWPASS_SIGMA, relax_iters: int = 200, anchor: str = "blend") -> torch.Tensor:
+                   sigma: float = LOWPASS_SIGMA, relax_iters: int = 200, anchor: str = "blend",
+                   smooth: torch.Tensor | None = None) -> torch.Tensor:
     """Give the fill the low frequencies of a smooth interpolation of the known pixels and
     keep the generated detail.
 
@@ -157,7 +199,9 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     masked pixels only. ``anchor`` picks ``S``: ``"harmonic"`` (:func:`smooth_fill`, Laplace),
     ``"telea"`` (:func:`telea_fill`) or ``"blend"`` (their mean, the default: on 64 crops of the
     training scene it kept the harmonic fill's PSNR within 0.12 dB and Telea's mean colour
-    within 0.0003, where each alone loses on the other; docs/model_card.md). Detail finer than
+    within 0.0003, where each alone loses on the other; docs/model_card.md). ``smooth``, when
+    given, is ``S`` itself (B, C, H, W): a model's anchor network's expected image
+    (:mod:`geot2e.models.anchor`), which replaces the interpolation. Detail finer than
     about σ comes from the model, colour and brightness at coarser scales from the surroundings, so the fill agrees with its border and
     the diffusion model's colour drift (strongest under classifier-free guidance) is removed.
     Known pixels are returned unchanged from ``decoded``, and so is a sample without any
@@ -172,6 +216,8 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
         raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
     m = (mask > 0.5).to(torch.float32)
     dec = decoded.float()
+    if smooth is not None:
+        return _lowpass_towards(dec, smooth.to(dec), m, sigma)
     # K samples of one window arrive as K identical (target, mask) rows: interpolate each once
     first = _first_occurrence(target, m)
     uniq = sorted(set(first))
@@ -184,8 +230,13 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
             smooth = 0.5 * (smooth + telea_fill(t_u, 1.0 - m_u))
     if len(uniq) < len(first):
         smooth = smooth[[uniq.index(i) for i in first]]
-    num = _gauss_blur((smooth - dec) * m, sigma)
-    den = _gauss_blur(m, sigma).clamp_min(1e-6)
+    return _lowpass_towards(dec, smooth, m, sigma)
+
+
+def _lowpass_towards(dec: torch.Tensor, smooth: torch.Tensor, m: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``dec`` + the masked low-pass of ``smooth − dec`` inside ``m`` (samples with known pixels)."""
+    num = gauss_blur((smooth - dec) * m, sigma)
+    den = gauss_blur(m, sigma).clamp_min(1e-6)
     any_known = ((1.0 - m).flatten(1).amax(1) > 0).to(dec.dtype).view(-1, 1, 1, 1)
     return dec + any_known * m * num / den
 
@@ -208,11 +259,13 @@ def harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *
     return decoded + corr * m
 
 
-def apply_harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+def apply_harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mode: str, *,
+                    smooth: torch.Tensor | None = None) -> torch.Tensor:
     """The post-processing of a decoded fill by ``mode`` (from :func:`harmonize_mode`):
-    ``"lowpass"`` → :func:`anchor_lowpass`, ``"boundary"`` → :func:`harmonize`, else as it is."""
+    ``"lowpass"`` → :func:`anchor_lowpass` (on ``smooth`` when given), ``"boundary"`` →
+    :func:`harmonize`, else as it is."""
     if mode == "lowpass":
-        return anchor_lowpass(decoded, target, mask)
+        return anchor_lowpass(decoded, target, mask, smooth=smooth)
     if mode == "boundary":
         return harmonize(decoded, target, mask)
     return decoded
