@@ -150,7 +150,7 @@ def test_lowpass_anchor_removes_an_interior_colour_drift_that_boundary_mode_keep
     anchored = anchor_lowpass(decoded, crop, mask, anchor=anchor)
     left_lowpass = (anchored - anchor_lowpass(crop, crop, mask, anchor=anchor))[inner].mean()
     assert left_boundary > 0.9 * drift                      # the drift survives the ring correction
-    assert abs(float(left_lowpass)) < 0.35 * drift          # most of it is gone (scales > σ = 4 px)
+    assert abs(float(left_lowpass)) < 0.35 * drift          # most of it is gone (scales > σ)
     # known pixels untouched
     k = (mask == 0).expand_as(anchored)
     assert torch.equal(anchored[k], decoded[k])
