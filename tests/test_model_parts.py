@@ -192,8 +192,8 @@ def test_lowpass_anchor_interpolates_each_window_once_for_k_samples(crop, monkey
     dec = torch.rand(4, 3, 64, 64, generator=g) * 2 - 1
     per_row = torch.cat([anchor_lowpass(dec[i:i + 1], x[i:i + 1], mask[i:i + 1]) for i in range(4)])
     sizes = []
-    real = fill.telea_fill
-    monkeypatch.setattr(fill, "telea_fill", lambda t, k: sizes.append(t.shape[0]) or real(t, k))
+    real = fill.membrane_fill
+    monkeypatch.setattr(fill, "membrane_fill", lambda t, k: sizes.append(t.shape[0]) or real(t, k))
     out = anchor_lowpass(dec, x, mask)
     assert sizes == [2]                                      # rows 0-2 share one interpolation
     torch.testing.assert_close(out, per_row, atol=1e-6, rtol=0)   # as one row at a time

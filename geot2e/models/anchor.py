@@ -38,8 +38,6 @@ ANCHOR_WEIGHTS = "anchor_net.safetensors"
 #: the anchor keeps scales over σ = 2 px; the correction (bilinear from a grid twice as coarse) is
 #: for the scales the membrane gets wrong, over 4 px
 ANCHOR_WIDTHS = (48, 64, 96, 128)
-#: conjugate-gradient steps of the membrane the network starts from (:func:`~geot2e.models.fill.membrane_fill`)
-MEMBRANE_ITERS = 150
 
 
 class _Block(nn.Module):
@@ -83,7 +81,7 @@ class AnchorNet(nn.Module):
         sd = (((x - mu) * k) ** 2).flatten(2).sum(2).view(*x.shape[:2], 1, 1).div(n).sqrt()
         sd = sd.mean(1, keepdim=True).clamp_min(1e-3)        # one scale for the bands: colours keep their ratios
         xn = (x - mu) / sd * k
-        base = membrane_fill(xn, k, iters=MEMBRANE_ITERS)
+        base = membrane_fill(xn, k)
         h, w = x.shape[-2:]
         f = 2 ** len(self.widths)
         ph, pw = (-h) % f, (-w) % f
@@ -110,7 +108,7 @@ def expected_fill(net: AnchorNet, x: torch.Tensor, known: torch.Tensor) -> torch
     c = net.channels
     out = net(x[:, :c].float(), known)
     if x.shape[1] > c:
-        out = torch.cat([out, membrane_fill(x[:, c:].float(), known, iters=MEMBRANE_ITERS)], 1)
+        out = torch.cat([out, membrane_fill(x[:, c:].float(), known)], 1)
     return out
 
 
