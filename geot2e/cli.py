@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the config's sources and validation tiles as a tile pack to DIR and stop "
                         "(train from it with 'pack: DIR' in a config, e.g. on a GPU machine without the raster stack)")
     p.add_argument("--stage", action="append", default=None, metavar="NAME",
-                   help="run only this configured stage (vae, denoiser, finetune, decoder, detail, distill, control, haze, sr, anchor); "
+                   help="run only this configured stage (vae, denoiser, finetune, decoder, detail, distill, control, haze, sr); "
                         "repeatable. "
                         "E.g. --stage decoder trains the decoder while another process trains the denoiser; "
                         "only a run of all stages exports the model")

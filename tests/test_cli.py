@@ -219,9 +219,8 @@ def test_info_summarizes_the_model(capsys, tiny_model):
 def test_info_lists_what_the_default_carries_beside_the_model(capsys):
     code, out, _ = run(capsys, "info", "--json")
     beside = json.loads(out)["beside"]
-    assert code == 0 and {"few_step", "detail", "anchor", "translate", "dehaze", "super_resolution",
-                          "modality"} <= set(beside)
-    assert "attached" in beside["detail"] and "attached" in beside["anchor"] and "nir" in beside["modality"]
+    assert code == 0 and {"few_step", "detail", "translate", "dehaze", "super_resolution", "modality"} <= set(beside)
+    assert "attached" in beside["detail"] and "nir" in beside["modality"]
     code, out, _ = run(capsys, "info")
     assert "detail/" in out and "super_resolution/" in out
 

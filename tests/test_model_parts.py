@@ -199,6 +199,33 @@ def test_lowpass_anchor_interpolates_each_window_once_for_k_samples(crop, monkey
     torch.testing.assert_close(out, per_row, atol=1e-6, rtol=0)   # as one row at a time
 
 
+def test_the_membrane_fill_solves_laplaces_equation():
+    """Conjugate gradients reach scipy's direct solve of the same equation (Neumann edges; the
+    protocol's harmonic baseline) where the Jacobi sweeps of smooth_fill are far from it, keep
+    the known pixels, and fill a batch as they fill its rows one by one."""
+    import numpy as np
+
+    from geot2e.geo.spectral import harmonic_fill
+    from geot2e.models.fill import membrane_fill, smooth_fill
+    from geot2e.train.masks import cloud_blobs
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:80]
+    x = torch.from_numpy(np.stack([np.sin(xx / 7.0 + c) + np.cos(yy / 11.0) + 0.1 * rng.normal(size=(96, 80))
+                                   for c in range(3)])[None].repeat(3, 0).astype(np.float32))
+    m = torch.from_numpy(np.stack([cloud_blobs(rng, 96, 80, coverage=0.45) for _ in range(3)])[:, None]
+                         .astype(np.float32))
+    got = membrane_fill(x, 1 - m)
+    want = np.stack([harmonic_fill(x[i].numpy(), m[i, 0].numpy() < 0.5) for i in range(3)])
+    rms = lambda a: float(np.sqrt(((np.asarray(a) - want) ** 2).sum() / (3 * float(m.sum()))))  # noqa: E731
+    assert rms(got) < 1e-3 < 0.05 < rms(smooth_fill(x, 1 - m, relax_iters=200))
+    known = (1 - m).expand_as(x) > 0
+    assert torch.equal(got[known], x[known])
+    one = torch.cat([membrane_fill(x[i:i + 1], 1 - m[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(got, one, atol=1e-5, rtol=0)
+    assert torch.equal(membrane_fill(x, torch.zeros_like(m)), torch.zeros_like(x))   # nothing known: 0
+
+
 def test_telea_fill_fills_from_the_known_pixels_only(crop):
     from geot2e.models.fill import telea_fill
 

@@ -37,7 +37,6 @@ class ModelRef:
         self.translate = getattr(model, "controlnet", None) is not None     # with its translation ControlNet
         self.modality = getattr(model, "modality", None)                     # with a modality adapter merged
         self.detail = getattr(model, "detail_net", None) is not None         # with its pixel-detail network
-        self.anchor = getattr(model, "anchor_net", None) is not None         # with its anchor network
         self._model = model
 
     def get(self):
@@ -47,8 +46,7 @@ class ModelRef:
             self._model = load_model(self.path, device=self.device, few_step=self.few_step,
                                      translate=getattr(self, "translate", False),
                                      modality=getattr(self, "modality", None),
-                                     detail=getattr(self, "detail", True),
-                                     anchor=getattr(self, "anchor", True))
+                                     detail=getattr(self, "detail", True))
         return self._model
 
     def __getstate__(self):

@@ -59,7 +59,6 @@ def model_card(model) -> dict[str, Any]:
 def _beside(model, src) -> dict[str, str]:
     if not src or not Path(src).is_dir():
         return {}
-    from .anchor import anchor_net_info, has_anchor_net
     from .checkpoint import available_modalities, has_few_step
     from .control import has_controlnet
     from .detail import detail_net_info, has_detail_net
@@ -73,9 +72,6 @@ def _beside(model, src) -> dict[str, str]:
     if has_detail_net(p):
         on = "attached" if getattr(model, "detail_net", None) is not None else "not attached (load_model(detail=False))"
         out["detail"] = f"pixel-detail network, {detail_net_info(p).get('steps', '?')} steps: {on}"
-    if has_anchor_net(p):
-        on = "attached" if getattr(model, "anchor_net", None) is not None else "not attached (load_model(anchor=False))"
-        out["anchor"] = f"anchor network (remove_clouds' coarse colours), {anchor_net_info(p).get('steps', '?')} steps: {on}"
     if has_controlnet(p):
         out["translate"] = "translation ControlNet (NIR -> RGB)"
     if has_haze_net(p):

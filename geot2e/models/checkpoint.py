@@ -313,7 +313,7 @@ def resolve_modality(modality: str, name_or_path: "str | os.PathLike" = "default
 
 def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, device: str | torch.device = "auto",
                autocast: str | None = "auto", few_step: bool = False, translate: bool = False,
-               modality: str | None = None, detail: bool = True, anchor: bool = True) -> Text2Earth:
+               modality: str | None = None, detail: bool = True) -> Text2Earth:
     """Load a Text2Earth model: ``"default"`` (embedded weights), a local folder, or pass a model through.
 
     Models are cached per (path, device, autocast, few_step), so dask workers load each
@@ -329,10 +329,6 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     detail stage; :mod:`geot2e.models.detail`) where it has one: one-sample RGB fills then get
     the pixel grain the decoder loses, as fine as the ground around them; ``detail=False``
     leaves the decoder's output as it is. Its weights' hash is appended to ``checkpoint_hash``.
-    ``anchor=True`` attaches the folder's anchor network (``anchor/``, trained by the anchor
-    stage; :mod:`geot2e.models.anchor`) where it has one: cloud removal (``harmonize="lowpass"``)
-    then takes its fills' low frequencies from the network's expected image instead of a smooth
-    interpolation; ``anchor=False`` goes without it. Its hash is appended to ``checkpoint_hash``.
     ``modality="nir"`` (or another name of :data:`geot2e.models.modality.MODALITIES`) merges the
     folder's adapter for that modality (``modality/<name>/``, trained by ``geot2e train`` with a
     ``modality:`` config): the model then generates that modality's bands
@@ -369,10 +365,7 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
     # the RGB model's, or the modality's own (beside its adapter); one cache entry for a folder without one
     dfolder = path if modality is None else path / get_modality(modality).folder
     detail = bool(detail) and has_detail_net(dfolder)
-    from .anchor import ANCHOR_DIR, ANCHOR_WEIGHTS, has_anchor_net, load_anchor_net
-
-    anchor = bool(anchor) and modality is None and has_anchor_net(path)   # an RGB network
-    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate), modality, detail, anchor)
+    key = (str(path.resolve()), str(dev), str(autocast), bool(few_step), bool(translate), modality, detail)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -383,10 +376,6 @@ def load_model(name_or_path: "str | os.PathLike | Text2Earth" = "default", *, de
             load_detail_net(model, dfolder / DETAIL_DIR)
             h = hashlib.sha256((dfolder / DETAIL_DIR / DETAIL_WEIGHTS).read_bytes()).hexdigest()[:8]
             model.checkpoint_hash = f"{model.checkpoint_hash}+{h}"   # provenance names the detail network too
-        if anchor:                            # cloud removal's learned colour anchor
-            load_anchor_net(model, path / ANCHOR_DIR)
-            h = hashlib.sha256((path / ANCHOR_DIR / ANCHOR_WEIGHTS).read_bytes()).hexdigest()[:8]
-            model.checkpoint_hash = f"{model.checkpoint_hash}+a{h}"
         if translate:
             from .control import CONTROL_DIR, load_controlnet
 

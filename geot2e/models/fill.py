@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["smooth_fill", "membrane_fill", "gauss_blur", "telea_fill", "harmonize", "anchor_lowpass", "apply_harmonize", "ANCHORS", "HARMONIZE_MODES",
-           "harmonize_mode"]
+__all__ = ["smooth_fill", "membrane_fill", "telea_fill", "harmonize", "anchor_lowpass", "apply_harmonize", "ANCHORS",
+           "HARMONIZE_MODES", "harmonize_mode"]
 
 HARMONIZE_MODES = ("lowpass", "boundary", "none")
-LOWPASS_SIGMA = 2.0    # pixels; chosen by measurement, see docs/model_card.md "Colour anchoring" and "Anchor network"
+LOWPASS_SIGMA = 2.0    # pixels; chosen by measurement, see docs/model_card.md "Colour anchoring"
 ANCHORS = ("blend", "harmonic", "telea")
 
 
@@ -134,8 +134,8 @@ def harmonize_mode(value) -> str:
                          f"(= 'none') or one of {list(HARMONIZE_MODES)}.")
 
 
-def gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (σ in pixels) with zero padding (callers normalise by a blurred weight)."""
+def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with zero padding (callers normalise by a blurred weight)."""
     r = max(1, int(round(3 * sigma)))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-(t ** 2) / (2 * sigma * sigma))
@@ -191,8 +191,7 @@ def _first_occurrence(target: torch.Tensor, m: torch.Tensor) -> list[int]:
 
 
 def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
-                   sigma: float = LOWPASS_SIGMA, anchor: str = "harmonic",
-                   smooth: torch.Tensor | None = None) -> torch.Tensor:
+                   sigma: float = LOWPASS_SIGMA, anchor: str = "harmonic") -> torch.Tensor:
     """Give the fill the low frequencies of a smooth interpolation of the known pixels and
     keep the generated detail.
 
@@ -203,9 +202,7 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     or ``"blend"`` (their mean; the default until the membrane was solved exactly: with 200 Jacobi
     sweeps it was not, and the blend made up for it; held out, the mean of 4 anchored on the
     exact membrane is 0.16-0.18 dB more accurate than on the blend, at the same colour error;
-    docs/model_card.md). ``smooth``, when
-    given, is ``S`` itself (B, C, H, W): a model's anchor network's expected image
-    (:mod:`geot2e.models.anchor`), which replaces the interpolation. Detail finer than
+    docs/model_card.md). Detail finer than
     about σ comes from the model, colour and brightness at coarser scales from the surroundings, so the fill agrees with its border and
     the diffusion model's colour drift (strongest under classifier-free guidance) is removed.
     Known pixels are returned unchanged from ``decoded``, and so is a sample without any
@@ -220,8 +217,6 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
         raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
     m = (mask > 0.5).to(torch.float32)
     dec = decoded.float()
-    if smooth is not None:
-        return _lowpass_towards(dec, smooth.to(dec), m, sigma)
     # K samples of one window arrive as K identical (target, mask) rows: interpolate each once
     first = _first_occurrence(target, m)
     uniq = sorted(set(first))
@@ -234,13 +229,8 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
             smooth = 0.5 * (smooth + telea_fill(t_u, 1.0 - m_u))
     if len(uniq) < len(first):
         smooth = smooth[[uniq.index(i) for i in first]]
-    return _lowpass_towards(dec, smooth, m, sigma)
-
-
-def _lowpass_towards(dec: torch.Tensor, smooth: torch.Tensor, m: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``dec`` + the masked low-pass of ``smooth − dec`` inside ``m`` (samples with known pixels)."""
-    num = gauss_blur((smooth - dec) * m, sigma)
-    den = gauss_blur(m, sigma).clamp_min(1e-6)
+    num = _gauss_blur((smooth - dec) * m, sigma)
+    den = _gauss_blur(m, sigma).clamp_min(1e-6)
     any_known = ((1.0 - m).flatten(1).amax(1) > 0).to(dec.dtype).view(-1, 1, 1, 1)
     return dec + any_known * m * num / den
 
@@ -263,13 +253,11 @@ def harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *
     return decoded + corr * m
 
 
-def apply_harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mode: str, *,
-                    smooth: torch.Tensor | None = None) -> torch.Tensor:
+def apply_harmonize(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """The post-processing of a decoded fill by ``mode`` (from :func:`harmonize_mode`):
-    ``"lowpass"`` → :func:`anchor_lowpass` (on ``smooth`` when given), ``"boundary"`` →
-    :func:`harmonize`, else as it is."""
+    ``"lowpass"`` → :func:`anchor_lowpass`, ``"boundary"`` → :func:`harmonize`, else as it is."""
     if mode == "lowpass":
-        return anchor_lowpass(decoded, target, mask, smooth=smooth)
+        return anchor_lowpass(decoded, target, mask)
     if mode == "boundary":
         return harmonize(decoded, target, mask)
     return decoded

@@ -159,7 +159,6 @@ class Text2Earth(nn.Module):
         self.controlnet_meta: dict = {}  # what it was trained for (its geot2e_control.json)
         self.modality: str | None = None  # a modality adapter's name (geot2e.models.modality.apply_modality)
         self.detail_net = None  # the pixel-detail network (geot2e.models.detail.load_detail_net)
-        self.anchor_net = None  # cloud removal's anchor network (geot2e.models.anchor.load_anchor_net)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -355,11 +354,9 @@ class Text2Earth(nn.Module):
         harmonize : how the decoded fill is made to agree with the known pixels. True or
             ``"boundary"`` (default): the residual on the known ring around the mask is spread
             inward (:func:`~geot2e.models.fill.harmonize`); ``"lowpass"``: low frequencies
-            (Gaussian σ = 2 px) from the expected image of the attached anchor network
-            (``model.anchor_net``, ``anchor/`` of the model folder; :mod:`geot2e.models.anchor`),
-            or without one from a smooth interpolation of the known pixels, detail from the
-            model (:func:`~geot2e.models.fill.anchor_lowpass`; what ``remove_clouds`` uses);
-            False or ``"none"``: the decoder output as it is.
+            (Gaussian σ = 2 px) from the membrane (harmonic) fill of the known pixels, detail from
+            the model (:func:`~geot2e.models.fill.anchor_lowpass`; what ``remove_clouds``
+            uses); False or ``"none"``: the decoder output as it is.
         detail : with a pixel-detail network attached (``model.detail_net``, ``detail/`` of the
             model folder): the level of the fill's pixel grain in units of the network's spread
             (None: as fine-grained as the known pixels around it, :meth:`add_detail`; 0: the
@@ -426,10 +423,9 @@ class Text2Earth(nn.Module):
             z = sched.step(eps, t, z).prev_sample
             if callback is not None:
                 callback(i + 1, len(timesteps))
-        smooth = self.expected_fill(x, m) if mode == "lowpass" else None
         boxes = [decode_box(m[i:i + 1], self.vae_factor) for i in range(b)]
         if all(bx is None for bx in boxes):
-            return self._finish(z, x, m, mode, noise, detail, smooth=smooth)
+            return self._finish(z, x, m, mode, noise, detail)
         out = x.clone()                      # small holes: decode (and detail) only around each
         groups: dict = {}
         for i, bx in enumerate(boxes):
@@ -438,52 +434,29 @@ class Text2Earth(nn.Module):
             sel = torch.tensor(idx, device=z.device)
             zi, xi, mi = z[sel], x[sel], m[sel]
             ni = None if noise is None else noise[sel]
-            si = None if smooth is None else smooth[sel]
             if bx is None:
-                out[sel] = self._finish(zi, xi, mi, mode, ni, detail, smooth=si).to(out.dtype)
+                out[sel] = self._finish(zi, xi, mi, mode, ni, detail).to(out.dtype)
                 continue
             y0, y1, x0, x1 = bx
             f = self.vae_factor
             part = self._finish(zi[..., y0 // f:y1 // f, x0 // f:x1 // f], xi[..., y0:y1, x0:x1],
-                                mi[..., y0:y1, x0:x1], mode, ni, detail, window=(xi, mi, bx),
-                                smooth=None if si is None else si[..., y0:y1, x0:x1])
+                                mi[..., y0:y1, x0:x1], mode, ni, detail, window=(xi, mi, bx))
             out[sel, :, y0:y1, x0:x1] = part.to(out.dtype)
         return out
 
-    def expected_fill(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor | None:
-        """The attached anchor network's expected image of tiles ``x`` under masks ``m``
-        (1 = unknown), computed once for identical (tile, mask) rows (the K samples of a window);
-        None without a network or where no tile has both known and masked pixels. Computed on the
-        whole window, so that a fill decoded on part of it (:func:`decode_box`) is anchored
-        on what the whole window's known pixels imply."""
-        net = self.anchor_net
-        if net is None:
-            return None
-        from .anchor import expected_fill
-        from .fill import _first_occurrence
-
-        mm = (m > 0.5).to(torch.float32)
-        if not bool(((mm.flatten(1).amax(1) > 0) & (mm.flatten(1).amin(1) < 1)).any()):
-            return None
-        first = _first_occurrence(x, mm)
-        uniq = sorted(set(first))
-        out = expected_fill(net, x[uniq], 1.0 - mm[uniq])
-        return out[[uniq.index(i) for i in first]] if len(uniq) < len(first) else out
-
     def _finish(self, z: torch.Tensor, x: torch.Tensor, m: torch.Tensor, mode: str, noise, detail,
-                window: tuple | None = None, smooth: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoded latents ``z``, harmonised with the known pixels ``x`` (mask ``m``; ``smooth``:
-        the anchor network's expected image, :meth:`expected_fill`) and given the pixel-detail
-        network's grain where it is attached (``window``: see :meth:`add_detail`)."""
+                window: tuple | None = None) -> torch.Tensor:
+        """Decoded latents ``z``, harmonised with the known pixels ``x`` (mask ``m``) and given
+        the pixel-detail network's grain where it is attached (``window``: see :meth:`add_detail`)."""
         with self._vae_autocast(self.device):
             decoded = self.decode_latents(z).float()
         if self.detail_net is None or detail is False:
-            return apply_harmonize(decoded, x, m, mode, smooth=smooth)
-        return self.add_detail(decoded, x, m, mode, noise, detail, window=window, smooth=smooth)
+            return apply_harmonize(decoded, x, m, mode)
+        return self.add_detail(decoded, x, m, mode, noise, detail, window=window)
 
     def add_detail(self, decoded: torch.Tensor, x: torch.Tensor, m: torch.Tensor, mode: str,
                    noise: torch.Tensor | None, temperature: float | bool | None = None,
-                   window: tuple | None = None, smooth: torch.Tensor | None = None) -> torch.Tensor:
+                   window: tuple | None = None) -> torch.Tensor:
         """A decoded fill given the pixel detail its decoder lost (the attached
         :class:`~geot2e.models.detail.DetailNet`): its expected image, harmonised with the
         known pixels (``mode``), plus a level × its spread × pixel noise under the mask ``m``.
@@ -500,7 +473,7 @@ class Text2Earth(nn.Module):
         from .detail import context_level, detail_temperature, predict_detail
 
         mean, sigma = predict_detail(self.detail_net, decoded)
-        out = apply_harmonize(mean, x, m, mode, smooth=smooth)
+        out = apply_harmonize(mean, x, m, mode)
         if temperature is not None and temperature is not True and float(temperature) <= 0:
             return out
         b, _, h, w = sigma.shape              # one noise field for the three bands: the grain is of brightness

@@ -312,7 +312,7 @@ def run_training(cfg: TrainConfig | str | os.PathLike, *, progress: bool = True,
 
             for d in dsts:
                 export_controlnet(out / "control" / "controlnet", d)
-        for name in (*SIDE_STAGES, "detail"):   # the dehazing, super-resolution, anchor and detail networks beside it
+        for name in (*SIDE_STAGES, "detail"):   # the dehazing, super-resolution and detail networks beside it
             if getattr(cfg, name) is not None:
                 for d in dsts:
                     _side_stage(name)[1](out / name / "net", d)
@@ -364,7 +364,7 @@ def _modality_detail(model, mod, cfg, out: Path, sources, base_path, *, progress
 #: stages that change the model's own weights (the others train what goes beside it)
 MODEL_STAGES = ("vae", "denoiser", "finetune", "decoder")
 #: stages that train a small network of their own from the data alone (no VAE or denoiser)
-SIDE_STAGES = ("haze", "sr", "anchor")
+SIDE_STAGES = ("haze", "sr")
 
 
 def _side_stage(name: str):
@@ -373,10 +373,6 @@ def _side_stage(name: str):
         from .haze import export_haze_net, train_haze
 
         return train_haze, export_haze_net
-    if name == "anchor":
-        from .anchor import export_anchor_net, train_anchor
-
-        return train_anchor, export_anchor_net
     if name == "detail":
         from .detail import export_detail_net, train_detail
 

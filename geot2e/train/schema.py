@@ -20,7 +20,7 @@ __all__ = ["StageConfig", "SourceSpec", "TrainConfig", "SOURCE_KINDS", "STAGES",
            "resolve_source_path", "resolve_device_name", "stage_finished", "scheduled"]
 
 SOURCE_KINDS = ("raster", "git10m")
-STAGES = ("vae", "denoiser", "finetune", "decoder", "detail", "distill", "control", "haze", "sr", "anchor")
+STAGES = ("vae", "denoiser", "finetune", "decoder", "detail", "distill", "control", "haze", "sr")
 
 
 @dataclass
@@ -123,10 +123,6 @@ class TrainConfig:
     # super-resolution network (the expected fine image of a coarse one, geot2e.train.sr): needs
     # only the data, exported beside the model as <model>/super_resolution
     sr: StageConfig | None = None
-    # anchor network (the expected image under a mask, by regression from the known pixels, whose
-    # low frequencies anchor cloud-removal fills; geot2e.train.anchor): needs only the data,
-    # exported beside the model as <model>/anchor
-    anchor: StageConfig | None = None
     # pixel-detail network (the expected true image of a decoded one and its spread, learned from
     # the model's own VAE round trips; geot2e.train.detail): needs the finished decoder, exported
     # beside the model as <model>/detail
