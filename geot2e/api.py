@@ -55,10 +55,10 @@ harmonize : bool or str, default "{default_harmonize}" (``"{clouds_harmonize}"``
     How the fill's colour is made to agree with the known pixels. True / ``"boundary"``:
     the colour mismatch on the known ring around the mask is spread inward (keeps a
     prompt's new colours). ``"lowpass"``: the fill's coarse colour and brightness (scales
-    above ~4 px) come from a smooth interpolation of the known pixels (the mean of a
-    harmonic and a Telea fill) and only the finer detail from the model — right for
-    reconstruction, hence remove_clouds' default (measured: model card, "Colour
-    anchoring"). False / ``"none"``: the decoder's output as it is.
+    above ~2 px) come from the membrane (harmonic) fill of the known pixels and only the
+    finer detail from the model — right for reconstruction, hence remove_clouds' default
+    (measured: model card, "Colour anchor"). False / ``"none"``: the decoder's output as it
+    is.
 radiometry : geot2e.geo.Radiometry, optional
     Value scaling to use instead of fitting one on the valid unmasked pixels.
 threads : int, optional
