@@ -93,11 +93,18 @@ def membrane_fill(x: torch.Tensor, known: torch.Tensor, *, iters: int = 150, tol
     known pixel is 0, as in :func:`smooth_fill`.
     """
     hard = (known >= 1).to(torch.float32)
-    u = smooth_fill(x, known, relax_iters=0)
-    unk = (1.0 - hard).expand_as(u)
-    if not bool(unk.any()):
-        return u
+    full = smooth_fill(x, known, relax_iters=0)
+    unknown = (hard < 1).flatten(0, 1).any(0)        # (H, W): unknown in any sample
+    if not bool(unknown.any()):
+        return full
     any_known = (hard.flatten(1).amax(1) > 0).view(-1, 1, 1, 1)
+    # solve on the box of the unknown pixels and a ring of one (known, fixed) pixel: the same
+    # equations at the holes' cost; where the box meets the array's edge, that edge's Neumann
+    rows, cols = torch.nonzero(unknown.any(1)).flatten(), torch.nonzero(unknown.any(0)).flatten()
+    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, full.shape[-2])
+    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, full.shape[-1])
+    u = full[..., y0:y1, x0:x1]
+    unk = (1.0 - hard[..., y0:y1, x0:x1]).expand_as(u)
     r = _neg_laplacian(u) * unk
     p = r.clone()
     rr = (r * r).sum((-2, -1), keepdim=True)
@@ -116,7 +123,9 @@ def membrane_fill(x: torch.Tensor, known: torch.Tensor, *, iters: int = 150, tol
         beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-30), torch.zeros_like(rr))
         p = r + beta * p
         rr = rr_new
-    return torch.where(any_known, u, torch.zeros_like(u))
+    full = full.clone()
+    full[..., y0:y1, x0:x1] = u
+    return torch.where(any_known, full, torch.zeros_like(full))
 
 
 def harmonize_mode(value) -> str:
