@@ -211,8 +211,8 @@ def anchor_lowpass(decoded: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     or ``"blend"`` (their mean; the default until the membrane was solved exactly: with 200 Jacobi
     sweeps it was not, and the blend made up for it; held out, the mean of 4 anchored on the
     exact membrane is 0.16-0.18 dB more accurate than on the blend, at the same colour error;
-    docs/model_card.md). Detail finer than
-    about σ comes from the model, colour and brightness at coarser scales from the surroundings, so the fill agrees with its border and
+    docs/model_card.md). Detail finer than about σ comes from the model, colour and
+    brightness at coarser scales from the surroundings, so the fill agrees with its border and
     the diffusion model's colour drift (strongest under classifier-free guidance) is removed.
     Known pixels are returned unchanged from ``decoded``, and so is a sample without any
     known pixel (text-to-image). Linear in ``decoded``: the mean of anchored samples is the
