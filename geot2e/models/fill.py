@@ -58,12 +58,8 @@ def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) 
         # Known pixels never change, so the sweeps run on the box of the unknown ones (all
         # samples) and a ring of one pixel: the same values, at the holes' cost, not the window's
         hard = (w >= 1).to(out)
-        unknown = (hard < 1).flatten(0, 1).any(0)        # (H, W): unknown in any sample
-        rows, cols = torch.nonzero(unknown.any(1)).flatten(), torch.nonzero(unknown.any(0)).flatten()
-        if len(rows):
-            y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, out.shape[-2])
-            x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, out.shape[-1])
-            box = (..., slice(y0, y1), slice(x0, x1))
+        box = _unknown_box(hard)
+        if box is not None:
             sub, hard_b = out[box], hard[box]
             soft, fixed = 1 - hard_b, hard_b * x[box]
             for _ in range(relax_iters):
@@ -74,6 +70,19 @@ def smooth_fill(x: torch.Tensor, known: torch.Tensor, *, relax_iters: int = 32) 
             out[box] = sub
     any_known = (w.flatten(1).amax(1) > 0).view(-1, 1, 1, 1)
     return torch.where(any_known, out, torch.zeros_like(out))
+
+
+def _unknown_box(hard: torch.Tensor) -> tuple | None:
+    """The index of the box holding every pixel where ``hard < 1`` (in any sample) and a ring of
+    one pixel around it, clipped to the array; None when every pixel is known. A solver that
+    keeps known pixels fixed gets the same values on this box as on the whole array."""
+    unknown = (hard < 1).flatten(0, 1).any(0)        # (H, W): unknown in any sample
+    rows, cols = torch.nonzero(unknown.any(1)).flatten(), torch.nonzero(unknown.any(0)).flatten()
+    if not len(rows):
+        return None
+    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, hard.shape[-2])
+    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, hard.shape[-1])
+    return (..., slice(y0, y1), slice(x0, x1))
 
 
 def _neg_laplacian(u: torch.Tensor) -> torch.Tensor:
@@ -94,17 +103,13 @@ def membrane_fill(x: torch.Tensor, known: torch.Tensor, *, iters: int = 150, tol
     """
     hard = (known >= 1).to(torch.float32)
     full = smooth_fill(x, known, relax_iters=0)
-    unknown = (hard < 1).flatten(0, 1).any(0)        # (H, W): unknown in any sample
-    if not bool(unknown.any()):
+    box = _unknown_box(hard)
+    if box is None:
         return full
     any_known = (hard.flatten(1).amax(1) > 0).view(-1, 1, 1, 1)
-    # solve on the box of the unknown pixels and a ring of one (known, fixed) pixel: the same
-    # equations at the holes' cost; where the box meets the array's edge, that edge's Neumann
-    rows, cols = torch.nonzero(unknown.any(1)).flatten(), torch.nonzero(unknown.any(0)).flatten()
-    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, full.shape[-2])
-    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, full.shape[-1])
-    u = full[..., y0:y1, x0:x1]
-    unk = (1.0 - hard[..., y0:y1, x0:x1]).expand_as(u)
+    # solved on that box, at the holes' cost; where it meets the array's edge, that edge's Neumann
+    u = full[box]
+    unk = (1.0 - hard[box]).expand_as(u)
     r = _neg_laplacian(u) * unk
     p = r.clone()
     rr = (r * r).sum((-2, -1), keepdim=True)
@@ -124,7 +129,7 @@ def membrane_fill(x: torch.Tensor, known: torch.Tensor, *, iters: int = 150, tol
         p = r + beta * p
         rr = rr_new
     full = full.clone()
-    full[..., y0:y1, x0:x1] = u
+    full[box] = u
     return torch.where(any_known, full, torch.zeros_like(full))
 
 
