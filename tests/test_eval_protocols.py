@@ -200,6 +200,54 @@ def test_text_control_end_to_end(tiny_model, holdout, data_dir):
     assert "guidance ω" in text_control_table(res)
 
 
+def test_text_control_over_seeds_is_judged_on_the_mean(tiny_model, holdout, data_dir):
+    """--seeds: the target verdict is the mean's over independent runs, never one lucky seed's."""
+    from geot2e.eval.text_control import (TARGET_BALANCED, TextControlConfig, run_text_control,
+                                          text_control_seeds_table)
+    from geot2e.train.dataset import load_raster_source
+
+    src = load_raster_source(data_dir / "landsat_224078_rgb_crop.tif", nodata=0)
+    runs = [run_text_control(tiny_model, config=TextControlConfig(guidances=(0.0, 3.0), n_per_class=2, size=32,
+                                                                  steps=2, stride=32, min_class_tiles=1, seed=s),
+                             scene=holdout, exclude=FAR, train_source=src) for s in (0, 1)]
+    table = text_control_seeds_table(runs).splitlines()
+    assert "seeds 0 / 1" in table[0]
+    for row, i in zip(table[2:], range(2)):
+        acc = [r["sweep"][i]["balanced_accuracy"] for r in runs]
+        mean = float(np.mean(acc))
+        assert f"**{100 * mean:.1f} %**" in row
+        assert row.rstrip(" |").endswith("met") == (mean >= TARGET_BALANCED)
+    other = copy.deepcopy(runs[1])
+    other["sweep"][1]["guidance"] = 5.0
+    with pytest.raises(ValueError, match="guidance sweep"):
+        text_control_seeds_table([runs[0], other])
+
+
+def test_gsd_following_over_seeds_is_judged_on_the_mean():
+    from geot2e.eval.resolution_probe import TARGET_SPEARMAN, resolution_seeds_table
+
+    def run(seed, gen):
+        return {"config": {"seed": seed}, "generated": {"spearman": gen}, "real": {"spearman": 0.8}}
+
+    lucky = TARGET_SPEARMAN + 0.05
+    text = resolution_seeds_table([run(0, lucky), run(1, TARGET_SPEARMAN - 0.09), run(2, TARGET_SPEARMAN - 0.02)])
+    assert f"**{TARGET_SPEARMAN - 0.02:.3f}**" in text and "missed by 0.020" in text   # mean 0.78
+    assert "**met**" in resolution_seeds_table([run(0, lucky)])
+    spread = common.seed_spread([1.0, 2.0, 4.0])
+    assert spread["mean"] == pytest.approx(7 / 3) and spread["sd"] == pytest.approx(np.std([1, 2, 4], ddof=1))
+    assert (spread["min"], spread["max"], common.seed_spread([0.5])["sd"]) == (1.0, 4.0, 0.0)
+
+
+def test_protocol_refuses_repeated_or_malformed_seeds(capsys):
+    from geot2e.eval import protocol
+
+    for bad in ("1,1", "0,x"):
+        with pytest.raises(SystemExit) as e:
+            protocol.main(["--seeds", bad])
+        assert e.value.code == 2
+        assert "--seeds" in capsys.readouterr().err
+
+
 def test_logistic_classifier_separates_separable_features():
     from geot2e.eval.text_control import LogisticClassifier
 

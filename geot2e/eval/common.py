@@ -11,7 +11,7 @@ import numpy as np
 
 from ..sampling import GUIDANCE, MODEL_SAMPLING
 
-__all__ = ["model_info", "generate_tiles", "standardize", "to_json", "spearman"]
+__all__ = ["model_info", "generate_tiles", "standardize", "to_json", "spearman", "seed_spread"]
 
 
 def model_info(model) -> dict:
@@ -88,6 +88,17 @@ def spearman(a, b) -> float:
     if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan
     return float(spearmanr(a, b).statistic)
+
+
+def seed_spread(values: Sequence[float]) -> dict:
+    """Mean, standard deviation (n − 1), minimum and maximum of one score over seeds, with
+    the values themselves. A protocol whose score moves with the generation noise (the GSD
+    probe, text control) is judged on the mean over seeds, not on one draw."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("seed_spread needs at least one value")
+    return {"values": v.tolist(), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
 
 
 def to_json(result, path: str | os.PathLike | None = None) -> str:

@@ -23,16 +23,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..sampling import GUIDANCE, MODEL_SAMPLING
-from .common import generate_tiles, spearman, standardize
+from .common import generate_tiles, seed_spread, spearman, standardize
 
 __all__ = ["ProbeConfig", "GSDProbe", "prepare", "training_tiles", "real_tiles_at_gsd", "train_probe",
            "run_resolution_probe", "resolution_table", "PROBE_PROMPTS", "CAPTIONER_PROMPTS",
-           "vae_roundtrip", "vae_fingerprint"]
+           "vae_roundtrip", "vae_fingerprint", "TARGET_SPEARMAN", "resolution_seeds_table"]
+
+#: GSD following's target: Spearman correlation between requested and probed GSD of generated tiles
+TARGET_SPEARMAN = 0.8
 
 #: prompts of the generated tiles: the captioner's content and brightness wording, without
 #: scale words and without texture words. The captioner's texture word is measured per pixel,
@@ -345,4 +348,21 @@ def resolution_table(result: dict) -> str:
     sg = gen["spearman"] if gen else math.nan
     mid = f" {rv['spearman']:.3f} |" if rv else ""
     lines.append(f"| **Spearman** | {result['real']['spearman']:.3f} |{mid} {sg:.3f} |")
+    return "\n".join(lines)
+
+
+def resolution_seeds_table(runs: Sequence[dict]) -> str:
+    """Markdown: the generated tiles' Spearman of each run (one per seed, :func:`run_resolution_probe`),
+    their mean and spread, and :data:`TARGET_SPEARMAN` judged on the mean."""
+    seeds = [r["config"]["seed"] for r in runs]
+    gen = seed_spread([r["generated"]["spearman"] for r in runs])
+    real = seed_spread([r["real"]["spearman"] for r in runs])
+    lines = ["| seed | Spearman, generated tiles | Spearman, real held-out tiles |", "|---|---|---|"]
+    for s, g, r in zip(seeds, gen["values"], real["values"]):
+        lines.append(f"| {s} | {g:.3f} | {r:.3f} |")
+    lines.append(f"| **mean (sd)** | **{gen['mean']:.3f}** ({gen['sd']:.3f}) | {real['mean']:.3f} ({real['sd']:.3f}) |")
+    gap = TARGET_SPEARMAN - gen["mean"]
+    verdict = "met" if gap <= 0 else f"missed by {gap:.3f}"
+    lines += ["", f"Target Spearman ≥ {TARGET_SPEARMAN:g} on the mean of {len(runs)} seeds: **{verdict}** "
+              f"(single seeds {gen['min']:.3f} … {gen['max']:.3f})."]
     return "\n".join(lines)

@@ -28,10 +28,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..sampling import MODEL_SAMPLING
-from .common import generate_tiles
+from .common import generate_tiles, seed_spread
 
-__all__ = ["TextControlConfig", "CLASS_PROMPTS", "SET_GSD", "content_labels", "tile_features", "LogisticClassifier",
-           "real_heldout_tiles", "real_set_tiles", "run_text_control", "text_control_table"]
+__all__ = ["TextControlConfig", "CLASS_PROMPTS", "SET_GSD", "TARGET_BALANCED", "content_labels", "tile_features",
+           "LogisticClassifier", "real_heldout_tiles", "real_set_tiles", "run_text_control", "text_control_table",
+           "text_control_seeds_table"]
+
+#: text control's target: balanced accuracy over the four content classes
+TARGET_BALANCED = 0.70
 
 #: one prompt per content class, in the captioner's wording (at 30 m, "field scale")
 CLASS_PROMPTS = {
@@ -320,4 +324,25 @@ def text_control_table(result: dict) -> str:
     for name, info in result.get("sets", {}).items():
         cc = ", ".join(f"{k} {v}" for k, v in info["class_counts"].items())
         lines.append(f"- {name} (generated at {info['gsd']:g} m): {info['tiles']} tiles ({cc})")
+    return "\n".join(lines)
+
+
+def text_control_seeds_table(runs: Sequence[dict]) -> str:
+    """Markdown: per guidance ω, the balanced accuracy of each run (one per seed,
+    :func:`run_text_control`), their mean and spread, the mean prompt consistency, and
+    :data:`TARGET_BALANCED` judged on the mean."""
+    seeds = [r["config"]["seed"] for r in runs]
+    omegas = [row["guidance"] for row in runs[0]["sweep"]]
+    lines = [f"| guidance ω | balanced accuracy, seeds {' / '.join(str(s) for s in seeds)} | **mean** (sd) | "
+             f"prompt consistency (mean) | target ≥ {100 * TARGET_BALANCED:.0f} % on the mean |", "|---|---|---|---|---|"]
+    for i, omega in enumerate(omegas):
+        rows = [r["sweep"][i] for r in runs]
+        if any(row["guidance"] != omega for row in rows):
+            raise ValueError("the runs do not share one guidance sweep")
+        acc = seed_spread([row["balanced_accuracy"] for row in rows])
+        cons = float(np.mean([row["prompt_consistency"] for row in rows]))
+        gap = TARGET_BALANCED - acc["mean"]
+        verdict = "met" if gap <= 0 else f"missed by {100 * gap:.1f} points"
+        lines.append(f"| {omega:g} | {' / '.join(f'{100 * v:.1f}' for v in acc['values'])} % | "
+                     f"**{100 * acc['mean']:.1f} %** ({100 * acc['sd']:.1f}) | {cons:.1%} | {verdict} |")
     return "\n".join(lines)
