@@ -231,7 +231,7 @@ def test_gsd_following_over_seeds_is_judged_on_the_mean():
 
     lucky = TARGET_SPEARMAN + 0.05
     text = resolution_seeds_table([run(0, lucky), run(1, TARGET_SPEARMAN - 0.09), run(2, TARGET_SPEARMAN - 0.02)])
-    assert f"**{TARGET_SPEARMAN - 0.02:.3f}**" in text and "missed by 0.020" in text   # mean 0.78
+    assert f"| **mean (sd)** | {TARGET_SPEARMAN - 0.02:.3f} (" in text and "missed by 0.020" in text   # mean 0.78
     assert "**met**" in resolution_seeds_table([run(0, lucky)])
     spread = common.seed_spread([1.0, 2.0, 4.0])
     assert spread["mean"] == pytest.approx(7 / 3) and spread["sd"] == pytest.approx(np.std([1, 2, 4], ddof=1))
