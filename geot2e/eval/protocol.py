@@ -117,6 +117,22 @@ def text_heading(res: dict) -> str:
             f"{c['seed']}, target ≥ {100 * TARGET_BALANCED:.0f} % balanced over four classes)")
 
 
+def over_seeds(out: dict, key: str, seeds, run, heading, table, seeds_table, *, many: bool) -> None:
+    """Run one protocol once per seed (``run(seed)``), printing each run's table as it ends;
+    ``out[key]`` is the first run, and with ``many`` ``out[key + "_seeds"]`` holds them all and
+    their summary over seeds is printed."""
+    runs = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        res = run(seed)
+        runs.append(res)
+        print(f"{heading(res)}\n\n{table(res)}\n\n({time.perf_counter() - t0:.0f} s)\n", flush=True)
+    out[key] = runs[0]
+    if many:
+        out[f"{key}_seeds"] = runs
+        print(seeds_table(runs) + "\n", flush=True)
+
+
 def cached_probe(path: Path, cfg, data_dir, log, model=None):
     """The GSD probe of ``path`` if it was trained with ``cfg``'s probe settings (and, for a
     ``through_vae`` probe, the same VAE weights), else train and save one."""
@@ -264,42 +280,29 @@ def main(argv=None) -> int:
 
     seeds = a.seeds or (a.seed,)
     if "resolution" in only:
-        runs = []
-        for seed in seeds:
-            t0 = time.perf_counter()
+        def probe_run(seed):
             cfg = ProbeConfig(gsds=tuple(a.gsds), n_per_gsd=a.probe_per_gsd, train_tiles=a.probe_train_tiles,
                               train_steps=a.probe_train_steps, steps=a.steps or MODEL_SAMPLING["steps"],
                               guidance=GUIDANCE if a.guidance is None else a.guidance, seed=seed,
                               prompts=PROBE_PROMPTS if a.probe_prompts == "content" else CAPTIONER_PROMPTS,
                               through_vae=not a.probe_raw)
-            probe = None
-            if a.probe_cache:
-                probe = cached_probe(Path(a.probe_cache), cfg, a.data_dir, log, model=model)
+            probe = cached_probe(Path(a.probe_cache), cfg, a.data_dir, log, model=model) if a.probe_cache else None
             res = run_resolution_probe(model, config=cfg, data_dir=a.data_dir, progress=log, probe=probe)
             if probe is not None:
                 res["probe"] = {**probe.cached_info, "cached": str(a.probe_cache)}
-            runs.append(res)
-            print(f"{resolution_heading(res)}\n\n{resolution_table(res)}\n\n({time.perf_counter() - t0:.0f} s)\n",
-                  flush=True)
-        out["resolution"] = runs[0]
-        if a.seeds:
-            out["resolution_seeds"] = runs
-            print(resolution_seeds_table(runs) + "\n", flush=True)
+            return res
+
+        over_seeds(out, "resolution", seeds, probe_run, resolution_heading, resolution_table, resolution_seeds_table,
+                   many=bool(a.seeds))
 
     if "text" in only:
-        runs = []
-        for seed in seeds:
-            t0 = time.perf_counter()
+        def text_run(seed):
             cfg = TextControlConfig(guidances=tuple(a.guidances), n_per_class=a.text_per_class,
                                     steps=a.steps or MODEL_SAMPLING["steps"], seed=seed)
-            res = run_text_control(model, config=cfg, data_dir=a.data_dir, progress=log)
-            runs.append(res)
-            print(f"{text_heading(res)}\n\n{text_control_table(res)}\n\n({time.perf_counter() - t0:.0f} s)\n",
-                  flush=True)
-        out["text_control"] = runs[0]
-        if a.seeds:
-            out["text_control_seeds"] = runs
-            print(text_control_seeds_table(runs) + "\n", flush=True)
+            return run_text_control(model, config=cfg, data_dir=a.data_dir, progress=log)
+
+        over_seeds(out, "text_control", seeds, text_run, text_heading, text_control_table, text_control_seeds_table,
+                   many=bool(a.seeds))
 
     out["seconds"] = time.perf_counter() - t_all
     print(f"Total {out['seconds'] / 60:.1f} min, torch threads {out['torch_threads']}.")
